@@ -1,0 +1,21 @@
+"""Per-call facts that travel in the graph run's context, hidden from the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.settings import FlowSettings
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling and which flow serves them. Tools read identity from here, never
+    from the model's arguments: the caller's number owns appointments and messages."""
+
+    call_sid: str
+    thread_id: str
+    caller: str  # E.164 number of the caller (Twilio's From on inbound calls)
+    called: str  # the dialled number (Twilio's To on inbound calls)
+    flow: str  # flow name, a key of Settings.flows
+    flow_settings: FlowSettings
+    previous_thread_id: str | None = None  # a recent earlier call of this caller (callback)

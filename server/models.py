@@ -1,0 +1,158 @@
+"""SQL tables of dialgraph (SQLAlchemy 2, typed mappings).
+
+Times are stored as timezone-aware UTC instants; local time only exists in what is spoken.
+Phone numbers and transcript text are PII: never put them into log messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware datetime that round-trips as UTC on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: pass an aware datetime")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite drops the offset; we only ever store UTC
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Call(Base):
+    """One phone call (a CallSid), inbound or outbound."""
+
+    __tablename__ = "calls"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")  # inbound | outbound
+    from_number: Mapped[str] = mapped_column(String(32), default="")
+    to_number: Mapped[str] = mapped_column(String(32), default="")
+    flow: Mapped[str] = mapped_column(String(64), default="")
+    thread_id: Mapped[str] = mapped_column(String(128), default="")
+    previous_thread_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    status: Mapped[str] = mapped_column(String(32), default="ringing")
+    outcome: Mapped[str | None] = mapped_column(String(64), default=None)
+    transfer_target: Mapped[str | None] = mapped_column(String(64), default=None)
+    transfer_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    stream_sid: Mapped[str | None] = mapped_column(String(64), default=None)
+    reconnects: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_calls_from_started", "from_number", "started_at"),)
+
+
+class CallEvent(Base):
+    """A transcript turn or a call event (transfer, barge-in, reconnect...) with timings."""
+
+    __tablename__ = "call_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_sid: Mapped[str] = mapped_column(ForeignKey("calls.sid", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32), default="turn")  # turn | barge_in | transfer | dtmf | ...
+    role: Mapped[str | None] = mapped_column(String(16), default=None)  # caller | agent | system
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    interrupted: Mapped[bool] = mapped_column(default=False)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    data: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+
+
+class Contact(Base):
+    """A known caller, keyed by phone number."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    phone: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str | None] = mapped_column(String(128), default=None)
+    email: Mapped[str | None] = mapped_column(String(256), default=None)
+    notes: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Appointment(Base):
+    """A booked slot. ``slot_key`` makes a double booking a constraint violation.
+
+    ``slot_key`` is ``<calendar>|<start UTC ISO>`` while the appointment is active and NULL
+    once cancelled, so a cancelled slot can be booked again (NULLs never collide).
+    """
+
+    __tablename__ = "appointments"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    calendar: Mapped[str] = mapped_column(String(64), default="default")
+    phone: Mapped[str] = mapped_column(String(32), index=True)
+    name: Mapped[str | None] = mapped_column(String(128), default=None)
+    starts_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="booked")  # booked | cancelled
+    slot_key: Mapped[str | None] = mapped_column(String(128), default=None)
+    purpose: Mapped[str | None] = mapped_column(String(256), default=None)
+    call_sid: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("slot_key", name="uq_appointments_slot_key"),
+        Index("ix_appointments_calendar_start", "calendar", "starts_at"),
+    )
+
+
+class Message(Base):
+    """A message the agent took for a human."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    call_sid: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    from_number: Mapped[str] = mapped_column(String(32))
+    caller_name: Mapped[str | None] = mapped_column(String(128), default=None)
+    callback_number: Mapped[str | None] = mapped_column(String(32), default=None)
+    for_whom: Mapped[str | None] = mapped_column(String(64), default=None)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="new")  # new | handled
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
