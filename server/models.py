@@ -19,7 +19,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -74,6 +73,8 @@ class Call(Base):
     outcome: Mapped[str | None] = mapped_column(String(64), default=None)
     transfer_target: Mapped[str | None] = mapped_column(String(64), default=None)
     transfer_status: Mapped[str | None] = mapped_column(String(32), default=None)
+    transfer_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    transfer_summary: Mapped[str | None] = mapped_column(Text, default=None)
     stream_sid: Mapped[str | None] = mapped_column(String(64), default=None)
     reconnects: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

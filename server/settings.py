@@ -11,6 +11,8 @@ handed down as constructor arguments; no other module reads the environment.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -18,7 +20,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -135,8 +136,8 @@ def _default_flows() -> dict[str, FlowSettings]:
     }
 
 
-def _env(*names: str) -> Any:
-    return AliasChoices(*names)
+# Environment variable of each field; any other field may be set as DIALGRAPH_<FIELD>.
+ENV_NAMES: dict[str, str] = {'env': 'DIALGRAPH_ENV', 'config_file': 'DIALGRAPH_CONFIG', 'data_dir': 'DIALGRAPH_DATA_DIR', 'public_url': 'DIALGRAPH_PUBLIC_URL', 'database_url': 'DATABASE_URL', 'log_level': 'DIALGRAPH_LOG_LEVEL', 'twilio_account_sid': 'TWILIO_ACCOUNT_SID', 'twilio_auth_token': 'TWILIO_AUTH_TOKEN', 'twilio_api_url': 'TWILIO_API_URL', 'validate_signatures': 'DIALGRAPH_VALIDATE_SIGNATURES', 'stream_token_secret': 'DIALGRAPH_STREAM_TOKEN_SECRET', 'admin_token': 'DIALGRAPH_ADMIN_TOKEN', 'deepgram_api_key': 'DEEPGRAM_API_KEY', 'deepgram_url': 'DEEPGRAM_URL', 'elevenlabs_api_key': 'ELEVENLABS_API_KEY', 'elevenlabs_url': 'ELEVENLABS_URL', 'openai_api_key': 'OPENAI_API_KEY', 'openai_base_url': 'OPENAI_BASE_URL', 'model': 'DIALGRAPH_MODEL', 'asr': 'DIALGRAPH_ASR', 'tts': 'DIALGRAPH_TTS'}
 
 
 class Settings(BaseSettings):
@@ -144,61 +145,57 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         extra="forbid",
-        populate_by_name=True,
         case_sensitive=False,
         env_ignore_empty=True,
     )
 
     # --- where and how it runs -----------------------------------------------------------
-    env: Literal["dev", "production"] = Field(default="dev", validation_alias=_env("DIALGRAPH_ENV", "env"))
-    config_file: Path | None = Field(default=None, validation_alias=_env("DIALGRAPH_CONFIG", "config_file"))
-    data_dir: Path = Field(default=Path("data"), validation_alias=_env("DIALGRAPH_DATA_DIR", "data_dir"))
+    env: Literal["dev", "production"] = Field(default="dev")
+    config_file: Path | None = Field(default=None)
+    data_dir: Path = Field(default=Path("data"))
     public_url: str = Field(
         default="http://127.0.0.1:8000",
-        validation_alias=_env("DIALGRAPH_PUBLIC_URL", "public_url"),
         description="base URL Twilio reaches; signs webhooks and builds the stream URL",
     )
-    database_url: str | None = Field(default=None, validation_alias=_env("DATABASE_URL", "database_url"))
-    log_level: str = Field(default="INFO", validation_alias=_env("DIALGRAPH_LOG_LEVEL", "log_level"))
+    database_url: str | None = Field(default=None)
+    log_level: str = Field(default="INFO")
 
     # --- Twilio --------------------------------------------------------------------------
     twilio_account_sid: str = Field(
-        default="AC00000000000000000000000000000000", validation_alias=_env("TWILIO_ACCOUNT_SID", "twilio_account_sid")
+        default="AC00000000000000000000000000000000"
     )
     twilio_auth_token: SecretStr = Field(
-        default=SecretStr(""), validation_alias=_env("TWILIO_AUTH_TOKEN", "twilio_auth_token")
+        default=SecretStr("")
     )
-    twilio_api_url: str | None = Field(default=None, validation_alias=_env("TWILIO_API_URL", "twilio_api_url"))
+    twilio_api_url: str | None = Field(default=None)
     validate_signatures: bool = Field(
         default=True,
-        validation_alias=_env("DIALGRAPH_VALIDATE_SIGNATURES", "validate_signatures"),
         description="dev only: false turns Twilio signature checks off (logged loudly)",
     )
     stream_token_secret: SecretStr = Field(
-        default=SecretStr(""), validation_alias=_env("DIALGRAPH_STREAM_TOKEN_SECRET", "stream_token_secret")
+        default=SecretStr("")
     )
     stream_token_ttl_s: int = Field(default=120, ge=10, le=3600)
-    admin_token: SecretStr = Field(default=SecretStr(""), validation_alias=_env("DIALGRAPH_ADMIN_TOKEN", "admin_token"))
+    admin_token: SecretStr = Field(default=SecretStr(""))
 
     # --- providers -----------------------------------------------------------------------
-    deepgram_api_key: SecretStr = Field(default=SecretStr(""), validation_alias=_env("DEEPGRAM_API_KEY", "deepgram_api_key"))
-    deepgram_url: str | None = Field(default=None, validation_alias=_env("DEEPGRAM_URL", "deepgram_url"))
+    deepgram_api_key: SecretStr = Field(default=SecretStr(""))
+    deepgram_url: str | None = Field(default=None)
     deepgram_model: str = "nova-3"
     elevenlabs_api_key: SecretStr = Field(
-        default=SecretStr(""), validation_alias=_env("ELEVENLABS_API_KEY", "elevenlabs_api_key")
+        default=SecretStr("")
     )
-    elevenlabs_url: str | None = Field(default=None, validation_alias=_env("ELEVENLABS_URL", "elevenlabs_url"))
+    elevenlabs_url: str | None = Field(default=None)
     elevenlabs_voice: str = "21m00Tcm4TlvDq8ikWAM"
     elevenlabs_model: str = "eleven_flash_v2_5"
-    openai_api_key: SecretStr = Field(default=SecretStr(""), validation_alias=_env("OPENAI_API_KEY", "openai_api_key"))
-    openai_base_url: str | None = Field(default=None, validation_alias=_env("OPENAI_BASE_URL", "openai_base_url"))
+    openai_api_key: SecretStr = Field(default=SecretStr(""))
+    openai_base_url: str | None = Field(default=None)
     model: str = Field(
         default="offline",
-        validation_alias=_env("DIALGRAPH_MODEL", "model"),
         description="'offline', 'openai:<model>' or 'openai-compatible:<base_url>/<model>'",
     )
-    asr: Literal["auto", "deepgram", "offline"] = Field(default="auto", validation_alias=_env("DIALGRAPH_ASR", "asr"))
-    tts: Literal["auto", "elevenlabs", "offline"] = Field(default="auto", validation_alias=_env("DIALGRAPH_TTS", "tts"))
+    asr: Literal["auto", "deepgram", "offline"] = Field(default="auto")
+    tts: Literal["auto", "elevenlabs", "offline"] = Field(default="auto")
     speech_workers: int = Field(default=2, ge=1, le=64, description="bound of the offline speech worker pool")
 
     # --- calls ---------------------------------------------------------------------------
@@ -222,13 +219,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls, init_settings, env_settings))
+        env = _EnvSource(settings_cls)
+        return (init_settings, env, _TomlSource(settings_cls, init_settings(), env()))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        for number, flow in self.numbers.items():
-            if flow not in self.flows:
-                raise ValueError(f"numbers[{number!r}] names unknown flow {flow!r}")
+        for number, flow_name in self.numbers.items():
+            if flow_name not in self.flows:
+                raise ValueError(f"numbers[{number!r}] names unknown flow {flow_name!r}")
         if self.default_flow not in self.flows:
             raise ValueError(f"default_flow {self.default_flow!r} is not in flows")
         for name, flow in self.flows.items():
@@ -330,17 +328,36 @@ def mask_url(url: str) -> str:
     return re.sub(r"//([^:/@]+):([^@]+)@", r"//\1:****@", url)
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    """Reads the TOML file named by DIALGRAPH_CONFIG (or the config_file argument)."""
+class _EnvSource(PydanticBaseSettingsSource):
+    """Environment variables by the names in ``ENV_NAMES`` (else ``DIALGRAPH_<FIELD>``),
+    returned under field names so they merge cleanly with constructor and TOML values."""
 
-    def __init__(
-        self,
-        settings_cls: type[BaseSettings],
-        init: PydanticBaseSettingsSource,
-        env: PydanticBaseSettingsSource,
-    ) -> None:
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {k.upper(): v for k, v in os.environ.items()}
+        out: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            value = environ.get(ENV_NAMES.get(name, f"DIALGRAPH_{name.upper()}"))
+            if value is None or value == "":
+                continue
+            if value[:1] in "{[":
+                try:
+                    out[name] = json.loads(value)
+                    continue
+                except json.JSONDecodeError:
+                    pass
+            out[name] = value
+        return out
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by the config_file argument or DIALGRAPH_CONFIG."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init: dict[str, Any], env: dict[str, Any]) -> None:
         super().__init__(settings_cls)
-        self._path = init().get("config_file") or init().get("DIALGRAPH_CONFIG") or env().get("config_file")
+        self._path = init.get("config_file") or env.get("config_file")
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
         return None, field_name, False

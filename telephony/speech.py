@@ -141,3 +141,16 @@ class ProviderError(Exception):
         super().__init__(message)
         self.provider = provider
         self.retryable = retryable
+
+
+# --- voice activity ------------------------------------------------------------------------
+@runtime_checkable
+class VoiceActivityDetector(Protocol):
+    """Per-call, stateful. Fed every inbound 20 ms mu-law frame on the event loop, so an
+    implementation must cost well under a millisecond a frame."""
+
+    def speech_probability(self, frame: bytes) -> float:
+        """Probability in [0, 1] that ``frame`` (160 bytes mu-law) holds speech."""
+
+    def reset(self) -> None:
+        """Forget state (e.g. after a long gap)."""

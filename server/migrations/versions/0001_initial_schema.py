@@ -53,6 +53,8 @@ def upgrade() -> None:
     sa.Column('outcome', sa.String(length=64), nullable=True),
     sa.Column('transfer_target', sa.String(length=64), nullable=True),
     sa.Column('transfer_status', sa.String(length=32), nullable=True),
+    sa.Column('transfer_reason', sa.Text(), nullable=True),
+    sa.Column('transfer_summary', sa.Text(), nullable=True),
     sa.Column('stream_sid', sa.String(length=64), nullable=True),
     sa.Column('reconnects', sa.Integer(), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),

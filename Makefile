@@ -1,0 +1,57 @@
+# dialgraph — every target sets up what it needs (.venv from nothing, idempotent).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test serve bench lint format clean
+
+# The stamps make a second run instant: they are rebuilt only when pyproject.toml changes.
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "dialgraph needs Python >= 3.11 on PATH" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.stamp-offline: pyproject.toml $(VENV)/.stamp-base
+	$(PIP) install -e '.[offline]'
+	# silero-vad's wheel declares torch, but we only use its ONNX file on onnxruntime.
+	$(PIP) install --no-deps 'silero-vad>=5.1,<7'
+	@touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-offline
+	$(PIP) install -e '.[dev,offline]'
+	@touch $@
+
+venv: $(VENV)/.stamp-dev
+
+demo: $(VENV)/.stamp-offline
+	$(BIN)/dialgraph demo
+
+test: $(VENV)/.stamp-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+serve: $(VENV)/.stamp-offline
+	$(BIN)/dialgraph serve --host $(HOST) --port $(PORT)
+
+bench: $(VENV)/.stamp-dev
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.stamp-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data out

@@ -1,0 +1,101 @@
+"""The composition root: ``create_app(settings)`` builds the FastAPI app and its services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from server.db import Database
+from server.logging import configure_logging
+from server.routes import health
+from server.services import Overrides, Services
+from server.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+async def build_services(settings: Settings, stack: AsyncExitStack, overrides: Overrides) -> Services:
+    """Build every long-lived resource; each one's closing is pushed onto ``stack``."""
+    db = overrides.db
+    if db is None:
+        db = Database(settings.effective_database_url)
+        stack.push_async_callback(db.aclose)
+        if settings.env == "dev":
+            await db.upgrade()
+
+    recognizer = overrides.recognizer
+    synthesizer = overrides.synthesizer
+    vad_factory = overrides.vad_factory
+    if recognizer is None or synthesizer is None or vad_factory is None:
+        from telephony import providers
+
+        if recognizer is None:
+            recognizer = await providers.build_recognizer(settings, stack)
+        if synthesizer is None:
+            synthesizer = await providers.build_synthesizer(settings, stack)
+        if vad_factory is None:
+            vad_factory = providers.build_vad_factory(settings)
+
+    runners = overrides.runners
+    if runners is None:
+        from graphs.runtime import build_runners
+
+        runners = await build_runners(settings, db, stack)
+
+    call_control = overrides.call_control
+    if call_control is None:
+        from telephony.call_control import build_call_control
+
+        call_control = build_call_control(settings)
+        stack.push_async_callback(call_control.aclose)
+
+    log.info(
+        "services ready",
+        env=settings.env,
+        asr=settings.asr_provider if overrides.recognizer is None else type(recognizer).__name__,
+        tts=settings.tts_provider if overrides.synthesizer is None else type(synthesizer).__name__,
+        model=settings.model_spec,
+        database=db.engine.url.get_backend_name(),
+        flows=sorted(runners),
+    )
+    return Services(
+        settings=settings,
+        db=db,
+        recognizer=recognizer,
+        synthesizer=synthesizer,
+        vad_factory=vad_factory,
+        runners=runners,
+        call_control=call_control,
+    )
+
+
+def create_app(settings: Settings, *, overrides: Overrides | None = None) -> FastAPI:
+    """The dialgraph ASGI app. Long-lived resources live exactly as long as its lifespan."""
+    configure_logging(settings.log_level)
+    if not settings.validate_signatures:
+        log.warning("TWILIO SIGNATURE VALIDATION IS OFF: any client can drive this server (dev only)")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app.state.services = await build_services(settings, stack, overrides or Overrides())
+            app.state.active_calls = {}
+            try:
+                yield
+            finally:
+                from server.routes.media import close_active_calls
+
+                await close_active_calls(app)
+
+    app = FastAPI(title="dialgraph", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    from server.routes import admin, media, twilio
+
+    app.include_router(health.router)
+    app.include_router(twilio.router)
+    app.include_router(media.router)
+    app.include_router(admin.router)
+    return app

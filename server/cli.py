@@ -1,0 +1,127 @@
+"""The ``dialgraph`` command line: serve, config check, db upgrade, chat, simulate, call."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from server.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "config", None):
+        overrides["config_file"] = args.config
+    try:
+        return Settings(**overrides)
+    except (ValidationError, ValueError) as exc:
+        print(f"dialgraph: invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        ws_max_size=1 << 16,
+        ws_ping_interval=None,  # Twilio does not answer pings reliably; its stop/close ends calls
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(json.dumps(settings.public(), indent=2, sort_keys=True, default=str))
+    providers = settings.public()["providers"]
+    print(f"active providers: asr={providers['asr']} tts={providers['tts']} model={providers['model']}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from server.db import upgrade
+    from server.settings import mask_url
+
+    settings = _settings(args)
+    url = settings.effective_database_url
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    print(f"database at head: {mask_url(url)}")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from graphs.chat import run_chat
+
+    settings = _settings(args)
+    if args.flow not in settings.flows:
+        print(f"dialgraph: unknown flow {args.flow!r} (have: {', '.join(sorted(settings.flows))})", file=sys.stderr)
+        return 2
+    return asyncio.run(run_chat(settings, flow=args.flow, caller=args.from_number, thread_id=args.thread))
+
+
+def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
+    from telephony.simulator import simulate_main
+
+    return simulate_main([args.scenario, "--url", args.url, *rest])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dialgraph", description="AI voice agent on a Twilio phone number.")
+    parser.add_argument("--config", help="path of dialgraph.toml (default: $DIALGRAPH_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP/WebSocket server (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    config = sub.add_parser("config", help="configuration commands")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="print the effective configuration, secrets masked")
+    check.set_defaults(func=cmd_config_check)
+
+    db = sub.add_parser("db", help="database commands")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    up = db_sub.add_parser("upgrade", help="apply migrations up to head")
+    up.set_defaults(func=cmd_db_upgrade)
+
+    chat = sub.add_parser("chat", help="hold a text conversation with a flow in the terminal")
+    chat.add_argument("--flow", default="scheduling")
+    chat.add_argument("--from", dest="from_number", default="+15551230000", help="caller number")
+    chat.add_argument("--thread", default=None, help="resume this thread id")
+    chat.set_defaults(func=cmd_chat)
+
+    simulate = sub.add_parser("simulate", help="play Twilio and a scripted caller against a running server")
+    simulate.add_argument("scenario")
+    simulate.add_argument("--url", default="http://127.0.0.1:8000")
+    simulate.set_defaults(func=None, passthrough=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "passthrough", None):
+        return int(args.passthrough(args, rest))
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

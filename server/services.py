@@ -1,0 +1,48 @@
+"""The long-lived resources one app holds, built once in the lifespan and closed with it.
+
+Routes reach them through ``request.app.state.services`` (see ``server.deps``). Tests may
+pass any of them in to ``create_app`` (fakes at the provider boundary); whatever is not
+passed is built from settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from graphs.events import TurnRunner
+from server.db import Database
+from server.settings import Settings
+from telephony.speech import SpeechRecognizer, SpeechSynthesizer, VoiceActivityDetector
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    recognizer: SpeechRecognizer
+    synthesizer: SpeechSynthesizer
+    vad_factory: Callable[[], VoiceActivityDetector]
+    runners: Mapping[str, TurnRunner]  # flow name -> runner
+    call_control: Any  # telephony.call_control.CallControl
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def runner(self, flow: str) -> TurnRunner:
+        return self.runners[flow]
+
+
+@dataclass
+class Overrides:
+    """Parts a caller (tests, benchmarks, the simulator) supplies instead of settings."""
+
+    db: Database | None = None
+    recognizer: SpeechRecognizer | None = None
+    synthesizer: SpeechSynthesizer | None = None
+    vad_factory: Callable[[], VoiceActivityDetector] | None = None
+    runners: Mapping[str, TurnRunner] | None = None
+    call_control: Any = None
