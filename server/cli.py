@@ -80,6 +80,14 @@ def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     return simulate_main([args.scenario, "--url", args.url, *rest])
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from server.demo import run_demo
+
+    return run_demo(_settings(args), out_dir=Path(args.out).resolve())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dialgraph", description="AI voice agent on a Twilio phone number.")
     parser.add_argument("--config", help="path of dialgraph.toml (default: $DIALGRAPH_CONFIG)")
@@ -105,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--from", dest="from_number", default="+15551230000", help="caller number")
     chat.add_argument("--thread", default=None, help="resume this thread id")
     chat.set_defaults(func=cmd_chat)
+
+    demo = sub.add_parser("demo", help="run a spoken demo call against a local server (no keys)")
+    demo.add_argument("--out", default="out/demo", help="where the transcript, recording and server log go")
+    demo.set_defaults(func=cmd_demo)
 
     simulate = sub.add_parser("simulate", help="play Twilio and a scripted caller against a running server")
     simulate.add_argument("scenario")

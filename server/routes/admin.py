@@ -1,0 +1,175 @@
+"""Supervisor API (bearer token): look at a call, hang it up, or hand it to a human.
+
+Actions go through Twilio's REST API (``CallControl``), so they work whichever instance
+holds the call's media stream. A transfer records its intent on the call row first, then
+redirects the live call to ``<Dial>`` TwiML; the media socket then gets ``stop``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.call_store import TERMINAL_STATUSES, add_events, get_call, transcript, update_call
+from server.deps import DbDep, ServicesDep, SettingsDep
+from server.models import Call, CallEvent
+from telephony import twiml
+from telephony.call_control import CallControlError
+
+log = structlog.get_logger(__name__)
+
+ADMIN_TRANSFER_SUMMARY = "A supervisor is transferring a caller to you."
+
+
+def require_admin(request: Request) -> None:
+    """401 unless ``Authorization: Bearer <admin_token>`` (compared in constant time)."""
+    expected = request.app.state.settings.admin_token.get_secret_value().encode("utf-8")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    ok = bool(expected) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8"), expected)
+    if not ok:
+        log.warning("admin request refused", path=request.url.path)
+        raise HTTPException(status_code=401, detail="admin token required", headers={"WWW-Authenticate": "Bearer"})
+
+
+router = APIRouter(prefix="/api/calls", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class TransferBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(min_length=1, max_length=64, description="a configured transfer target of the call's flow")
+    summary: str | None = Field(default=None, max_length=1000, description="whispered to the human")
+
+
+class EventOut(BaseModel):
+    kind: str
+    role: str | None
+    text: str | None
+    interrupted: bool
+    at: dt.datetime
+    latency_ms: float | None
+    data: dict[str, Any] | None
+
+
+class CallOut(BaseModel):
+    sid: str
+    direction: str
+    from_number: str
+    to_number: str
+    flow: str
+    thread_id: str
+    previous_thread_id: str | None
+    status: str
+    outcome: str | None
+    transfer_target: str | None
+    transfer_status: str | None
+    transfer_reason: str | None
+    transfer_summary: str | None
+    stream_sid: str | None
+    reconnects: int
+    started_at: dt.datetime
+    answered_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    events: list[EventOut] = Field(default_factory=list)
+
+
+class ActionOut(BaseModel):
+    sid: str
+    action: str
+    target: str | None = None
+
+
+async def _live_call(db: DbDep, sid: str) -> Call:
+    call = await get_call(db, sid)
+    if call is None:
+        raise HTTPException(status_code=404, detail="unknown call")
+    if call.status in TERMINAL_STATUSES:
+        raise HTTPException(status_code=409, detail=f"call already {call.status}")
+    return call
+
+
+def _rest_failure(exc: CallControlError) -> HTTPException:
+    if exc.call_not_live:
+        return HTTPException(status_code=409, detail="call is not live at Twilio")
+    return HTTPException(status_code=503 if exc.retryable else 502, detail=str(exc))
+
+
+@router.get("/{sid}", response_model=CallOut)
+async def show_call(sid: str, db: DbDep) -> CallOut:
+    """The call record and its transcript / events in order."""
+    call = await get_call(db, sid)
+    if call is None:
+        raise HTTPException(status_code=404, detail="unknown call")
+    events = await transcript(db, sid)
+    out = CallOut.model_validate(call, from_attributes=True)
+    out.events = [EventOut.model_validate(e, from_attributes=True) for e in events]
+    return out
+
+
+@router.post("/{sid}/hangup", response_model=ActionOut)
+async def hangup_call(sid: str, db: DbDep, services: ServicesDep) -> ActionOut:
+    call = await _live_call(db, sid)
+    await update_call(db, call.sid, outcome="ended_by_admin")
+    try:
+        await services.call_control.hangup(call.sid)
+    except CallControlError as exc:
+        if not exc.call_not_live:  # still live: a later dropped stream must reconnect
+            await update_call(db, call.sid, outcome=call.outcome)
+        raise _rest_failure(exc) from exc
+    await add_events(db, [CallEvent(call_sid=call.sid, kind="admin", role="system", data={"action": "hangup"})])
+    log.info("admin hung up call", call_sid=call.sid)
+    return ActionOut(sid=call.sid, action="hangup")
+
+
+@router.post("/{sid}/transfer", response_model=ActionOut)
+async def transfer_call(
+    sid: str, body: TransferBody, db: DbDep, services: ServicesDep, settings: SettingsDep
+) -> ActionOut:
+    call = await _live_call(db, sid)
+    flow = settings.flows.get(call.flow)
+    target = flow.transfer_targets.get(body.target) if flow is not None else None
+    if target is None:
+        raise HTTPException(status_code=422, detail=f"{body.target!r} is not a transfer target of flow {call.flow!r}")
+    summary = body.summary or ADMIN_TRANSFER_SUMMARY
+    previous = (call.outcome, call.transfer_target, call.transfer_reason, call.transfer_summary)
+    await update_call(
+        db,
+        call.sid,
+        outcome="transfer_requested",
+        transfer_target=body.target,
+        transfer_reason="admin",
+        transfer_summary=summary,
+        transfer_status="dialing",
+    )
+    answer = twiml.dial_transfer(
+        settings,
+        target=target,
+        target_name=body.target,
+        summary_url=twiml.whisper_url(settings, call.sid),
+        caller_id=call.from_number or None,
+    )
+    try:
+        await services.call_control.redirect(call.sid, answer)
+    except CallControlError as exc:
+        outcome, target_name, reason, old_summary = previous
+        await update_call(
+            db,
+            call.sid,
+            outcome=outcome,
+            transfer_target=target_name,
+            transfer_reason=reason,
+            transfer_summary=old_summary,
+            transfer_status="failed",
+        )
+        raise _rest_failure(exc) from exc
+    await add_events(
+        db,
+        [CallEvent(call_sid=call.sid, kind="admin", role="system", data={"action": "transfer", "target": body.target})],
+    )
+    log.info("admin transferred call", call_sid=call.sid, target=body.target)
+    return ActionOut(sid=call.sid, action="transfer", target=body.target)

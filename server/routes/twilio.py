@@ -1,0 +1,225 @@
+"""Twilio voice webhooks: answer calls, track their status, hand them to humans and back.
+
+Every route checks ``X-Twilio-Signature`` (``server.security``). The state a webhook needs
+lives in the call row, so any instance can answer any webhook of any call.
+
+Stream lifecycle: ``/voice`` answers ``<Connect><Stream>``. When the stream ends, Twilio
+requests ``/stream-ended`` (the ``<Connect action>``); the media session has written its
+intent to the call row before closing the socket:
+
+- ``outcome="transfer_requested"`` (+ transfer_target name, reason, summary) -> ``<Dial>``;
+- ``outcome="ended_by_agent"`` -> ``<Hangup/>``;
+- nothing (the stream dropped, an instance died) -> a fresh ``<Connect><Stream>`` on the same
+  thread with signal ``reconnected``, up to ``settings.max_reconnects`` times.
+
+``/dial-ended`` (the ``<Dial action>``) records the transfer outcome; when nobody took the
+call, the caller goes back to the agent on the same thread (signal ``transfer_failed:<status>``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Depends, Response
+
+from server.call_store import TERMINAL_STATUSES, add_events, get_call, last_call_from, record_call, update_call
+from server.deps import DbDep, SettingsDep
+from server.models import Call, CallEvent
+from server.security import require_twilio_signature
+from server.settings import Settings
+from telephony import twiml
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/twilio", tags=["twilio"])
+
+TwilioForm = Annotated[dict[str, str], Depends(require_twilio_signature)]
+
+TRANSFER_REQUESTED = "transfer_requested"
+ENDED_BY_AGENT = "ended_by_agent"
+TRANSFERRED = "transferred"
+SIGNAL_RECONNECTED = "reconnected"
+DIAL_SUCCESS = frozenset({"completed", "answered"})
+
+GOODBYE_BROKEN = "Sorry, we seem to have a bad connection. Please call us again. Goodbye."
+GOODBYE_NO_TARGET = "Sorry, I cannot put you through right now. Please call us again later. Goodbye."
+
+
+def _xml(body: str) -> Response:
+    return Response(content=body, media_type="application/xml")
+
+
+def _stream_answer(settings: Settings, call: Call, signal: str = "") -> Response:
+    return _xml(
+        twiml.connect_stream(settings, call_sid=call.sid, thread_id=call.thread_id, flow=call.flow, signal=signal)
+    )
+
+
+@router.post("/voice")
+async def voice(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
+    """A call starts (incoming, or an outbound call we placed is answered)."""
+    sid = form.get("CallSid", "")
+    if not sid:
+        return _xml(twiml.hangup())
+    outbound = form.get("Direction", "inbound").startswith("outbound")
+    from_number, to_number = form.get("From", ""), form.get("To", "")
+    # The flow belongs to our number: the dialled one inbound, the calling one outbound.
+    flow = settings.flow_for_number(from_number if outbound else to_number)
+    previous_thread_id = None
+    if not outbound and from_number and settings.callback_window_hours > 0:
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.callback_window_hours)
+        previous = await last_call_from(db, from_number, since=since, exclude_sid=sid)
+        previous_thread_id = previous.thread_id if previous is not None else None
+    call = await record_call(
+        db,
+        sid=sid,
+        direction="outbound" if outbound else "inbound",
+        from_number=from_number,
+        to_number=to_number,
+        flow=flow,
+        thread_id=sid,
+        previous_thread_id=previous_thread_id,
+        status=form.get("CallStatus") or "ringing",
+    )
+    log.info("call answered", call_sid=sid, flow=call.flow, callback=previous_thread_id is not None)
+    return _stream_answer(settings, call)
+
+
+@router.post("/status")
+async def status(form: TwilioForm, db: DbDep) -> Response:
+    """Call status callback: ringing, in-progress, completed, busy, ... (may arrive out of order)."""
+    sid, new_status = form.get("CallSid", ""), form.get("CallStatus", "")
+    call = await get_call(db, sid) if sid else None
+    if call is None:
+        log.info("status for unknown call", call_sid=sid, status=new_status)
+        return Response(status_code=204)
+    data: dict[str, object] = {"status": new_status}
+    for field in ("CallDuration", "AnsweredBy", "SequenceNumber", "SipResponseCode"):
+        if form.get(field):
+            data[field] = form[field]
+    if new_status and call.status not in TERMINAL_STATUSES:
+        await update_call(db, sid, status=new_status)
+    await add_events(db, [CallEvent(call_sid=sid, kind="status", role="system", data=data)])
+    log.info("call status", call_sid=sid, status=new_status)
+    return Response(status_code=204)
+
+
+@router.post("/stream-status")
+async def stream_status(form: TwilioForm, db: DbDep) -> Response:
+    """``<Stream statusCallback>``: stream-started / stream-stopped / stream-error."""
+    sid = form.get("CallSid", "")
+    call = await get_call(db, sid) if sid else None
+    if call is None:
+        return Response(status_code=204)
+    event, stream_sid = form.get("StreamEvent", ""), form.get("StreamSid", "")
+    data: dict[str, object] = {"event": event, "stream_sid": stream_sid}
+    if form.get("StreamError"):
+        data["error"] = form["StreamError"]
+    if event == "stream-started" and stream_sid:
+        await update_call(db, sid, stream_sid=stream_sid)
+    await add_events(db, [CallEvent(call_sid=sid, kind="stream", role="system", data=data)])
+    log_method = log.warning if event == "stream-error" else log.info
+    log_method("stream status", call_sid=sid, stream_event=event, stream_sid=stream_sid, error=data.get("error"))
+    return Response(status_code=204)
+
+
+@router.post("/stream-ended")
+async def stream_ended(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
+    """The ``<Connect action>``: the media stream is over; decide what the call does next."""
+    sid = form.get("CallSid", "")
+    call = await get_call(db, sid) if sid else None
+    if call is None:
+        log.warning("stream ended for unknown call", call_sid=sid)
+        return _xml(twiml.hangup())
+    if form.get("CallStatus") in TERMINAL_STATUSES:
+        return _xml(twiml.hangup())
+    if call.outcome == TRANSFER_REQUESTED:
+        return await _transfer(settings, db, call)
+    if call.outcome is not None:  # ended_by_agent, or any other decided ending
+        log.info("call ended", call_sid=sid, outcome=call.outcome)
+        return _xml(twiml.hangup())
+    if call.reconnects >= settings.max_reconnects:
+        log.warning("stream dropped, reconnects exhausted", call_sid=sid, reconnects=call.reconnects)
+        await update_call(db, sid, outcome="reconnects_exhausted")
+        await add_events(db, [CallEvent(call_sid=sid, kind="reconnect", role="system", data={"gave_up": True})])
+        return _xml(twiml.say_and_hangup(GOODBYE_BROKEN))
+    attempt = call.reconnects + 1
+    await update_call(db, sid, reconnects=Call.reconnects + 1)
+    await add_events(db, [CallEvent(call_sid=sid, kind="reconnect", role="system", data={"attempt": attempt})])
+    log.warning("stream dropped, reconnecting", call_sid=sid, attempt=attempt)
+    return _stream_answer(settings, call, SIGNAL_RECONNECTED)
+
+
+async def _transfer(settings: Settings, db: DbDep, call: Call) -> Response:
+    name = call.transfer_target or ""
+    flow = settings.flows.get(call.flow)
+    target = flow.transfer_targets.get(name) if flow is not None else None
+    if target is None:
+        # Only configured targets are ever dialled, whatever the conversation produced.
+        log.warning("transfer to unconfigured target refused", call_sid=call.sid, flow=call.flow, text=name[:64])
+        await update_call(db, call.sid, outcome="transfer_refused", transfer_status="refused")
+        await add_events(
+            db,
+            [CallEvent(call_sid=call.sid, kind="dial", role="system", data={"target": name[:64], "refused": True})],
+        )
+        return _xml(twiml.say_and_hangup(GOODBYE_NO_TARGET))
+    await update_call(db, call.sid, transfer_status="dialing")
+    await add_events(
+        db,
+        [
+            CallEvent(
+                call_sid=call.sid,
+                kind="dial",
+                role="system",
+                text=call.transfer_summary,
+                data={"target": name, "reason": call.transfer_reason, "status": "dialing"},
+            )
+        ],
+    )
+    log.info("transferring", call_sid=call.sid, target=name)
+    return _xml(
+        twiml.dial_transfer(
+            settings,
+            target=target,
+            target_name=name,
+            summary_url=twiml.whisper_url(settings, call.sid),
+            caller_id=call.from_number or None,
+        )
+    )
+
+
+@router.api_route("/whisper", methods=["GET", "POST"])
+async def whisper(form: TwilioForm, db: DbDep, sid: str = "") -> Response:
+    """``<Number url>``: spoken to the human before the bridge."""
+    call = await get_call(db, sid) if sid else None
+    return _xml(twiml.whisper(call.transfer_summary if call is not None else None))
+
+
+@router.post("/dial-ended")
+async def dial_ended(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
+    """The ``<Dial action>``: the human answered (then hung up), or nobody took the call."""
+    sid = form.get("CallSid", "")
+    call = await get_call(db, sid) if sid else None
+    if call is None:
+        log.warning("dial ended for unknown call", call_sid=sid)
+        return _xml(twiml.hangup())
+    dial_status = form.get("DialCallStatus", "")
+    data: dict[str, object] = {
+        "target": call.transfer_target,
+        "status": dial_status,
+        "dial_call_sid": form.get("DialCallSid", ""),
+        "duration_s": form.get("DialCallDuration", ""),
+    }
+    await add_events(db, [CallEvent(call_sid=sid, kind="transfer_result", role="system", data=data)])
+    log.info("dial ended", call_sid=sid, dial_status=dial_status, target=call.transfer_target)
+    if dial_status in DIAL_SUCCESS:
+        await update_call(db, sid, outcome=TRANSFERRED, transfer_status=dial_status)
+        return _xml(twiml.hangup())
+    if form.get("CallStatus") in TERMINAL_STATUSES:  # the caller gave up while it rang
+        await update_call(db, sid, outcome="caller_hung_up", transfer_status=dial_status or "canceled")
+        return _xml(twiml.hangup())
+    # busy / no-answer / failed / canceled: back to the agent, same thread, who says so.
+    await update_call(db, sid, outcome=None, transfer_status=dial_status or "failed")
+    return _stream_answer(settings, call, f"transfer_failed:{dial_status or 'failed'}")
