@@ -1,0 +1,53 @@
+"""LangChain tools the flows call, built per app with ``build_tools(db=..., clock=...)``.
+
+Every tool reads the caller and the flow from the run's ``CallContext`` (a hidden
+``ToolRuntime`` argument), answers in short speakable words, and turns errors into
+something the agent can say. Transfer and end-call tools return requests as artifacts;
+the call session carries them out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from langchain_core.tools import BaseTool
+
+from server.db import Database
+from tools.booking import calendar_tools
+from tools.contacts import contact_tools
+from tools.handoff import handoff_tools
+from tools.knowledge import KnowledgeLibrary, knowledge_tools
+from tools.messages import message_tools
+from tools.runtime import utc_clock
+
+TOOL_NAMES = (
+    "find_free_slots",
+    "book_appointment",
+    "reschedule_appointment",
+    "cancel_appointment",
+    "list_my_appointments",
+    "lookup_caller",
+    "save_caller_name",
+    "save_lead",
+    "search_knowledge",
+    "take_message",
+    "request_transfer",
+    "end_call",
+)
+
+
+def build_tools(*, db: Database, clock: Callable[[], dt.datetime] | None = None) -> dict[str, BaseTool]:
+    """All tools by name, bound to ``db`` and ``clock`` (aware UTC now; defaults to the wall clock)."""
+    now = clock or utc_clock
+    tools = [
+        *calendar_tools(db=db, clock=now),
+        *contact_tools(db=db, clock=now),
+        *knowledge_tools(library=KnowledgeLibrary()),
+        *message_tools(db=db),
+        *handoff_tools(),
+    ]
+    return {t.name: t for t in tools}
+
+
+__all__ = ["TOOL_NAMES", "build_tools"]

@@ -1,0 +1,99 @@
+"""Requests the call session carries out: transfer to a configured human, end the call.
+
+Targets come only from the flow's ``transfer_targets``: the model names one ("billing",
+"the front desk"), never a number. A request names the target's config key; the session
+looks up the number to ``<Dial>``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import structlog
+from langchain_core.tools import BaseTool, tool
+from langgraph.prebuilt import ToolRuntime
+
+from graphs.context import CallContext
+from graphs.events import EndCallRequest, TransferRequest
+from server.settings import TransferTarget
+from tools.speech_format import spoken_list
+
+log = structlog.get_logger(__name__)
+
+# Words that say "a human" without saying which one.
+_GENERIC_TEXT = """a an the to my me with for of please someone somebody anyone person people human real live agent
+    representative operator staff team department dept desk transfer connect speak talk"""
+_GENERIC = frozenset(_GENERIC_TEXT.split())
+_WORD = re.compile(r"[a-z]+")
+
+
+def _words(text: str) -> set[str]:
+    return {w[:-1] if len(w) > 3 and w.endswith("s") else w for w in _WORD.findall(text.lower())}
+
+
+def looks_like_number(text: str) -> bool:
+    return bool(re.search(r"\d{3,}|\d[\s().-]+\d|^\s*\+|sip:|tel:", text, re.I))
+
+
+def resolve_target(requested: str, targets: dict[str, TransferTarget]) -> str | None:
+    """The key of the configured target meant by ``requested``, or None (unknown,
+    ambiguous, or a phone number)."""
+    if not targets or looks_like_number(requested):
+        return None
+    wanted = requested.strip().lower()
+    by_key = {key.lower(): key for key in targets}
+    if (exact := re.sub(r"[\s-]+", "_", wanted)) in by_key:
+        return by_key[exact]
+    asked = _words(wanted) - _GENERIC
+    if not asked:  # "a person": fine when there is only one human to hand to
+        return next(iter(targets)) if len(targets) == 1 else None
+    scores = {key: len(asked & (_words(key.replace("_", " ")) | _words(t.description))) for key, t in targets.items()}
+    best = max(scores.values())
+    winners = [k for k, v in scores.items() if v == best]
+    return winners[0] if best > 0 and len(winners) == 1 else None
+
+
+def target_names(targets: dict[str, TransferTarget]) -> str:
+    return spoken_list([t.description or key.replace("_", " ") for key, t in targets.items()], conjunction="or")
+
+
+def handoff_tools() -> list[BaseTool]:
+    """request_transfer, end_call."""
+
+    @tool(response_format="content_and_artifact", parse_docstring=True)
+    async def request_transfer(
+        target: str, reason: str, summary: str, runtime: ToolRuntime[CallContext]
+    ) -> tuple[str, TransferRequest | None]:
+        """Transfer the caller to a person or team from this line's list (by name, such as "billing"; never a phone number).
+
+        Args:
+            target: the name of the team or person to transfer to.
+            reason: why the caller needs a human, in a few words.
+            summary: one or two sentences for the human, who hears it before the caller is connected.
+        """
+        ctx = runtime.context
+        targets = ctx.flow_settings.transfer_targets
+        key = resolve_target(target, targets)
+        if key is None:
+            log.info("transfer_refused", call_sid=ctx.call_sid, flow=ctx.flow, number_like=looks_like_number(target))
+            if not targets:
+                return "Transfers aren't available on this line. Offer to take a message instead.", None
+            return f"I can't transfer to that. I can transfer to {target_names(targets)}.", None
+        name = targets[key].description or key.replace("_", " ")
+        log.info("transfer_requested", call_sid=ctx.call_sid, flow=ctx.flow, target=key)
+        request = TransferRequest(target=key, reason=reason.strip()[:300], summary=summary.strip()[:500])
+        return f"Transfer to the {name} arranged. Tell the caller you're connecting them now.", request
+
+    @tool(response_format="content_and_artifact", parse_docstring=True)
+    async def end_call(runtime: ToolRuntime[CallContext], reason: str = "completed") -> tuple[str, EndCallRequest]:
+        """End the call after your next sentence. Use when the caller is done or says goodbye.
+
+        Args:
+            reason: why the call ends, e.g. completed, caller_request, wrong_number.
+        """
+        log.info("end_call_requested", call_sid=runtime.context.call_sid, reason=reason)
+        return "The call will end after your next reply. Say a short goodbye.", EndCallRequest(
+            reason=reason[:64] or "completed"
+        )
+
+    return [request_transfer, end_call]

@@ -1,0 +1,72 @@
+"""What every tool shares: who is calling (from the run context) and errors turned into words.
+
+Identity comes only from ``CallContext.caller`` (Twilio's From), never from the model's
+arguments. A withheld caller ID owns nothing: Twilio sends it as an alpha string
+("anonymous") or, on older paths, as the keypad spelling of one ("+266696687").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+
+from graphs.context import CallContext
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Clock = Callable[[], dt.datetime]
+
+_EMPTY = frozenset({"", "none", "null", "n/a", "na", "-"})
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# Keypad spellings of ANONYMOUS, RESTRICTED, BLOCKED, UNKNOWN, UNAVAILABLE, PRIVATE.
+_WITHHELD = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253", "+7748283"})
+
+NO_CALLER_ID = (
+    "I can't do that on this call because the caller's number is hidden. "
+    "Ask them to call back from a number that shows, or offer to take a message."
+)
+
+
+def utc_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def now_utc(clock: Clock) -> dt.datetime:
+    """The clock's reading as an aware UTC datetime (a naive reading is taken as UTC)."""
+    now = clock()
+    return now.replace(tzinfo=dt.UTC) if now.tzinfo is None else now.astimezone(dt.UTC)
+
+
+def caller_number(ctx: CallContext) -> str | None:
+    """The caller's E.164 number, or None when it is withheld or not a phone number."""
+    number = (ctx.caller or "").strip()
+    if not _E164.match(number) or number in _WITHHELD:
+        return None
+    return number
+
+
+async def speak_errors(tool: str, ctx: CallContext, action: Callable[[], Awaitable[T]], fallback: T) -> T:
+    """Run ``action``; on any error log it (with the call id) and return ``fallback``, words
+    the agent can say instead of a stack trace."""
+    try:
+        return await action()
+    except Exception:
+        log.exception("tool_failed", tool=tool, call_sid=ctx.call_sid, flow=ctx.flow)
+        return fallback
+
+
+def clean(value: str | None, limit: int = 256) -> str | None:
+    """Trimmed text, or None for empty/placeholder values a model may send."""
+    if value is None:
+        return None
+    text = re.sub(r"\s+", " ", str(value)).strip()
+    return None if text.lower() in _EMPTY else text[:limit]
+
+
+def sorry(what: str) -> str:
+    return f"Sorry, I couldn't {what} just now because of a system problem. Offer to take a message instead."
