@@ -1,0 +1,255 @@
+"""What every call flow shares: the nodes, the routers and the graph shape.
+
+    START ─route_entry─┬─ greeting ─────────────────────────────► END   (new call, no model)
+                       ├─ signal ──┬──────────────────────────► END   (reconnected, transfer failed)
+                       │           └─► agent                          (a caller turn was left unanswered)
+                       ├─ keypad ──┬──────────────────────────► END   (DTMF mapped to a transfer)
+                       │           └─► intent
+                       └─ intent ─► agent ─route_after_agent─┬─► END
+                                      ▲                      └─► tools ─► effects ─┐
+                                      └────────────────────────────────────────────┘
+
+The greeting, the reconnection line, the "nobody is free" line and keypad transfers are
+fixed sentences (no model call: spoken at once, same on every model). ``intent`` labels
+the caller's turn by keywords; ``agent`` is the flow's model with its tools and prompt;
+``effects`` turns tool artifacts (``TransferRequest``, ``EndCallRequest``) into state the
+runner hands to the call session once the reply is out. Per-call facts come from the
+run's ``CallContext``; the model sees the flow's prompt, the local time and the names
+(never numbers) of the transfer targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.prebuilt import ToolNode
+from langgraph.runtime import Runtime
+
+from graphs.context import CallContext
+from graphs.events import EndCallRequest, TransferRequest
+from graphs.intents import classify
+from graphs.spoken_time import normalise
+from graphs.state import CallState, TransferState
+from server.settings import FlowSettings
+
+VOICE_RULES = """You are on a live phone call, so speak like a friendly, efficient receptionist:
+short sentences, one question at a time, no lists, no markdown, no emojis, never read out IDs.
+Use the tools for anything about appointments, messages, callers or transfers; never invent availability.
+Pass dates and times to tools as local ISO-8601 like 2026-11-27T14:30 (or a date like 2026-11-27).
+After a booking, a change or a cancellation, confirm the day and time back in words.
+If the caller asks for a person, or you cannot help, call request_transfer with one of the transfer
+targets and a one-sentence summary for the human. When the caller is done, call end_call and say a short goodbye."""
+
+RECONNECTED = "Sorry about that, we were cut off."
+NOBODY_FREE = "I'm sorry, nobody from the {desc} is free to take your call right now. I can take a message for them, or arrange a call back. Which would you prefer?"
+KEYPAD_TRANSFER = "Connecting you to the {desc} now. Please hold."
+DIALOG_ACT = "dialog_act"  # response_metadata key on fixed lines: what the line asked the caller
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSpec:
+    """What makes one flow different: its tools, its prompt, its greeting."""
+
+    name: str
+    tool_names: tuple[str, ...]
+    prompt: str
+    greeting: str  # may use {company}
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def select_tools(tools: Mapping[str, BaseTool] | Sequence[BaseTool], names: Sequence[str]) -> list[BaseTool]:
+    """The flow's tools, in the flow's order, from everything built (missing names skipped)."""
+    by_name = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
+    return [by_name[n] for n in names if n in by_name]
+
+
+def target_desc(flow: FlowSettings, target: str | None) -> str:
+    if target and target in flow.transfer_targets:
+        return flow.transfer_targets[target].description or target.replace("_", " ")
+    return (target or "team").replace("_", " ")
+
+
+def facts_block(flow: FlowSettings, state: CallState, now: dt.datetime) -> str:
+    """The call's facts for the model (the offline model parses these exact lines)."""
+    local = (now if now.tzinfo else now.replace(tzinfo=dt.UTC)).astimezone(flow.zone)
+    targets = "; ".join(f"{k} = {t.description or k.replace('_', ' ')}" for k, t in flow.transfer_targets.items())
+    hours = ", ".join(f"{d} {h}" for d, h in flow.business_hours.items()) or "closed"
+    return (
+        f"Company: {flow.company}.\n"
+        f"Local time now: {local.strftime('%Y-%m-%dT%H:%M')} ({local.strftime('%A %d %B %Y, %H:%M')}). "
+        f"Time zone: {flow.timezone}.\n"
+        f"Opening hours: {hours}.\n"
+        f"Transfer targets: {targets or 'none'}.\n"
+        f"Caller's name: {state.get('caller_name') or 'unknown'}."
+    )
+
+
+# --- routers (pure) --------------------------------------------------------------------------
+def route_entry(state: CallState) -> Literal["greeting", "signal", "keypad", "intent"]:
+    if state.get("signal"):
+        return "signal" if state.get("messages") else "greeting"
+    if state.get("keypad"):
+        return "keypad"
+    return "intent"
+
+
+def route_after_agent(state: CallState) -> Literal["tools", "__end__"]:
+    last = state["messages"][-1] if state.get("messages") else None
+    if isinstance(last, AIMessage) and last.tool_calls:
+        return "tools"
+    return "__end__"
+
+
+def route_after_signal(state: CallState) -> Literal["agent", "__end__"]:
+    return "agent" if unanswered(state.get("messages", [])[:-1]) else "__end__"
+
+
+def route_after_keypad(state: CallState) -> Literal["intent", "__end__"]:
+    return "__end__" if state.get("pending_transfer") else "intent"
+
+
+def unanswered(messages: Sequence[AnyMessage]) -> bool:
+    """True when the history ends with the caller (or a tool) still waiting for the agent."""
+    for m in reversed(messages):
+        if isinstance(m, AIMessage) and m.response_metadata.get(DIALOG_ACT) == "reconnected":
+            continue
+        return isinstance(m, (HumanMessage, ToolMessage))
+    return False
+
+
+# --- nodes -----------------------------------------------------------------------------------
+def _ai(text: str, act: str | None = None, **meta: Any) -> AIMessage:
+    metadata = {DIALOG_ACT: act, **meta} if act else {}
+    return AIMessage(content=text, id=f"fixed-{uuid.uuid4().hex}", response_metadata=metadata)
+
+
+def build_flow_graph(
+    spec: FlowSpec,
+    *,
+    model: BaseChatModel,
+    tools: Mapping[str, BaseTool] | Sequence[BaseTool],
+    checkpointer: BaseCheckpointSaver[Any] | None,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compile ``spec`` into the shared graph shape (see the module docstring)."""
+    flow_tools = select_tools(tools, spec.tool_names)
+    bound = model.bind_tools(flow_tools) if flow_tools else model
+    now = clock or utc_now
+
+    def greeting(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
+        flow = runtime.context.flow_settings
+        text = (flow.greeting or spec.greeting).replace("{company}", flow.company)
+        return {"messages": [_ai(text, "greeting")], "signal": None, "caller_turns": 0, "agent_turns": 0}
+
+    def signal(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
+        sig = state.get("signal") or {"kind": "reconnected", "detail": ""}
+        flow = runtime.context.flow_settings
+        if sig["kind"] == "transfer_failed":
+            last_transfer = state.get("last_transfer")
+            target = last_transfer["target"] if last_transfer else None
+            line = _ai(NOBODY_FREE.format(desc=target_desc(flow, target)), "offer_message_or_callback", for_whom=target)
+            return {"messages": [line], "signal": None, "pending_transfer": None}
+        text = RECONNECTED
+        messages = state.get("messages", [])
+        previous = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+        if not unanswered(messages) and previous is not None and str(previous.content).rstrip().endswith("?"):
+            text = f"{RECONNECTED} {previous.content}"
+        return {"messages": [_ai(text, "reconnected")], "signal": None}
+
+    def keypad(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
+        digits = state.get("keypad") or ""
+        flow = runtime.context.flow_settings
+        target = next((flow.dtmf_transfer[d] for d in digits if d in flow.dtmf_transfer), None)
+        if target is None:
+            return {"keypad": None}
+        who = state.get("caller_name") or "The caller"
+        topic = f" about {state['intent']}" if state.get("intent") else ""
+        transfer: TransferState = {
+            "target": target,
+            "reason": "caller pressed a key for a person",
+            "summary": f"{who} is calling{topic} and pressed {digits[-1]} to reach you.",
+        }
+        line = _ai(KEYPAD_TRANSFER.format(desc=target_desc(flow, target)), "keypad_transfer")
+        return {"messages": [line], "keypad": None, "pending_transfer": transfer, "last_transfer": transfer}
+
+    def intent(state: CallState) -> dict[str, Any]:
+        last = next((m for m in reversed(state.get("messages", [])) if isinstance(m, HumanMessage)), None)
+        label = classify(normalise(str(last.content)), spec.name) if last is not None else None
+        update: dict[str, Any] = {"caller_turns": state.get("caller_turns", 0) + 1}
+        if label not in (None, "yes", "no"):
+            update["intent"] = label
+        return update
+
+    async def agent(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
+        flow = runtime.context.flow_settings
+        role = (flow.prompt or spec.prompt).replace("{company}", flow.company)
+        prompt = f"{role}\n\n{VOICE_RULES}\n\n{facts_block(flow, state, now())}"
+        reply = await bound.ainvoke([SystemMessage(prompt), *state.get("messages", [])])
+        return {"messages": [reply], "agent_turns": state.get("agent_turns", 0) + 1}
+
+    def effects(state: CallState) -> dict[str, Any]:
+        return tool_effects(state.get("messages", []), state)
+
+    graph = StateGraph(CallState, context_schema=CallContext)
+    graph.add_node("greeting", greeting)
+    graph.add_node("signal", signal)
+    graph.add_node("keypad", keypad)
+    graph.add_node("intent", intent)
+    graph.add_node("agent", agent)
+    graph.add_node("tools", ToolNode(flow_tools, handle_tool_errors=True))
+    graph.add_node("effects", effects)
+    graph.add_conditional_edges(START, route_entry)
+    graph.add_edge("greeting", END)
+    graph.add_conditional_edges("signal", route_after_signal)
+    graph.add_conditional_edges("keypad", route_after_keypad)
+    graph.add_edge("intent", "agent")
+    graph.add_conditional_edges("agent", route_after_agent)
+    graph.add_edge("tools", "effects")
+    graph.add_edge("effects", "agent")
+    return graph.compile(checkpointer=checkpointer, name=spec.name)
+
+
+def tool_effects(messages: Sequence[AnyMessage], state: CallState) -> dict[str, Any]:
+    """State changes implied by the latest tool round: transfer/end requests from the
+    artifacts, the caller's name and sales answers from the tool calls' arguments."""
+    results: list[ToolMessage] = []
+    call: AIMessage | None = None
+    for m in reversed(messages):
+        if isinstance(m, ToolMessage):
+            results.append(m)
+        elif isinstance(m, AIMessage):
+            call = m
+            break
+    update: dict[str, Any] = {}
+    for r in results:
+        if isinstance(r.artifact, TransferRequest):
+            t = dataclasses.asdict(r.artifact)
+            update["pending_transfer"] = t
+            update["last_transfer"] = t
+        elif isinstance(r.artifact, EndCallRequest):
+            update["pending_end"] = {"reason": r.artifact.reason}
+    lead = dict(state.get("lead") or {})
+    for tc in call.tool_calls if call else []:
+        args = tc.get("args") or {}
+        if tc["name"] in ("save_caller_name", "book_appointment", "take_message"):
+            name = args.get("name") or args.get("caller_name")
+            if isinstance(name, str) and name.strip():
+                update["caller_name"] = name.strip()
+        if tc["name"] == "save_lead":
+            lead.update({k: v for k, v in args.items() if isinstance(v, str) and v.strip()})
+            update["lead"] = lead
+    return update

@@ -1,0 +1,45 @@
+"""Sales: qualify the lead (need, timeline, budget, decision maker), book a follow-up,
+hand hot leads straight to the sales team."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
+from graphs.flows.base import FlowSpec, build_flow_graph
+
+SPEC = FlowSpec(
+    name="sales",
+    tool_names=(
+        "save_lead",
+        "lookup_caller",
+        "save_caller_name",
+        "find_free_slots",
+        "book_appointment",
+        "take_message",
+        "request_transfer",
+        "end_call",
+    ),
+    prompt="""You answer the sales line of {company}. Learn, one question at a time, what the
+caller needs, when they need it, their budget, and whether they make the decision; save the
+answers with save_lead. A hot lead (needs it soon, has a budget, decides) may be transferred to
+the sales team right away with a one-sentence summary; otherwise offer to book a follow-up call.""",
+    greeting="Thank you for calling {company}. I'd love to hear what you're looking for. How can I help?",
+)
+
+
+def build_sales_graph(
+    *,
+    model: BaseChatModel,
+    tools: Mapping[str, BaseTool] | Sequence[BaseTool],
+    checkpointer: BaseCheckpointSaver[Any] | None,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The sales flow's compiled graph (``context_schema=CallContext``)."""
+    return build_flow_graph(SPEC, model=model, tools=tools, checkpointer=checkpointer, clock=clock)

@@ -1,0 +1,174 @@
+"""The offline chat model: deterministic, no network, no keys.
+
+A real LangChain ``BaseChatModel``: it streams its reply token by token, takes tools
+through ``bind_tools`` and answers with tool calls the same way a hosted model does, so
+the flows, the ``ToolNode`` and the runner cannot tell the difference. The decisions come
+from ``graphs.offline_policy`` (keyword rules plus spoken-date parsing). It is the no-keys
+default and the tests' model; it is not a substitute for a hosted model on open-ended
+conversation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, SystemMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict
+
+from graphs.offline_policy import Reply, decide, frame_metadata
+
+_ZONE_RE = re.compile(r"Time zone: ([A-Za-z_]+(?:/[A-Za-z_+\-0-9]+)*)")
+
+
+class OfflineChatModel(BaseChatModel):
+    """Rules-and-dateparser chat model with tool calling and token streaming.
+
+    ``clock`` gives "now" (aware or naive UTC); it is converted to the time zone the
+    system prompt names. Without a clock, the local time the prompt states is used.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    clock: Callable[[], dt.datetime] | None = None
+    model_name: str = "offline"
+
+    @property
+    def _llm_type(self) -> str:
+        return "dialgraph-offline"
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    # --- the decision ----------------------------------------------------------------------
+    def _reply(self, messages: list[BaseMessage], tools: list[dict[str, Any]] | None) -> tuple[Reply, str]:
+        names = {t["function"]["name"] for t in tools or []}
+        reply = decide(messages, names, self._now(messages))
+        return reply, f"lc_run-offline-{uuid.uuid4().hex}"
+
+    def _now(self, messages: list[BaseMessage]) -> dt.datetime | None:
+        if self.clock is None:
+            return None
+        now = self.clock()
+        system = " ".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
+        m = _ZONE_RE.search(system)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=dt.UTC)
+        return now.astimezone(ZoneInfo(m.group(1)) if m else dt.UTC).replace(tzinfo=None)
+
+    @staticmethod
+    def _usage(messages: list[BaseMessage], reply: Reply) -> UsageMetadata:
+        inp = sum(len(str(m.content).split()) for m in messages)
+        out = len(reply.text.split()) + sum(len(str(args)) // 4 for _, args in reply.tool_calls)
+        return UsageMetadata(input_tokens=inp, output_tokens=out, total_tokens=inp + out)
+
+    def _chunks(self, messages: list[BaseMessage], reply: Reply, msg_id: str) -> Iterator[AIMessageChunk]:
+        for token in re.findall(r"\S+\s*", reply.text):
+            yield AIMessageChunk(content=token, id=msg_id)
+        if reply.tool_calls:
+            yield AIMessageChunk(
+                content="",
+                id=msg_id,
+                tool_call_chunks=[
+                    {
+                        "name": name,
+                        "args": _json(args),
+                        "id": f"call_{uuid.uuid4().hex[:24]}",
+                        "index": i,
+                        "type": "tool_call_chunk",
+                    }
+                    for i, (name, args) in enumerate(reply.tool_calls)
+                ],
+            )
+        yield AIMessageChunk(
+            content="",
+            id=msg_id,
+            usage_metadata=self._usage(messages, reply),
+            response_metadata={
+                "model_name": self.model_name,
+                "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                **frame_metadata(reply.frame),
+            },
+            chunk_position="last",
+        )
+
+    # --- BaseChatModel -----------------------------------------------------------------------
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        reply, msg_id = self._reply(messages, kwargs.get("tools"))
+        merged: AIMessageChunk | None = None
+        for chunk in self._chunks(messages, reply, msg_id):
+            merged = chunk if merged is None else merged + chunk
+        assert merged is not None
+        message = AIMessage(
+            content=merged.content,
+            id=msg_id,
+            tool_calls=merged.tool_calls,
+            usage_metadata=merged.usage_metadata,
+            response_metadata=merged.response_metadata,
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        reply, msg_id = self._reply(messages, kwargs.get("tools"))
+        for chunk in self._chunks(messages, reply, msg_id):
+            if run_manager and isinstance(chunk.content, str) and chunk.content:
+                run_manager.on_llm_new_token(chunk.content, chunk=ChatGenerationChunk(message=chunk))
+            yield ChatGenerationChunk(message=chunk)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        reply, msg_id = self._reply(messages, kwargs.get("tools"))
+        for chunk in self._chunks(messages, reply, msg_id):
+            gen = ChatGenerationChunk(message=chunk)
+            if run_manager and isinstance(chunk.content, str) and chunk.content:
+                await run_manager.on_llm_new_token(chunk.content, chunk=gen)
+            yield gen
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return self._generate(messages, stop, None, **kwargs)
+
+
+def _json(args: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(args, ensure_ascii=False)

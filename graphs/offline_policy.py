@@ -1,0 +1,443 @@
+"""The offline model's dialogue rules: history in, one reply (text and/or tool calls) out.
+
+Pure and deterministic. It reads what any chat model would read — the system prompt (the
+flow's facts: local time, time zone, transfer targets, the caller's name), the caller's
+words, its own earlier replies and the tools' results — and decides like a careful
+receptionist: pick the tool the caller's words ask for, fill its arguments, ask for what
+is missing, then say the tool's (already speakable) result and move the call on.
+
+Its working memory is a small ``Frame`` (task, what it last asked, collected slots) that
+it attaches to each reply's ``response_metadata``; the next call reads the newest one
+back. A reply without a frame (an interrupted one, or history from another model) simply
+starts from an empty frame.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from graphs.intents import classify, extract_name, is_no, is_yes, pick_ordinal
+from graphs.spoken_time import When, normalise, parse_date, parse_time, parse_when
+
+FRAME_KEY = "offline_frame"
+
+ASK_WHEN = "What day and time would suit you?"
+ASK_WHEN_MOVE = "Sure. What day and time would you like to move it to?"
+ASK_NAME = "Can I have your name for the booking, please?"
+ASK_MESSAGE = "Of course. What message would you like me to pass on?"
+ASK_ELSE = "Is there anything else I can help you with?"
+ASK_WHAT_ELSE = "Of course. What else can I do for you?"
+ASK_CHOICE = "Which time would suit you?"
+ASK_NEED = "Happy to help. What are you looking for, and what would you use it for?"
+ASK_TIMELINE = "Thanks. When are you hoping to get started?"
+ASK_BUDGET = "And do you have a budget in mind?"
+ASK_DECISION = "Are you the person who makes the decision, or is someone else involved?"
+ASK_HOT = "Would you like me to connect you with our sales team right now, or book a follow-up call?"
+ASK_FOLLOWUP = "Would you like to book a follow-up call with our team?"
+ASK_MESSAGE_OR_CALLBACK = "Would you like to leave a message, or shall I arrange a call back?"
+SORRY = "Sorry, I didn't quite catch that."
+GOODBYE = "Thank you for calling {company}. Goodbye!"
+HELP = {
+    "scheduling": "I can book, move or cancel an appointment, or take a message. What would you like to do?",
+    "support": "You can ask me a question about our services, or I can take a message. What would you like to do?",
+    "sales": ASK_NEED,
+}
+QUALIFY = (("need", ASK_NEED), ("timeline", ASK_TIMELINE), ("budget", ASK_BUDGET), ("decision_maker", ASK_DECISION))
+
+
+@dataclass(slots=True)
+class Frame:
+    """What the receptionist is doing and has gathered (plain data: stored in metadata)."""
+
+    task: str | None = None  # book | reschedule | message | lead | None
+    ask: str | None = None  # what the last reply asked for
+    start: str | None = None  # ISO local datetime chosen
+    day: str | None = None  # ISO local date mentioned without a time
+    offered: list[str] = field(default_factory=list)  # ISO datetimes offered
+    name: str | None = None
+    purpose: str | None = None
+    for_whom: str | None = None
+    lead: dict[str, str] = field(default_factory=dict)
+    topic: str | None = None  # first thing the caller asked for (for transfer summaries)
+    topic_text: str | None = None
+
+    @classmethod
+    def load(cls, data: Any) -> Frame:
+        if not isinstance(data, dict):
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the system prompt tells the model about this call."""
+
+    now: dt.datetime
+    company: str = "us"
+    targets: dict[str, str] = field(default_factory=dict)  # name -> description
+    caller_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str = ""
+    tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()
+    frame: Frame | None = None
+
+
+_NOW_RE = re.compile(r"Local time now: (\d{4}-\d{2}-\d{2}T\d{2}:\d{2})")
+_COMPANY_RE = re.compile(r"Company: (.+?)\.\s*$", re.M)
+_TARGETS_RE = re.compile(r"Transfer targets: (.+?)\.\s*$", re.M)
+_CALLER_RE = re.compile(r"Caller's name: (.+?)\.\s*$", re.M)
+
+
+def read_facts(system: str, now: dt.datetime | None) -> Facts:
+    """Parse the facts block the flows put into their system prompt."""
+    if now is None:
+        m = _NOW_RE.search(system)
+        now = dt.datetime.fromisoformat(m.group(1)) if m else dt.datetime.now()
+    targets: dict[str, str] = {}
+    if m := _TARGETS_RE.search(system):
+        for part in m.group(1).split(";"):
+            name, _, desc = part.strip().partition(" = ")
+            if name and name != "none":
+                targets[name] = desc or name.replace("_", " ")
+    caller = m.group(1) if (m := _CALLER_RE.search(system)) else None
+    company = m.group(1) if (m := _COMPANY_RE.search(system)) else "us"
+    return Facts(now=now, company=company, targets=targets, caller_name=None if caller == "unknown" else caller)
+
+
+def flow_of(tool_names: set[str]) -> str:
+    if "save_lead" in tool_names:
+        return "sales"
+    if "search_knowledge" in tool_names:
+        return "support"
+    return "scheduling"
+
+
+def decide(messages: list[BaseMessage], tool_names: set[str], now: dt.datetime | None) -> Reply:
+    """The next reply for this history."""
+    system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
+    facts = read_facts(system, now)
+    frame = Frame()
+    for m in reversed(messages):
+        if isinstance(m, AIMessage) and FRAME_KEY in m.response_metadata:
+            frame = Frame.load(m.response_metadata[FRAME_KEY])
+            break
+    latest = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+    if latest is not None and latest.response_metadata.get("dialog_act") == "offer_message_or_callback":
+        frame.ask, frame.task = "message_or_callback", None
+        frame.for_whom = latest.response_metadata.get("for_whom")
+    if facts.caller_name and not frame.name:
+        frame.name = facts.caller_name
+    policy = _Policy(facts, frame, tool_names)
+    last = messages[-1] if messages else None
+    if isinstance(last, ToolMessage):
+        return policy.after_tools(_tool_results(messages))
+    human = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+    if human is None:
+        return Reply(HELP[policy.flow], frame=frame)
+    return policy.on_caller(str(human.content))
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    name: str
+    content: str
+    args: dict[str, Any]
+    artifact: Any = None
+
+
+def _tool_results(messages: list[BaseMessage]) -> list[ToolResult]:
+    """The tool results after the last tool-calling reply, in call order."""
+    results: list[ToolMessage] = []
+    for m in reversed(messages):
+        if isinstance(m, ToolMessage):
+            results.append(m)
+        elif isinstance(m, AIMessage):
+            calls = {c["id"]: c for c in m.tool_calls}
+            out = []
+            for r in reversed(results):
+                call = calls.get(r.tool_call_id)
+                name = r.name or (call["name"] if call else "")
+                out.append(ToolResult(name, str(r.content), dict(call["args"]) if call else {}, r.artifact))
+            return out
+    return []
+
+
+class _Policy:
+    def __init__(self, facts: Facts, frame: Frame, tools: set[str]) -> None:
+        self.facts = facts
+        self.frame = frame
+        self.tools = tools
+        self.flow = flow_of(tools)
+
+    # --- replies -----------------------------------------------------------------------
+    def say(self, text: str, *, ask: str | None = None, **changes: Any) -> Reply:
+        return Reply(text, frame=replace(self.frame, ask=ask, **changes))
+
+    def call(self, name: str, args: dict[str, Any], **changes: Any) -> Reply:
+        if name not in self.tools:
+            return self.say(SORRY + " " + HELP[self.flow], task=None)
+        return Reply("", ((name, args),), frame=replace(self.frame, ask=None, **changes))
+
+    # --- caller's turn ------------------------------------------------------------------
+    def on_caller(self, text: str) -> Reply:
+        f = self.frame
+        norm = normalise(text)
+        intent = classify(norm, self.flow, self.facts.targets)
+        if f.topic is None and intent not in (None, "yes", "no", "bye", "human"):
+            f.topic = "question" if self.flow == "support" else intent
+            f.topic_text = " ".join(text.split()[:16])
+        if f.ask == "message" and intent not in ("human", "bye"):
+            return self.call(
+                "take_message",
+                {"message": text.strip(), "for_whom": f.for_whom, "caller_name": f.name},
+                task=None,
+            )
+        if intent == "bye" or (f.ask in ("anything_else", "followup_book") and is_no(norm) and intent is None):
+            return self.call("end_call", {"reason": "completed"}, task=None)
+        if intent == "human":
+            return self.transfer(norm, text)
+        if name := extract_name(text, expecting=f.ask == "name"):
+            f.name = name
+        if f.ask == "message_or_callback":
+            if "call" in norm and "back" in norm or intent == "book":
+                intent = "book" if "book_appointment" in self.tools else "message"
+                f.purpose = "Call back"
+            elif intent in (None, "yes", "message"):
+                return self.say(ASK_MESSAGE, ask="message", task="message")
+        if intent == "message":
+            who = next((t for t in self.facts.targets if t.replace("_", " ") in norm), None)
+            return self.say(ASK_MESSAGE, ask="message", task="message", for_whom=who)
+        if f.ask == "anything_else" and is_yes(norm) and intent in (None, "yes"):
+            return self.say(ASK_WHAT_ELSE, ask=None, task=None)
+        if intent == "cancel":
+            return self.call("cancel_appointment", {}, task=None)
+        if intent == "list":
+            return self.call("list_my_appointments", {}, task=None)
+        if self.flow == "support" and intent not in ("message", "human", "bye", "no") and f.ask != "name":
+            return self.call("search_knowledge", {"question": text.strip()}, task=None)
+        if self.flow == "sales" and f.task in (None, "lead") and intent not in ("book", "reschedule"):
+            return self.qualify(text, norm)
+        if intent == "reschedule" or (f.task == "reschedule" and intent is None):
+            return self.reschedule(text, norm)
+        if intent == "book" or f.task == "book" or f.ask in ("when", "choice", "name"):
+            return self.book(text, norm)
+        if (
+            intent in (None, "question", "yes")
+            and "book_appointment" in self.tools
+            and parse_when(text, self.facts.now)
+        ):
+            return self.book(text, norm)
+        if f.ask == "name" and f.name:
+            return self.say(f"Thanks, {f.name}. " + HELP[self.flow])
+        return self.say(SORRY + " " + HELP[self.flow], task=None)
+
+    def when(self, text: str, norm: str) -> When | None:
+        f = self.frame
+        if f.ask == "choice" and f.offered:
+            if (i := pick_ordinal(norm, len(f.offered))) is not None:
+                return _when_of(f.offered[i])
+            if is_yes(norm) and len(f.offered) == 1:
+                return _when_of(f.offered[0])
+        when = parse_when(text, self.facts.now)
+        if when is not None and f.day and when.time and not _names_day(norm):
+            when = When(date=dt.date.fromisoformat(f.day), time=when.time)
+        return when
+
+    def book(self, text: str, norm: str) -> Reply:
+        f = self.frame
+        when = self.when(text, norm)
+        if when is not None and when.time is not None and not when.approximate:
+            f.start, f.day = when.iso(), when.date.isoformat()
+        elif when is not None:
+            day = when.iso()
+            return self.call("find_free_slots", {"when": day, "count": 3}, task="book", day=when.date.isoformat())
+        if f.start is None:
+            return self.say(ASK_WHEN, ask="when", task="book")
+        if not f.name:
+            return self.say(ASK_NAME, ask="name", task="book")
+        purpose = f.purpose or ("Sales follow-up" if self.flow == "sales" else None)
+        args = {"start": f.start, "name": f.name, "purpose": purpose}
+        return self.call("book_appointment", args, task="book")
+
+    def reschedule(self, text: str, norm: str) -> Reply:
+        when = self.when(text, norm)
+        if when is not None and when.time is not None and not when.approximate:
+            return self.call("reschedule_appointment", {"new_start": when.iso()}, task="reschedule")
+        if when is not None:
+            return self.call(
+                "find_free_slots", {"when": when.iso(), "count": 3}, task="reschedule", day=when.date.isoformat()
+            )
+        return self.say(ASK_WHEN_MOVE, ask="when", task="reschedule")
+
+    def qualify(self, text: str, norm: str) -> Reply:
+        f = self.frame
+        lead = dict(f.lead)
+        asked = f.ask if f.ask in dict(QUALIFY) else None
+        if asked == "decision_maker":
+            lead[asked] = "yes" if is_yes(norm) else ("no" if is_no(norm) else text.strip())
+        elif asked:
+            lead[asked] = text.strip()
+        elif f.ask == "followup_book" and (is_yes(norm) or parse_when(text, self.facts.now)):
+            f.task, f.purpose = "book", "Sales follow-up"
+            return self.book(text, norm)
+        elif f.ask == "hot":
+            if "book" in norm or "follow" in norm or parse_when(text, self.facts.now):
+                f.task = "book"
+                f.purpose = "Sales follow-up"
+                return self.book(text, norm)
+            if is_yes(norm) or "connect" in norm or "now" in norm:
+                return self.transfer(norm, text)
+        elif "need" not in lead and len(norm.split()) > 2:
+            lead["need"] = text.strip()
+        if asked is None and lead == f.lead and all(k in lead for k, _ in QUALIFY):
+            return self.say(f"{SORRY} {ASK_FOLLOWUP}", ask="followup_book", task="lead")
+        f.lead = lead
+        for key, question in QUALIFY:
+            if key not in lead:
+                return self.say(question, ask=key, task="lead")
+        return self.call("save_lead", {k: lead.get(k) for k, _ in QUALIFY}, task="lead", lead=lead)
+
+    def transfer(self, norm: str, text: str) -> Reply:
+        targets = self.facts.targets
+        target = next((t for t in targets if t.replace("_", " ") in norm), None)
+        target = target or next((t for t, d in targets.items() if d and d.lower() in norm), None)
+        target = target or next((t for t in targets if t == self.flow), None) or next(iter(targets), "front_desk")
+        who = self.frame.name or "The caller"
+        about = {
+            "book": "booking an appointment",
+            "reschedule": "moving an appointment",
+            "cancel": "cancelling an appointment",
+            "question": "a question",
+            "message": "leaving a message",
+            "lead": "buying",
+        }.get(self.frame.topic or "", "")
+        lead = self.frame.lead
+        if lead:
+            facts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in lead.items())
+            summary = f"{who} is a sales lead ({facts})."
+        else:
+            said = f' They said: "{self.frame.topic_text}".' if self.frame.topic_text else ""
+            summary = f"{who} is calling about {about}.{said}" if about else f"{who} asked to speak to a person.{said}"
+        return self.call(
+            "request_transfer", {"target": target, "reason": "caller asked for a person", "summary": summary}, task=None
+        )
+
+    # --- after tools --------------------------------------------------------------------
+    def after_tools(self, results: list[ToolResult]) -> Reply:
+        f = self.frame
+        names = [r.name for r in results]
+        text, offers_message = speakable(" ".join(r.content for r in results))
+        if "end_call" in names:
+            return self.say(GOODBYE.format(company=self.facts.company), task=None)
+        for r in results:
+            if r.name == "request_transfer":
+                target = getattr(r.artifact, "target", None)
+                if target:
+                    desc = self.facts.targets.get(target) or target.replace("_", " ")
+                    return self.say(f"Of course. I'm connecting you to the {desc} now. Please hold.", task=None)
+                return self.say(text or SORRY, ask="message_or_callback" if offers_message else None, task=None)
+        if "save_lead" in names:
+            hot = _is_hot(f.lead)
+            return self.say(
+                f"Thank you, I've noted all of that. {ASK_HOT if hot else ASK_FOLLOWUP}",
+                ask="hot" if hot else "followup_book",
+                task="lead",
+            )
+        last = results[-1] if results else None
+        if last and last.name in ("find_free_slots", "book_appointment", "reschedule_appointment"):
+            done = last.name != "find_free_slots" and last.content.startswith(_DONE_PREFIXES)
+            if not done:
+                offered = _times_in(last.content, f.day, self.facts.now)
+                if offered:
+                    question = "" if text.endswith("?") else f" {ASK_CHOICE}"
+                    return self.say(text + question, ask="choice", offered=offered, start=None)
+                return self.say(f"{text} {ASK_WHEN}".strip(), ask="when", start=None)
+        if offers_message:
+            return self.say(f"{text} Would you like to leave a message?".strip(), ask="message_or_callback", task=None)
+        if text.endswith("?"):
+            return self.say(text)
+        return self.say(f"{text} {ASK_ELSE}".strip(), ask="anything_else", task=None, start=None, day=None, offered=[])
+
+
+_DONE_PREFIXES = ("Booked", "Done", "You already have")
+_INSTRUCTION = re.compile(r"^(Tell|Offer|Ask|Say|Pass|Use|Confirm|Read|Let) ")
+
+
+def speakable(content: str) -> tuple[str, bool]:
+    """A tool result with its notes to the agent ("Ask the caller...", "Offer to take a
+    message...") taken out; the flag says whether a note suggested taking a message."""
+    kept: list[str] = []
+    offers_message = False
+    for sentence in re.split(r"(?<=[.?!])\s+", content.strip()):
+        if _INSTRUCTION.match(sentence):
+            offers_message = offers_message or "message" in sentence
+            continue
+        if sentence:
+            kept.append(sentence)
+    return " ".join(kept), offers_message
+
+
+def _when_of(iso: str) -> When:
+    d = dt.datetime.fromisoformat(iso)
+    return When(date=d.date(), time=d.time())
+
+
+def _names_day(norm: str) -> bool:
+    return bool(
+        re.search(
+            r"\b(today|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday|\d+(st|nd|rd|th)|\d+/\d+)\b",
+            norm,
+        )
+    )
+
+
+_SPOKEN_TIME = re.compile(r"\b\d{1,2}(?::\d{2})?\s?(?:am|pm)\b|\b12:00\b")
+
+
+def _times_in(text: str, day: str | None, now: dt.datetime) -> list[str]:
+    """ISO datetimes a tool result offers ("Friday the 27th of November at 9 in the
+    morning or 9:30 in the morning, or Monday ..."): each time takes the day named since
+    the previous time, else the day before it, else ``day``."""
+    norm = normalise(text)
+    out: list[str] = []
+    date = dt.date.fromisoformat(day) if day else None
+    cursor = 0
+    for m in _SPOKEN_TIME.finditer(norm):
+        before = norm[cursor : m.start()]
+        cursor = m.end()
+        if _names_day(before) and (named := parse_date(before, now)) is not None:
+            date = named
+        time, _, _ = parse_time(m.group(0))
+        if date is None or time is None:
+            continue
+        iso = f"{date.isoformat()}T{time.strftime('%H:%M')}"
+        if iso not in out:
+            out.append(iso)
+    return out
+
+
+def _is_hot(lead: dict[str, str]) -> bool:
+    timeline = normalise(lead.get("timeline", ""))
+    soon = bool(
+        re.search(
+            r"\b(asap|soon|now|immediately|this (week|month)|next (week|month)|right away|days?|weeks?)\b", timeline
+        )
+    )
+    decides = lead.get("decision_maker") == "yes"
+    budget = lead.get("budget", "")
+    has_budget = bool(budget) and not is_no(normalise(budget))
+    return soon and decides and has_budget
+
+
+def frame_metadata(frame: Frame | None) -> dict[str, Any]:
+    return {FRAME_KEY: json.loads(json.dumps(asdict(frame)))} if frame is not None else {}

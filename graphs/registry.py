@@ -1,0 +1,50 @@
+"""Flow name -> graph factory.
+
+A flow is a module ``graphs/flows/<name>.py`` exposing ``build_<name>_graph(*, model,
+tools, checkpointer)``; ``FlowSettings.graph`` names it (defaults to the flow's key in the
+config). So adding a flow is one file plus one config entry, with nothing to register
+here. A graph outside this package can be named as ``package.module:function``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any, Protocol
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+SHIPPED = ("scheduling", "support", "sales")
+
+
+class GraphFactory(Protocol):
+    def __call__(
+        self, *, model: BaseChatModel, tools: Any, checkpointer: BaseCheckpointSaver[Any] | None, **kw: Any
+    ) -> CompiledStateGraph[Any, Any, Any, Any]: ...
+
+
+class UnknownFlowError(LookupError):
+    """No graph factory under that name."""
+
+
+def graph_factory(name: str) -> GraphFactory:
+    """The factory for ``name`` ("scheduling" or "my_pkg.flows:build_x_graph")."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+    elif _NAME.match(name):
+        module_name, attr = f"graphs.flows.{name}", f"build_{name}_graph"
+    else:
+        raise UnknownFlowError(f"bad graph name {name!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise UnknownFlowError(f"no flow module {module_name!r} for graph {name!r}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UnknownFlowError(f"{module_name} has no {attr}()")
+    return factory  # type: ignore[no-any-return]

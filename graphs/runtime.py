@@ -1,0 +1,44 @@
+"""Composition of the conversation side: model + tools + checkpointer -> one runner per flow."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+import structlog
+from langchain_core.language_models import BaseChatModel
+
+from graphs.checkpoint import checkpointer
+from graphs.model import build_chat_model
+from graphs.registry import graph_factory
+from graphs.runner import GraphRunner
+from server.db import Database
+from server.settings import Settings
+from tools import build_tools
+
+log = structlog.get_logger(__name__)
+
+
+async def build_runners(
+    settings: Settings,
+    db: Database,
+    stack: AsyncExitStack,
+    *,
+    clock: Callable[[], dt.datetime] | None = None,
+    model: BaseChatModel | None = None,
+    checkpoint_url: str | None = None,
+) -> dict[str, GraphRunner]:
+    """One ``GraphRunner`` per configured flow (keyed by flow name), sharing one model,
+    one set of tools and one checkpointer on ``settings.effective_database_url``; the
+    checkpointer's connections close with ``stack``."""
+    chat_model = model or build_chat_model(settings.model_spec, settings=settings, clock=clock)
+    tools = build_tools(db=db, clock=clock)
+    saver = await checkpointer(checkpoint_url or settings.effective_database_url, stack=stack)
+    runners: dict[str, GraphRunner] = {}
+    for name, flow in settings.flows.items():
+        factory = graph_factory(flow.graph or name)
+        graph = factory(model=chat_model, tools=tools, checkpointer=saver, clock=clock)
+        runners[name] = GraphRunner(graph, durability=settings.durability)
+    log.info("runners_ready", flows=sorted(runners), model=settings.model_spec, durability=settings.durability)
+    return runners
