@@ -27,9 +27,10 @@ _ABBREVIATIONS = frozenset(
     """dr. mr. mrs. ms. mx. prof. st. mt. jr. sr. vs. approx. appt. apt. ave. blvd. dept. tel.
     ext. inc. ltd. co. corp. fig. est. gen. gov. lt. col. capt. sgt. rev. hon. rd. ft. oz. lb. lbs.
     min. max. sec. hr. hrs. mins. secs. jan. feb. mar. apr. jun. jul. aug. sep. sept. oct. nov.
-    dec. mon. tue. tues. wed. thu. thur. thurs. fri. sat. sun. cf. al. viz. ca.""".split()
+    dec. mon. tue. tues. wed. thu. thur. thurs. fri. sat. sun. cf. al. viz. ca.""".split()  # noqa: SIM905
 )
 _INITIALISM = re.compile(r"^(?:[a-z]\.)+$", re.I)  # e.g. i.e. U.S. a.m. J.
+_WEEKDAY = re.compile(r"^(?:mon|tues|wednes|thurs|fri|satur|sun)day,$", re.I)  # "Monday, March 3"
 _NUMBER_PREFIX = frozenset(("no.", "nos.", "nr.", "vol.", "pp.", "p.", "ch.", "art.", "#."))
 
 # Spans with whitespace inside that must stay in one phrase (used for forced cuts).
@@ -40,7 +41,6 @@ _PROTECTED = re.compile(
     | \d{1,2}\s+o'clock
     | \b(?:dr|mr|mrs|ms|mx|prof|st|mt)\.\s+\S+               # Dr. Smith
     | \b[a-z]+\.?\s+\d{1,2}(?:st|nd|rd|th)?,\s+\d{4}          # March 3, 2025
-    | \b(?:mon|tues|wednes|thurs|fri|satur|sun)day,\s+[a-z]+\.?\s+\d  # Monday, March 3
     """,
     re.I | re.X,
 )
@@ -143,7 +143,7 @@ class PhraseChunker:
         # Clause boundary: only once the phrase is long enough, never inside "3, 2025".
         if len(buf[:j].strip()) < self.min_chars:
             return False
-        if buf[i] == "," and nxt.isdigit() and word[:1].isdigit() or buf[i] == "," and _in_protected(buf, i):
+        if buf[i] == "," and (nxt.isdigit() and word[:1].isdigit() or _WEEKDAY.match(word) or _in_protected(buf, i)):
             return False
         return not (buf[i] == "-" and nxt.isdigit() and i >= 2 and buf[i - 2].isdigit())
 

@@ -1,0 +1,194 @@
+"""A local ElevenLabs TTS server: the multi-context WebSocket and HTTP streaming.
+
+Served by uvicorn on 127.0.0.1 (both on one port, like api.elevenlabs.io), for the real
+``elevenlabs`` SDK (HTTP) and our WebSocket client. It checks ``xi-api-key`` and
+``output_format=ulaw_8000``, records every message, and answers with deterministic "audio":
+``fake_audio(text)`` (10 ms of one byte value per character), base64 in
+``{"audio", "contextId"}`` messages, then ``{"isFinal": true, "contextId"}`` when a context
+closes; on HTTP the raw bytes, streamed.
+
+Faults: ``refuse`` rejects WebSocket handshakes (HTTP 403) and HTTP requests (503);
+``drop_after_chunks`` closes the socket abruptly (1011) after that many audio messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+CHUNK = 1600
+
+
+def fake_audio(text: str) -> bytes:
+    """The 'speech' the fake renders for ``text``: 80 bytes per character."""
+    return b"".join(bytes([0x20 + ord(c) % 0x40]) * 80 for c in text.strip())
+
+
+@dataclass
+class SocketRecord:
+    voice: str
+    query: dict[str, str]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    flushes: list[tuple[str, str]] = field(default_factory=list)  # (context id, text flushed)
+    closed_contexts: list[str] = field(default_factory=list)
+    ended: bool = False
+
+
+class ElevenLabsFake:
+    """``async with ElevenLabsFake() as fake:``; ``fake.url`` is the http:// base URL."""
+
+    def __init__(self, *, api_key: str = "el-test-key", drop_after_chunks: int | None = None) -> None:
+        self.api_key = api_key
+        self.refuse = False
+        self.drop_after_chunks = drop_after_chunks
+        self.chunk_delay_s = 0.0
+        self.sockets: list[SocketRecord] = []
+        self.http_requests: list[dict[str, Any]] = []
+        self.rejected: list[str] = []
+        app = Starlette(
+            routes=[
+                WebSocketRoute("/v1/text-to-speech/{voice}/multi-stream-input", self._ws),
+                Route("/v1/text-to-speech/{voice}/stream", self._http, methods=["POST"]),
+            ]
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="websockets-sansio"
+        )
+        self._server = uvicorn.Server(config)
+        self._stopping = asyncio.Event()
+        self._serve_task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aenter__(self) -> ElevenLabsFake:
+        self._serve_task = asyncio.get_running_loop().create_task(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self._server.should_exit = True
+        if self._serve_task is not None:
+            await self._serve_task
+
+    def _reject(self, query: dict[str, str], headers: Any) -> str | None:
+        if self.refuse:
+            return "refused by fault injection"
+        if headers.get("xi-api-key") != self.api_key:
+            return "invalid api key"
+        if query.get("output_format") != "ulaw_8000":
+            return f"expected output_format=ulaw_8000, got {query.get('output_format')}"
+        return None
+
+    async def _ws(self, ws: WebSocket) -> None:
+        query = dict(ws.query_params)
+        reason = self._reject(query, ws.headers)
+        if reason:
+            self.rejected.append(reason)
+            await ws.close(code=1008)
+            return
+        await ws.accept()
+        record = SocketRecord(voice=ws.path_params["voice"], query=query)
+        self.sockets.append(record)
+        inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        # Read (and record) concurrently with sending, so what the client sends before it
+        # hangs up (barge-in: close_context, close_socket) is recorded even mid-audio.
+        reader_task = asyncio.get_running_loop().create_task(self._read(ws, record, inbox))
+        try:
+            await self._answer(ws, inbox)
+        except Exception:  # the client is gone
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await ws.close(1000)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await reader_task
+            reader_task.cancel()
+            record.ended = True
+
+    async def _read(self, ws: WebSocket, record: SocketRecord, inbox: asyncio.Queue[dict[str, Any] | None]) -> None:
+        try:
+            while True:
+                msg = await ws.receive_json()
+                record.messages.append(msg)
+                cid = msg.get("context_id") or msg.get("contextId") or "default"
+                if msg.get("close_context"):
+                    record.closed_contexts.append(cid)
+                elif msg.get("flush"):
+                    record.flushes.append((cid, (msg.get("text") or "").strip()))
+                await inbox.put(msg)
+                if msg.get("close_socket"):
+                    return
+        except Exception:  # disconnect
+            pass
+        finally:
+            await inbox.put(None)
+
+    async def _answer(self, ws: WebSocket, inbox: asyncio.Queue[dict[str, Any] | None]) -> None:
+        texts: dict[str, str] = {}
+        sent = 0
+        while (msg := await inbox.get()) is not None:
+            if msg.get("close_socket"):
+                for cid in list(texts):
+                    await ws.send_json({"isFinal": True, "contextId": cid})
+                return
+            cid = msg.get("context_id") or msg.get("contextId") or "default"
+            if msg.get("close_context"):
+                if texts.pop(cid, None) is not None:
+                    await ws.send_json({"isFinal": True, "contextId": cid})
+                continue
+            texts[cid] = texts.get(cid, "") + (msg.get("text") or "")
+            if not msg.get("flush"):
+                continue
+            audio, texts[cid] = fake_audio(texts[cid]), ""
+            for i in range(0, len(audio), CHUNK):
+                if self.drop_after_chunks is not None and sent >= self.drop_after_chunks:
+                    self.drop_after_chunks = None
+                    await ws.close(code=1011)
+                    return
+                if self.chunk_delay_s:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), self.chunk_delay_s)
+                    if self._stopping.is_set():
+                        return
+                chunk = base64.b64encode(audio[i : i + CHUNK]).decode()
+                await ws.send_json({"audio": chunk, "normalizedAlignment": None, "alignment": None, "contextId": cid})
+                sent += 1
+
+    async def _http(self, request: Request) -> Response:
+        query = dict(request.query_params)
+        reason = self._reject(query, request.headers)
+        body = await request.json()
+        self.http_requests.append({"voice": request.path_params["voice"], "query": query, "body": body})
+        if reason:
+            self.rejected.append(reason)
+            return JSONResponse({"detail": {"status": "rejected", "message": reason}}, status_code=503)
+        audio = fake_audio(body["text"])
+
+        async def stream() -> Any:
+            for i in range(0, len(audio), CHUNK):
+                yield audio[i : i + CHUNK]
+                await asyncio.sleep(0)
+
+        return StreamingResponse(stream(), media_type="audio/basic")
+
+
+async def serve_forever() -> None:  # pragma: no cover - bench helper
+    async with ElevenLabsFake():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Future()
