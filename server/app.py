@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -83,6 +84,10 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
         async with AsyncExitStack() as stack:
             app.state.services = await build_services(settings, stack, overrides or Overrides())
             app.state.active_calls = {}
+            # Models, graphs and SDK modules are loaded for good: move them out of the
+            # collector's sight so full collections stop pausing the audio path (~80 ms).
+            gc.collect()
+            gc.freeze()
             try:
                 yield
             finally:

@@ -1,0 +1,213 @@
+"""The Twilio media WebSocket (``/twilio/media``): authenticate, then hand the socket to a
+``CallSession``.
+
+Order matters: the handshake's ``X-Twilio-Signature`` is checked before accepting (a bad
+one gets HTTP 403), then ``connected`` and ``start`` are read and the stream token from
+``start.customParameters["token"]`` is verified (its call must be ``start.callSid``).
+Only then is any model or provider touched: a socket without a valid token is closed
+with 1008 and costs nothing but a JSON parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from graphs.context import CallContext
+from server.call_store import get_call
+from server.db import Database
+from server.security import SIGNATURE_HEADER, InvalidStreamToken, StreamClaims, verify_stream_token, ws_signature_ok
+from server.services import Services
+from server.settings import Settings
+from telephony import media_codec as codec
+from telephony.session import CallSession, SocketClosed
+from telephony.turn_policy import TurnPolicy
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(tags=["media"])
+
+MEDIA_PATH = "/twilio/media"
+POLICY_VIOLATION = 1008
+START_TIMEOUT_S = 10.0
+MAX_FRAMES_BEFORE_START = 3
+SHUTDOWN_GRACE_S = 5.0
+
+
+class StarletteMediaSocket:
+    """``telephony.session.MediaSocket`` over Starlette's WebSocket."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._ws = websocket
+
+    async def receive(self) -> str | bytes | None:
+        if self._ws.client_state is not WebSocketState.CONNECTED:
+            return None
+        try:
+            message = await self._ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return None
+        if message["type"] != "websocket.receive":
+            return None
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        return bytes(message.get("bytes") or b"")
+
+    async def send(self, text: str) -> None:
+        try:
+            await self._ws.send({"type": "websocket.send", "text": text})
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            raise SocketClosed from exc
+
+    async def close(self, code: int = 1000) -> None:
+        if self._ws.application_state is WebSocketState.CONNECTED and self._ws.client_state is WebSocketState.CONNECTED:
+            try:
+                await self._ws.close(code)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                pass
+
+
+async def call_context(db: Database, settings: Settings, claims: StreamClaims) -> CallContext:
+    """Who is on the line, from the call row the webhook wrote (the token names the call)."""
+    call = await get_call(db, claims.call_sid)
+    flow = claims.flow
+    if flow not in settings.flows:
+        flow = call.flow if call is not None and call.flow in settings.flows else settings.default_flow
+    caller = called = ""
+    previous = None
+    if call is not None:
+        outbound = call.direction == "outbound"
+        caller = call.to_number if outbound else call.from_number
+        called = call.from_number if outbound else call.to_number
+        previous = call.previous_thread_id
+    else:
+        log.warning("stream for a call without a record", call_sid=claims.call_sid)
+    return CallContext(
+        call_sid=claims.call_sid,
+        thread_id=claims.thread_id or claims.call_sid,
+        caller=caller,
+        called=called,
+        flow=flow,
+        flow_settings=settings.flows[flow],
+        previous_thread_id=previous,
+    )
+
+
+async def _read_start(socket: StarletteMediaSocket) -> codec.Start | None:
+    """``connected`` (optional) then ``start``; None on anything else."""
+    async with asyncio.timeout(START_TIMEOUT_S):
+        for _ in range(MAX_FRAMES_BEFORE_START):
+            frame = await socket.receive()
+            if frame is None:
+                return None
+            try:
+                event = codec.parse(frame)
+            except codec.ProtocolError:
+                return None
+            if isinstance(event, codec.Start):
+                return event
+            if not isinstance(event, codec.Connected):
+                return None
+    return None
+
+
+@router.websocket(MEDIA_PATH)
+async def media_stream(websocket: WebSocket) -> None:
+    app: Any = websocket.app
+    settings: Settings = app.state.settings
+    if settings.validate_signatures and not ws_signature_ok(
+        settings.twilio_auth_token.get_secret_value(),
+        settings.public_url,
+        MEDIA_PATH,
+        websocket.headers.get(SIGNATURE_HEADER),
+    ):
+        log.warning("media socket refused: bad handshake signature")
+        await websocket.close(code=POLICY_VIOLATION)  # before accept: HTTP 403
+        return
+    await websocket.accept()
+    socket = StarletteMediaSocket(websocket)
+    try:
+        start = await _read_start(socket)
+    except TimeoutError:
+        start = None
+    if start is None:
+        log.warning("media socket closed: no valid start message")
+        await socket.close(POLICY_VIOLATION)
+        return
+    try:
+        claims = verify_stream_token(
+            settings.stream_token_secret.get_secret_value(), start.custom_parameters.get("token", "")
+        )
+    except InvalidStreamToken as exc:
+        log.warning("media socket closed: invalid stream token", call_sid=start.call_sid[:64], error=str(exc))
+        await socket.close(POLICY_VIOLATION)
+        return
+    if claims.call_sid != start.call_sid:
+        log.warning("media socket closed: token names another call", call_sid=start.call_sid[:64])
+        await socket.close(POLICY_VIOLATION)
+        return
+
+    services: Services = app.state.services
+    session = await open_session(app, services, socket, start, claims)
+    active: dict[str, CallSession] = app.state.active_calls
+    previous = active.get(claims.call_sid)
+    if previous is not None:  # a reconnect while the old socket lingers: the new one wins
+        previous.end(1000)
+    active[claims.call_sid] = session
+    try:
+        await session.run()
+    finally:
+        if active.get(claims.call_sid) is session:
+            del active[claims.call_sid]
+        await socket.close(1000 if session.state.end_reason != "error" else 1011)
+
+
+async def open_session(
+    app: Any, services: Services, socket: StarletteMediaSocket, start: codec.Start, claims: StreamClaims
+) -> CallSession:
+    """Build the session for an authenticated stream (first touch of providers and models)."""
+    settings = services.settings
+    ctx = await call_context(services.db, settings, claims)
+    observer: Callable[[CallSession], None] | None = getattr(app.state, "call_observer", None)
+    return CallSession(
+        socket=socket,
+        ctx=ctx,
+        stream_sid=start.stream_sid,
+        db=services.db,
+        recognition=services.recognizer.stream(language=ctx.flow_settings.language),
+        synthesizer=services.synthesizer,
+        vad=services.vad_factory(),
+        runner=services.runner(ctx.flow),
+        policy=TurnPolicy(
+            barge_in_min_ms=settings.barge_in_min_ms,
+            barge_in_min_words=settings.barge_in_min_words,
+        ),
+        signal=claims.signal,
+        playback_lead_ms=settings.playback_lead_ms,
+        on_finished=observer,
+    )
+
+
+async def close_active_calls(app: FastAPI) -> None:
+    """Server shutdown: ask every live session to close its socket, await them all, and
+    cancel any that do not finish within the grace period."""
+    sessions: list[CallSession] = list(getattr(app.state, "active_calls", {}).values())
+    if not sessions:
+        return
+    log.info("closing active calls", count=len(sessions))
+    for session in sessions:
+        session.end(1001)
+    waits = [asyncio.ensure_future(s.wait_closed()) for s in sessions]
+    done, pending = await asyncio.wait(waits, timeout=SHUTDOWN_GRACE_S)
+    if pending:
+        for session in sessions:
+            session.cancel()
+        await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_S)
+        for task in pending:
+            task.cancel()

@@ -1,0 +1,552 @@
+"""CallSession: one Twilio media stream, from ``start`` to ``stop``.
+
+One session per call owns its state (``CallState``) and its tasks, all in ONE
+``asyncio.TaskGroup``:
+
+* reader -- parses frames (``telephony.media_codec``); media -> recognizer + VAD -> policy;
+  gaps filled with silence, duplicates dropped; marks -> ``PlaybackTracker``; DTMF -> a turn.
+* recognition -- ASR events -> ``TurnPolicy`` -> turns and barge-ins.
+* writer -- ``telephony.outbound.OutboundPacer.run``, the ONLY task that writes to the
+  socket: ``clear``/close first, then 20 ms frames paced at real time plus
+  ``playback_lead_ms``, with the marks the ``PlaybackTracker`` asks for.
+* persist -- transcript turns and call events to the database in batches, off the hot path.
+* per reply: a runner task (graph events -> phrase chunker) and a synth task (phrases ->
+  TTS -> 20 ms frames on the outbound deque). Barge-in cancels both, clears Twilio's
+  buffer, drops queued audio, bumps the generation and records what was heard.
+
+Leaving the group (``stop``, socket closed, ``end()``, an error) cancels and awaits every
+task; the recognition stream is closed after it. Nothing outlives the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from graphs.context import CallContext
+from graphs.events import (
+    CallerDigits,
+    CallerText,
+    CallSignal,
+    EndCallRequest,
+    RunnerEvent,
+    TextChunk,
+    TransferRequest,
+    TurnRunner,
+)
+from server import call_store
+from server.db import Database
+from server.models import CallEvent
+from telephony import media_codec as codec
+from telephony.audio import SILENCE_FRAME
+from telephony.outbound import OutboundPacer, StreamClosedByServer
+from telephony.phrases import PhraseChunker
+from telephony.playback import PlaybackTracker
+from telephony.speech import (
+    FRAME_BYTES,
+    AudioChunk,
+    ProviderError,
+    RecognitionStream,
+    SpeechSynthesizer,
+    VoiceActivityDetector,
+)
+from telephony.turn_policy import BargeIn, StartTurn, TurnPolicy
+
+log = structlog.get_logger(__name__)
+
+MAX_GAP_FRAMES = 250  # never fill more than 5 s of silence for one gap
+MAX_PENDING_EVENTS = 2000
+
+
+class MediaSocket(Protocol):
+    """The transport under a session (the route adapts Starlette's WebSocket)."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame, or None once the peer has gone."""
+
+    async def send(self, text: str) -> None:
+        """Send a text frame; raises ``SocketClosed`` when the peer has gone."""
+
+    async def close(self, code: int = 1000) -> None: ...
+
+
+class SocketClosed(Exception):
+    """The WebSocket is gone."""
+
+
+class _CallEnded(Exception):
+    """Leaves the task group: the call is over (stop, socket closed, server closed it)."""
+
+
+@dataclass(slots=True)
+class TurnTiming:
+    """One agent reply. Times are the session clock (seconds)."""
+
+    generation: int
+    trigger: str  # greeting | signal | caller | dtmf
+    started_at: float  # caller's final transcript (or the trigger) processed
+    first_audio_at: float | None = None  # first media frame of the reply sent
+    done_at: float | None = None
+    interrupted: bool = False
+
+    @property
+    def latency_ms(self) -> float | None:
+        if self.first_audio_at is None:
+            return None
+        return (self.first_audio_at - self.started_at) * 1000
+
+
+@dataclass(slots=True)
+class _Reply:
+    generation: int
+    timing: TurnTiming
+    phrases: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    tasks: tuple[asyncio.Task[None], ...] = ()
+    request: TransferRequest | EndCallRequest | None = None
+    buf: bytearray = field(default_factory=bytearray)
+    buf_phrase: int = -1
+    done: bool = False
+
+
+@dataclass(slots=True)
+class CallState:
+    """Everything one call's session knows, in one place."""
+
+    call_sid: str
+    stream_sid: str
+    generation: int = 0
+    last_chunk: int = -1
+    last_ts: int = -1
+    frames_in: int = 0
+    duplicates: int = 0
+    silence_frames: int = 0
+    protocol_errors: int = 0
+    barge_ins: int = 0
+    reply: _Reply | None = None
+    first_audio_gen: int = -1
+    ending: bool = False
+    end_reason: str = ""
+
+
+class CallSession:
+    """Runs one call; ``await run()`` returns when the call is over."""
+
+    def __init__(
+        self,
+        *,
+        socket: MediaSocket,
+        ctx: CallContext,
+        stream_sid: str,
+        db: Database,
+        recognition: RecognitionStream,
+        synthesizer: SpeechSynthesizer,
+        vad: VoiceActivityDetector,
+        runner: TurnRunner,
+        policy: TurnPolicy,
+        signal: str = "",
+        playback_lead_ms: int = 120,
+        clock: Callable[[], float] = time.monotonic,
+        on_finished: Callable[[CallSession], None] | None = None,
+        persist_interval_s: float = 5.0,
+    ) -> None:
+        self.ctx = ctx
+        self.state = CallState(call_sid=ctx.call_sid, stream_sid=stream_sid)
+        self.policy = policy
+        self.tracker = PlaybackTracker()
+        self.timings: list[TurnTiming] = []
+        self._socket = socket
+        self._db = db
+        self._stream = recognition
+        self._synth = synthesizer
+        self._vad = vad
+        self._runner = runner
+        self._signal = signal
+        self._clock = clock
+        self._on_finished = on_finished
+        self._persist_interval_s = persist_interval_s
+        self._log = log.bind(call_sid=ctx.call_sid)
+        self._out = OutboundPacer(
+            stream_sid=stream_sid,
+            send=socket.send,
+            close=socket.close,
+            current=self._generation,
+            on_frame=self._frame_sent,
+            on_reply_end=self._reply_audio_sent,
+            lead_s=min(playback_lead_ms, 200) / 1000,
+            clock=clock,
+        )
+        self._events: list[CallEvent] = []
+        self._persist_lock = asyncio.Lock()
+        self._runner_lock = asyncio.Lock()  # one graph run (or heard-text repair) at a time, in order
+        self._tg: asyncio.TaskGroup | None = None
+        self._closed = asyncio.Event()
+        self._run_task: asyncio.Task[Any] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._run_task = asyncio.current_task()
+        sid = self.state.call_sid
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._read_loop(), name=f"call-read-{sid}")
+                tg.create_task(self._recognition_loop(), name=f"call-asr-{sid}")
+                tg.create_task(self._out.run(), name=f"call-write-{sid}")
+                tg.create_task(self._persist_loop(), name=f"call-persist-{sid}")
+                self._open_call()
+        except* (_CallEnded, SocketClosed, StreamClosedByServer):
+            pass
+        except* Exception as group:  # last resort: this call only
+            self.state.end_reason = self.state.end_reason or "error"
+            self._log.error("call failed", exc_info=group)
+        finally:
+            self._tg = None
+            try:
+                await self._stream.aclose()
+            finally:
+                await self._flush_events()
+                self._closed.set()
+                self._log.info(
+                    "call session ended",
+                    reason=self.state.end_reason or "closed",
+                    frames_in=self.state.frames_in,
+                    silence_frames=self.state.silence_frames,
+                    duplicates=self.state.duplicates,
+                    protocol_errors=self.state.protocol_errors,
+                    barge_ins=self.state.barge_ins,
+                )
+                if self._on_finished is not None:
+                    self._on_finished(self)
+
+    def end(self, code: int = 1001) -> None:
+        """Ask the session to close the socket and finish (server shutdown)."""
+        self.state.end_reason = self.state.end_reason or "server closing"
+        self._out.close(code, urgent=True)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def cancel(self) -> None:
+        """Last resort when ``end`` did not finish the call in time."""
+        if self._run_task is not None and not self._run_task.done():
+            self._run_task.cancel()
+
+    def _open_call(self) -> None:
+        ctx, runner, signal = self.ctx, self._runner, self._signal
+        if signal == "reconnected" or signal.startswith("transfer_failed:"):
+            kind, _, detail = signal.partition(":")
+            turn = CallSignal(kind=kind, detail=detail)
+            self._begin_reply("signal", lambda: runner.respond(ctx, turn))
+        else:
+            self._begin_reply("greeting", lambda: runner.start(ctx))
+        self.policy.agent_turn_started()
+
+    # --- inbound --------------------------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        receive = self._socket.receive
+        parse = codec.parse
+        sid = self.state.stream_sid
+        while True:
+            frame = await receive()
+            if frame is None:
+                self.state.end_reason = self.state.end_reason or "socket closed"
+                raise _CallEnded
+            try:
+                event = parse(frame)
+            except codec.ProtocolError as exc:
+                self._protocol_error(exc)
+                continue
+            if isinstance(event, codec.Media):
+                if event.stream_sid == sid:
+                    self._on_media(event)
+                else:
+                    self._protocol_error(codec.FieldError("media for another stream"))
+            elif isinstance(event, codec.Mark):
+                if self.tracker.mark_echoed(event.name) and self.tracker.all_played:
+                    self._reply_played()
+            elif isinstance(event, codec.Dtmf):
+                self._on_dtmf(event.digit)
+            elif isinstance(event, codec.Stop):
+                self.state.end_reason = self.state.end_reason or "stop"
+                raise _CallEnded
+
+    def _protocol_error(self, exc: codec.ProtocolError) -> None:
+        n = self.state.protocol_errors = self.state.protocol_errors + 1
+        if n == 1 or n in (10, 100, 1000, 10000):  # not per frame: a flood must not flood the log
+            self._log.warning("malformed frames dropped", count=n, error=str(exc))
+
+    def _on_media(self, media: codec.Media) -> None:
+        st = self.state
+        chunk, ts = media.chunk, media.timestamp
+        last = st.last_chunk
+        if chunk <= last:
+            st.duplicates += 1
+            return
+        if last >= 0:
+            # sequenceNumber counts marks and DTMF too; chunk and timestamp count audio only.
+            missing = chunk - last - 1
+            if st.last_ts >= 0:
+                by_time = (ts - st.last_ts) // 20 - 1
+                if by_time > missing:
+                    missing = by_time
+            if missing > 0:
+                missing = min(missing, MAX_GAP_FRAMES)
+                st.silence_frames += missing
+                self._stream.push(SILENCE_FRAME * missing)
+        st.last_chunk = chunk
+        st.last_ts = ts
+        st.frames_in += 1
+        payload = media.payload
+        self._stream.push(payload)
+        if len(payload) == FRAME_BYTES and self.policy.vad(ts / 1000, self._vad.speech_probability(payload)):
+            self._barge_in()
+
+    def _on_dtmf(self, digit: str) -> None:
+        self._record(CallEvent(call_sid=self.state.call_sid, kind="dtmf", role="caller", text=digit))
+        if self.state.ending:
+            return
+        reply = self.state.reply
+        if reply is not None and not reply.done:
+            self._barge_in()
+        ctx, runner, turn = self.ctx, self._runner, CallerDigits(digits=digit)
+        self._begin_reply("dtmf", lambda: runner.respond(ctx, turn))
+        self.policy.agent_turn_started()
+
+    async def _recognition_loop(self) -> None:
+        policy = self.policy
+        async for event in self._stream:
+            for action in policy.recognition(event):
+                if isinstance(action, BargeIn):
+                    self._barge_in()
+                elif isinstance(action, StartTurn):
+                    self._on_turn(action.text)
+        self._log.warning("recognition stream ended")
+
+    def _on_turn(self, text: str) -> None:
+        self._record(CallEvent(call_sid=self.state.call_sid, kind="turn", role="caller", text=text))
+        if self.state.ending:
+            return
+        reply = self.state.reply
+        if reply is not None and not reply.done:  # the policy never does this; stay safe if it did
+            self._barge_in()
+        ctx, runner, turn = self.ctx, self._runner, CallerText(text=text)
+        self._begin_reply("caller", lambda: runner.respond(ctx, turn))
+
+    # --- replies --------------------------------------------------------------------------------
+    def _begin_reply(self, trigger: str, events: Callable[[], AsyncIterator[RunnerEvent]]) -> None:
+        assert self._tg is not None
+        st = self.state
+        st.generation += 1
+        self.tracker.start_reply(st.generation)
+        reply = _Reply(st.generation, TurnTiming(st.generation, trigger, self._clock()))
+        st.reply = reply
+        self.timings.append(reply.timing)
+        sid = st.call_sid
+        reply.tasks = (
+            self._tg.create_task(self._pump_runner(reply, events), name=f"call-runner-{sid}"),
+            self._tg.create_task(self._pump_synth(reply), name=f"call-tts-{sid}"),
+        )
+
+    async def _pump_runner(self, reply: _Reply, events: Callable[[], AsyncIterator[RunnerEvent]]) -> None:
+        chunker = PhraseChunker()
+        put = reply.phrases.put_nowait
+        try:
+            async with self._runner_lock:
+                stream = events()
+                try:
+                    async for event in stream:
+                        if isinstance(event, TextChunk):
+                            for phrase in chunker.push(event.text):
+                                put(phrase)
+                        elif isinstance(event, TransferRequest | EndCallRequest):
+                            reply.request = event
+                finally:
+                    aclose = getattr(stream, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+            for phrase in chunker.flush():
+                put(phrase)
+        except ProviderError as exc:
+            self._log.warning("turn failed", provider=exc.provider, error=str(exc))
+        finally:
+            put(None)
+
+    async def _pump_synth(self, reply: _Reply) -> None:
+        gen, st, tracker = reply.generation, self.state, self.tracker
+        queue = reply.phrases
+
+        async def phrases() -> AsyncIterator[str]:
+            while (phrase := await queue.get()) is not None:
+                if gen == st.generation:
+                    tracker.add_phrase(phrase)
+                yield phrase
+
+        fs = self.ctx.flow_settings
+        chunks = self._synth.synthesize(phrases(), voice=fs.voice, language=fs.language)
+        try:
+            async for chunk in chunks:
+                if gen != st.generation:
+                    break
+                self._enqueue_audio(reply, chunk)
+        except ProviderError as exc:
+            self._log.warning("speech synthesis failed", provider=exc.provider, error=str(exc))
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if gen == st.generation:
+            if reply.buf:  # a synthesizer that never flagged ``last``
+                self._emit(reply, bytes(reply.buf), reply.buf_phrase, end=True)
+                reply.buf.clear()
+            self._out.reply_end(gen)
+
+    def _enqueue_audio(self, reply: _Reply, chunk: AudioChunk) -> None:
+        """Cut TTS audio into 20 ms frames; hold the last partial frame until the phrase ends."""
+        self.tracker.add_audio(chunk.phrase, len(chunk.audio))
+        buf = reply.buf
+        if chunk.phrase != reply.buf_phrase:
+            if buf:
+                self._emit(reply, bytes(buf), reply.buf_phrase, end=True)
+                buf.clear()
+            reply.buf_phrase = chunk.phrase
+        buf += chunk.audio
+        if chunk.last:
+            if buf:
+                self._emit(reply, bytes(buf), chunk.phrase, end=True)
+                buf.clear()
+            reply.buf_phrase = -1
+        else:
+            n = (len(buf) - 1) // FRAME_BYTES * FRAME_BYTES
+            if n > 0:
+                self._emit(reply, bytes(buf[:n]), chunk.phrase, end=False)
+                del buf[:n]
+
+    def _emit(self, reply: _Reply, audio: bytes, phrase: int, *, end: bool) -> None:
+        self._out.audio(reply.generation, phrase, audio, phrase_end=end)
+
+    def _reply_played(self) -> None:
+        """The current reply has played to the end (or produced no audio)."""
+        reply = self.state.reply
+        if reply is None or reply.done:
+            return
+        reply.done = True
+        reply.timing.done_at = self._clock()
+        self.policy.playback_done()
+        self._record(
+            CallEvent(
+                call_sid=self.state.call_sid,
+                kind="turn",
+                role="agent",
+                text=self.tracker.full_text(),
+                latency_ms=reply.timing.latency_ms,
+                data={"trigger": reply.timing.trigger},
+            )
+        )
+        if reply.request is not None and self._tg is not None and not self.state.ending:
+            self.state.ending = True
+            self._tg.create_task(self._carry_out(reply.request), name=f"call-end-{self.state.call_sid}")
+
+    def _barge_in(self) -> None:
+        st = self.state
+        reply = st.reply
+        if reply is None or reply.done or self._tg is None:
+            return
+        self.tracker.clear()  # marks echoed from now on prove nothing
+        heard = self.tracker.heard_text()
+        st.generation += 1  # queued frames, pending marks and late TTS of the old reply are stale
+        st.barge_ins += 1
+        self._out.clear()
+        for task in reply.tasks:
+            task.cancel()
+        reply.done = True
+        reply.timing.interrupted = True
+        reply.timing.done_at = self._clock()
+        st.reply = None
+        self._tg.create_task(self._after_barge_in(reply, heard), name=f"call-heard-{st.call_sid}")
+
+    async def _after_barge_in(self, reply: _Reply, heard: str) -> None:
+        await asyncio.wait(reply.tasks)  # the graph run is cancelled before its history is repaired
+        async with self._runner_lock:
+            await self._runner.record_heard(self.ctx, heard)
+        self._record(
+            CallEvent(
+                call_sid=self.state.call_sid,
+                kind="turn",
+                role="agent",
+                text=heard,
+                interrupted=True,
+                latency_ms=reply.timing.latency_ms,
+                data={"trigger": reply.timing.trigger},
+            )
+        )
+
+    async def _carry_out(self, request: TransferRequest | EndCallRequest) -> None:
+        """The last reply has played: record the outcome, then close the stream (Twilio then
+        requests the ``<Connect action>`` URL, which dials the target or hangs up)."""
+        sid = self.state.call_sid
+        if isinstance(request, TransferRequest):
+            self.state.end_reason = "transfer"
+            values: dict[str, Any] = {
+                "outcome": "transfer_requested",
+                "transfer_target": request.target,
+                "transfer_reason": request.reason,
+                "transfer_summary": request.summary,
+            }
+            self._record(CallEvent(call_sid=sid, kind="transfer", role="system", data={"target": request.target}))
+        else:
+            self.state.end_reason = "ended by agent"
+            values = {"outcome": "ended_by_agent"}
+            self._record(CallEvent(call_sid=sid, kind="end_call", role="system", data={"reason": request.reason}))
+        await self._flush_events()
+        await call_store.update_call(self._db, sid, **values)
+        self._out.close(1000)
+
+    # --- outbound (written by ``OutboundPacer.run``, the only writer) --------------------------
+    def _generation(self) -> int:
+        return self.state.generation
+
+    def _frame_sent(self, generation: int, phrase: int, nbytes: int, phrase_end: bool) -> str | None:
+        st = self.state
+        if st.first_audio_gen != generation:
+            st.first_audio_gen = generation
+            if st.reply is not None and st.reply.generation == generation:
+                st.reply.timing.first_audio_at = self._clock()
+            self.policy.agent_audio_started()
+        return self.tracker.frame_sent(phrase, nbytes, phrase_end)
+
+    def _reply_audio_sent(self, generation: int) -> None:
+        self.tracker.finish()
+        if self.tracker.all_played:
+            self._reply_played()
+
+    # --- persistence ----------------------------------------------------------------------------
+    def _record(self, event: CallEvent) -> None:
+        if len(self._events) < MAX_PENDING_EVENTS:
+            self._events.append(event)
+
+    async def _persist_loop(self) -> None:
+        try:
+            await call_store.update_call(self._db, self.state.call_sid, stream_sid=self.state.stream_sid)
+        except SQLAlchemyError as exc:
+            self._log.warning("could not record the stream", error=str(exc))
+        while True:
+            await asyncio.sleep(self._persist_interval_s)
+            if self._events:
+                await self._flush_events()
+
+    async def _flush_events(self) -> None:
+        async with self._persist_lock:
+            if not self._events:
+                return
+            batch, self._events = self._events, []
+            try:
+                await call_store.add_events(self._db, batch)
+            except SQLAlchemyError as exc:
+                self._log.warning("could not store call events", count=len(batch), error=str(exc))
+                self._events[:0] = batch[: MAX_PENDING_EVENTS - len(self._events)]

@@ -1,0 +1,273 @@
+"""Test harness: the real app under uvicorn on 127.0.0.1, and a client that speaks to its
+media WebSocket exactly as Twilio does (signed handshake, connected/start/media/mark/dtmf/stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+from twilio.request_validator import RequestValidator
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from server.app import create_app
+from server.call_store import record_call
+from server.security import issue_stream_token
+from server.services import Overrides
+from server.settings import Settings
+from telephony.audio import SILENCE_FRAME, pcm16_to_ulaw
+from telephony.session import CallSession
+
+ACCOUNT = "AC" + "1" * 32
+LOUD_FRAME = pcm16_to_ulaw((np.sin(np.arange(160) * 2 * np.pi * 300 / 8000) * 12000).astype("<i2").tobytes())
+WAIT_S = 20.0  # a safety net against hangs, not a timing assertion
+
+
+@dataclass
+class Served:
+    app: FastAPI
+    url: str  # ws://127.0.0.1:PORT/twilio/media
+    finished: list[CallSession] = field(default_factory=list)
+    _events: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def on_finished(self, session: CallSession) -> None:
+        self.finished.append(session)
+        self._events.setdefault(session.ctx.call_sid, asyncio.Event()).set()
+
+    async def session_done(self, call_sid: str) -> CallSession:
+        async with asyncio.timeout(WAIT_S):
+            await self._events.setdefault(call_sid, asyncio.Event()).wait()
+        return next(s for s in self.finished if s.ctx.call_sid == call_sid)
+
+
+@asynccontextmanager
+async def serve(settings: Settings, overrides: Overrides) -> AsyncIterator[Served]:
+    """``create_app(settings, overrides=...)`` served by uvicorn on a free loopback port."""
+    app = create_app(settings, overrides=overrides)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    served = Served(app=app, url=f"ws://127.0.0.1:{port}/twilio/media")
+    app.state.call_observer = served.on_finished
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield served
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def new_sids() -> tuple[str, str]:
+    return "CA" + uuid.uuid4().hex, "MZ" + uuid.uuid4().hex
+
+
+async def new_call(
+    settings: Settings,
+    app: FastAPI,
+    *,
+    call_sid: str,
+    flow: str = "scheduling",
+    signal: str = "",
+    from_number: str = "+14155550100",
+    to_number: str = "+15550009999",
+) -> str:
+    """Record the call row as ``/twilio/voice`` would and return a valid stream token."""
+    await record_call(
+        app.state.services.db,
+        sid=call_sid,
+        direction="inbound",
+        from_number=from_number,
+        to_number=to_number,
+        flow=flow,
+        thread_id=call_sid,
+        status="in-progress",
+    )
+    return issue_stream_token(
+        settings.stream_token_secret.get_secret_value(),
+        call_sid=call_sid,
+        thread_id=call_sid,
+        flow=flow,
+        ttl_s=settings.stream_token_ttl_s,
+        signal=signal,
+    )
+
+
+def handshake_signature(settings: Settings, path: str = "/twilio/media") -> str:
+    """What Twilio sends in ``X-Twilio-Signature``: the wss URL, no parameters."""
+    base = settings.public_url.replace("https://", "wss://").replace("http://", "ws://")
+    sig: str = RequestValidator(settings.twilio_auth_token.get_secret_value()).compute_signature(base + path, {})
+    return sig
+
+
+class TwilioMediaClient:
+    """Plays Twilio's side of one media stream; keeps every message the server sent."""
+
+    def __init__(self, ws: ClientConnection, *, call_sid: str, stream_sid: str) -> None:
+        self.ws = ws
+        self.call_sid = call_sid
+        self.stream_sid = stream_sid
+        self.received: list[dict[str, Any]] = []
+        self._seq = 0
+        self._chunk = 0
+        self._ts = 0
+        self._cursor = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, url: str, settings: Settings, *, call_sid: str, stream_sid: str, signature: str | None = ""
+    ) -> AsyncIterator[TwilioMediaClient]:
+        headers = {}
+        if signature is not None:
+            headers["X-Twilio-Signature"] = signature or handshake_signature(settings)
+        async with connect(url, additional_headers=headers, max_size=None) as ws:
+            yield cls(ws, call_sid=call_sid, stream_sid=stream_sid)
+
+    def _next_seq(self) -> str:
+        self._seq += 1
+        return str(self._seq)
+
+    async def send(self, msg: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send(msg if isinstance(msg, str | bytes) else json.dumps(msg))
+
+    async def start(self, token: str | None, **params: str) -> None:
+        await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        custom = {**params, **({"token": token} if token is not None else {})}
+        await self.send(
+            {
+                "event": "start",
+                "sequenceNumber": self._next_seq(),
+                "start": {
+                    "accountSid": ACCOUNT,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    "customParameters": custom,
+                },
+                "streamSid": self.stream_sid,
+            }
+        )
+
+    def media_message(self, payload: bytes = SILENCE_FRAME, *, chunk: int | None = None, ts: int | None = None) -> str:
+        if chunk is None:
+            self._chunk += 1
+            chunk = self._chunk
+        if ts is None:
+            ts = self._ts
+            self._ts += 20
+        return json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": self._next_seq(),
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(chunk),
+                    "timestamp": str(ts),
+                    "payload": base64.b64encode(payload).decode(),
+                },
+                "streamSid": self.stream_sid,
+            }
+        )
+
+    async def media(self, payload: bytes = SILENCE_FRAME, frames: int = 1) -> None:
+        for _ in range(frames):
+            await self.ws.send(self.media_message(payload))
+
+    async def dtmf(self, digit: str) -> None:
+        await self.send(
+            {
+                "event": "dtmf",
+                "streamSid": self.stream_sid,
+                "sequenceNumber": self._next_seq(),
+                "dtmf": {"track": "inbound_track", "digit": digit},
+            }
+        )
+
+    async def echo_mark(self, name: str) -> None:
+        await self.send(
+            {"event": "mark", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid, "mark": {"name": name}}
+        )
+
+    async def stop(self) -> None:
+        await self.send(
+            {
+                "event": "stop",
+                "sequenceNumber": self._next_seq(),
+                "streamSid": self.stream_sid,
+                "stop": {"accountSid": ACCOUNT, "callSid": self.call_sid},
+            }
+        )
+
+    async def _recv(self) -> dict[str, Any]:
+        raw = await self.ws.recv()
+        assert isinstance(raw, str), "Twilio rejects binary frames"
+        msg: dict[str, Any] = json.loads(raw)
+        self.received.append(msg)
+        return msg
+
+    async def until(self, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """Read until a message (new since the last call) satisfies ``pred``."""
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                while self._cursor < len(self.received):
+                    msg = self.received[self._cursor]
+                    self._cursor += 1
+                    if pred(msg):
+                        return msg
+                await self._recv()
+
+    async def until_mark(self, name: str) -> None:
+        await self.until(lambda m: m["event"] == "mark" and m["mark"]["name"] == name)
+
+    async def drain_until_closed(self) -> int | None:
+        """Read everything until the server closes; returns the close code."""
+        async with asyncio.timeout(WAIT_S):
+            try:
+                while True:
+                    await self._recv()
+            except ConnectionClosed as exc:
+                return exc.rcvd.code if exc.rcvd is not None else None
+
+    def marks(self, since: int = 0) -> list[str]:
+        return [m["mark"]["name"] for m in self.received[since:] if m["event"] == "mark"]
+
+    def audio(self, since: int = 0, until: int | None = None) -> list[bytes]:
+        return [base64.b64decode(m["media"]["payload"]) for m in self.received[since:until] if m["event"] == "media"]
+
+
+def expected_messages(stream_sid: str, phrases_audio: list[bytes], generation: int) -> list[dict[str, Any]]:
+    """What the session must send for one reply: 20 ms media frames, a mark every 100 ms of
+    audio and at each phrase end, named ``g<generation>.<n>``."""
+    out: list[dict[str, Any]] = []
+    n = 0
+    for audio in phrases_audio:
+        since = 0
+        for offset in range(0, len(audio), 160):
+            frame = audio[offset : offset + 160]
+            out.append(
+                {"event": "media", "streamSid": stream_sid, "media": {"payload": base64.b64encode(frame).decode()}}
+            )
+            since += len(frame)
+            if since >= 800 or offset + 160 >= len(audio):
+                out.append({"event": "mark", "streamSid": stream_sid, "mark": {"name": f"g{generation}.{n}"}})
+                n += 1
+                since = 0
+    return out
