@@ -39,7 +39,9 @@ SECRET_FIELDS = (
 )
 
 # Values that mean "nobody set this": refused in production mode.
-_PLACEHOLDERS = re.compile(r"^(|changeme|change-me|changethis|secret|test|dev|xxx+|your[-_ ].*|placeholder|\.\.\.)$", re.I)
+_PLACEHOLDERS = re.compile(
+    r"^(|changeme|change-me|changethis|secret|test|dev|xxx+|your[-_ ].*|placeholder|\.\.\.)$", re.I
+)
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -137,7 +139,29 @@ def _default_flows() -> dict[str, FlowSettings]:
 
 
 # Environment variable of each field; any other field may be set as DIALGRAPH_<FIELD>.
-ENV_NAMES: dict[str, str] = {'env': 'DIALGRAPH_ENV', 'config_file': 'DIALGRAPH_CONFIG', 'data_dir': 'DIALGRAPH_DATA_DIR', 'public_url': 'DIALGRAPH_PUBLIC_URL', 'database_url': 'DATABASE_URL', 'log_level': 'DIALGRAPH_LOG_LEVEL', 'twilio_account_sid': 'TWILIO_ACCOUNT_SID', 'twilio_auth_token': 'TWILIO_AUTH_TOKEN', 'twilio_api_url': 'TWILIO_API_URL', 'validate_signatures': 'DIALGRAPH_VALIDATE_SIGNATURES', 'stream_token_secret': 'DIALGRAPH_STREAM_TOKEN_SECRET', 'admin_token': 'DIALGRAPH_ADMIN_TOKEN', 'deepgram_api_key': 'DEEPGRAM_API_KEY', 'deepgram_url': 'DEEPGRAM_URL', 'elevenlabs_api_key': 'ELEVENLABS_API_KEY', 'elevenlabs_url': 'ELEVENLABS_URL', 'openai_api_key': 'OPENAI_API_KEY', 'openai_base_url': 'OPENAI_BASE_URL', 'model': 'DIALGRAPH_MODEL', 'asr': 'DIALGRAPH_ASR', 'tts': 'DIALGRAPH_TTS'}
+ENV_NAMES: dict[str, str] = {
+    "env": "DIALGRAPH_ENV",
+    "config_file": "DIALGRAPH_CONFIG",
+    "data_dir": "DIALGRAPH_DATA_DIR",
+    "public_url": "DIALGRAPH_PUBLIC_URL",
+    "database_url": "DATABASE_URL",
+    "log_level": "DIALGRAPH_LOG_LEVEL",
+    "twilio_account_sid": "TWILIO_ACCOUNT_SID",
+    "twilio_auth_token": "TWILIO_AUTH_TOKEN",
+    "twilio_api_url": "TWILIO_API_URL",
+    "validate_signatures": "DIALGRAPH_VALIDATE_SIGNATURES",
+    "stream_token_secret": "DIALGRAPH_STREAM_TOKEN_SECRET",
+    "admin_token": "DIALGRAPH_ADMIN_TOKEN",
+    "deepgram_api_key": "DEEPGRAM_API_KEY",
+    "deepgram_url": "DEEPGRAM_URL",
+    "elevenlabs_api_key": "ELEVENLABS_API_KEY",
+    "elevenlabs_url": "ELEVENLABS_URL",
+    "openai_api_key": "OPENAI_API_KEY",
+    "openai_base_url": "OPENAI_BASE_URL",
+    "model": "DIALGRAPH_MODEL",
+    "asr": "DIALGRAPH_ASR",
+    "tts": "DIALGRAPH_TTS",
+}
 
 
 class Settings(BaseSettings):
@@ -161,20 +185,14 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO")
 
     # --- Twilio --------------------------------------------------------------------------
-    twilio_account_sid: str = Field(
-        default="AC00000000000000000000000000000000"
-    )
-    twilio_auth_token: SecretStr = Field(
-        default=SecretStr("")
-    )
+    twilio_account_sid: str = Field(default="AC00000000000000000000000000000000")
+    twilio_auth_token: SecretStr = Field(default=SecretStr(""))
     twilio_api_url: str | None = Field(default=None)
     validate_signatures: bool = Field(
         default=True,
         description="dev only: false turns Twilio signature checks off (logged loudly)",
     )
-    stream_token_secret: SecretStr = Field(
-        default=SecretStr("")
-    )
+    stream_token_secret: SecretStr = Field(default=SecretStr(""))
     stream_token_ttl_s: int = Field(default=120, ge=10, le=3600)
     admin_token: SecretStr = Field(default=SecretStr(""))
 
@@ -182,9 +200,7 @@ class Settings(BaseSettings):
     deepgram_api_key: SecretStr = Field(default=SecretStr(""))
     deepgram_url: str | None = Field(default=None)
     deepgram_model: str = "nova-3"
-    elevenlabs_api_key: SecretStr = Field(
-        default=SecretStr("")
-    )
+    elevenlabs_api_key: SecretStr = Field(default=SecretStr(""))
     elevenlabs_url: str | None = Field(default=None)
     elevenlabs_voice: str = "21m00Tcm4TlvDq8ikWAM"
     elevenlabs_model: str = "eleven_flash_v2_5"
@@ -253,7 +269,8 @@ class Settings(BaseSettings):
         bad = [
             name
             for name in ("twilio_auth_token", "stream_token_secret", "admin_token")
-            if _PLACEHOLDERS.match(getattr(self, name).get_secret_value()) or len(getattr(self, name).get_secret_value()) < 16
+            if _PLACEHOLDERS.match(getattr(self, name).get_secret_value())
+            or len(getattr(self, name).get_secret_value()) < 16
         ]
         if bad:
             raise ValueError(

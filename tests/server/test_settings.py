@@ -44,7 +44,9 @@ def test_example_file_is_valid_configuration() -> None:
 
 
 def test_environment_overrides_toml_which_overrides_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = write_toml(tmp_path, 'public_url = "https://from-file.example.com"\nbarge_in_min_ms = 350\nmodel = "openai:gpt-4o-mini"\n')
+    cfg = write_toml(
+        tmp_path, 'public_url = "https://from-file.example.com"\nbarge_in_min_ms = 350\nmodel = "openai:gpt-4o-mini"\n'
+    )
     monkeypatch.setenv("DIALGRAPH_CONFIG", str(cfg))
     monkeypatch.setenv("DIALGRAPH_MODEL", "offline")
     s = Settings()
