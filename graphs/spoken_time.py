@@ -79,7 +79,7 @@ def _words_to_numbers(text: str) -> str:
 
 
 _CLOCK_WORDS = re.compile(
-    r"\b(?:a\s+)?(quarter|half|\d{1,2})\s+(?:minutes?\s+)?(past|after|to|before)\s+(\d{1,2})\b(?![:\d])"
+    r"(?<![:\d])\b(?:a\s+)?(quarter|half|\d{1,2})\s+(?:minutes?\s+)?(past|after|to|before)\s+(\d{1,2})\b(?![:\d])"
 )
 
 

@@ -203,3 +203,9 @@ def test_intents_names_and_choices() -> None:
     assert is_yes("yes please") and is_no("no thank you") and not is_yes("no")
     assert pick_ordinal(normalise("the second one please"), 3) == 1
     assert pick_ordinal(normalise("the last one"), 3) == 2
+
+
+def test_normalise_regression_clock_then_past_is_idempotent() -> None:
+    # Found by hypothesis: "1:00 past 1" used to become "1:1:00" on a second pass.
+    once = normalise("one o'clock past one")
+    assert normalise(once) == once
