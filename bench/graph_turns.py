@@ -1,13 +1,20 @@
-"""Graph turns through the GraphRunner with the offline model: latency and throughput.
+"""Graph turns through the GraphRunner with the offline model: latency, CPU and throughput.
 
-    .venv/bin/python bench/graph_turns.py [--turns 20] [--threads 50] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python bench/graph_turns.py [--turns 20] [--threads 50] [--calls 100] [--sync]
+        [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 
-1. Time to first token and whole-turn time, median and p90, on SQLite and PostgreSQL,
-   with durability "async" (the default) and "sync"; the thread's history grows to
-   ``--turns`` caller turns (each answer is a knowledge-base tool round trip).
-2. Turns per second with ``--threads`` concurrent call threads on PostgreSQL: the official
-   AsyncPostgresSaver on a pool (every call waits on one lock, langgraph #7259) against
-   graphs.checkpoint.PooledPostgresSaver (no lock for pooled connections).
+1. One call at a time, on SQLite and PostgreSQL, durability "async" (the default; "sync"
+   too with ``--sync``): time to first token and whole-turn time (p50/p90/p99), process
+   CPU per turn, and checkpoints written per turn. The thread's history grows to
+   ``--turns`` caller turns, each answered through a knowledge-base tool round trip.
+2. Turns per second with ``--threads`` concurrent call threads on PostgreSQL, back to
+   back: the official AsyncPostgresSaver on a pool (every call waits on one lock,
+   langgraph #7259) against graphs.checkpoint.PooledPostgresSaver (no lock when pooled).
+3. ``--calls`` concurrent calls on PostgreSQL paced like phone calls (a caller turn every
+   ``--think`` seconds, jittered): time to first token p50/p99 under that load.
+
+CPU is this process's (``time.process_time``: event loop plus driver threads), not the
+database server's. The box is shared: compare CPU per turn first, wall times second.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import random
 import statistics
 import sys
 import tempfile
@@ -77,8 +85,24 @@ async def make_runner(
     return GraphRunner(graph, durability=durability)  # type: ignore[arg-type]
 
 
-async def latency(settings: Settings, db: Database, url: str, label: str, turns: int) -> None:
-    for durability in ("async", "sync"):
+def pct(values: list[float], q: int) -> float:
+    """The q-th percentile (nearest rank on the sorted values)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def spread(values: list[float]) -> str:
+    return f"p50 {pct(values, 50):5.1f}  p90 {pct(values, 90):5.1f}  p99 {pct(values, 99):5.1f} ms"
+
+
+async def checkpoints_of(runner: GraphRunner, thread_id: str) -> int:
+    saver = runner.graph.checkpointer
+    assert saver is not None and not isinstance(saver, bool)
+    return len([c async for c in saver.alist({"configurable": {"thread_id": thread_id}})])
+
+
+async def latency(settings: Settings, db: Database, url: str, label: str, turns: int, modes: tuple[str, ...]) -> None:
+    for durability in modes:
         async with AsyncExitStack() as stack:
             runner = await make_runner(settings, db, url, stack, durability=durability)
             ctx = context(settings, f"lat-{uuid.uuid4().hex[:8]}")
@@ -86,14 +110,19 @@ async def latency(settings: Settings, db: Database, url: str, label: str, turns:
                 pass
             for i in range(3):  # warm up caches, dateparser, connections
                 await one_turn(runner, ctx, QUESTIONS[i % len(QUESTIONS)])
+            before = await checkpoints_of(runner, ctx.thread_id)
             ttft, total = [], []
+            cpu = time.process_time()
             for i in range(turns):
                 a, b = await one_turn(runner, ctx, QUESTIONS[i % len(QUESTIONS)])
                 ttft.append(a)
                 total.append(b)
+            cpu_ms = (time.process_time() - cpu) * 1000 / turns
+            await asyncio.sleep(0.2)  # let "async" durability finish its last writes
+            per_turn = (await checkpoints_of(runner, ctx.thread_id) - before) / turns
         print(
-            f"{label:10s} durability={durability:5s} turns={turns:3d}  first token: median {statistics.median(ttft):5.1f} ms"
-            f"  p90 {_p90(ttft):5.1f} ms   whole turn: median {statistics.median(total):5.1f} ms  p90 {_p90(total):5.1f} ms"
+            f"{label:8s} {durability:5s} {turns} turns  first token {spread(ttft)}   whole turn {spread(total)}"
+            f"   CPU {cpu_ms:4.1f} ms/turn   {per_turn:.0f} checkpoints/turn"
         )
 
 
@@ -108,36 +137,69 @@ async def throughput(settings: Settings, db: Database, url: str, threads: int, t
             for i in range(turns):
                 await one_turn(runner, ctx, QUESTIONS[i % len(QUESTIONS)])
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async with asyncio.TaskGroup() as tg:
             for ctx in ctxs:
                 tg.create_task(call(ctx))
-        elapsed = time.perf_counter() - started
-    rate = threads * (turns + 1) / elapsed
+        elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    done = threads * (turns + 1)
     name = "PooledPostgresSaver (no lock)" if lock_free else "AsyncPostgresSaver (official, locked)"
-    print(f"postgres   {threads} concurrent threads x {turns + 1} turns: {rate:6.1f} turns/s  {name}")
-    return rate
+    print(
+        f"postgres {threads} concurrent threads x {turns + 1} turns, back to back: {done / elapsed:6.1f} turns/s"
+        f"   CPU {cpu_s * 1000 / done:4.1f} ms/turn   {name}"
+    )
+    return done / elapsed
 
 
-def _p90(values: list[float]) -> float:
-    return statistics.quantiles(values, n=10)[-1] if len(values) >= 2 else values[0]
+async def paced_calls(settings: Settings, db: Database, url: str, calls: int, turns: int, think: float) -> None:
+    async with AsyncExitStack() as stack:
+        runner = await make_runner(settings, db, url, stack, durability="async")
+        rng = random.Random(7)
+        ttft: list[float] = []
+        total: list[float] = []
+
+        async def call(ctx: CallContext) -> None:
+            await asyncio.sleep(rng.uniform(0, think))  # calls arrive spread out, not all at once
+            async for _ in runner.start(ctx):
+                pass
+            for i in range(turns):
+                await asyncio.sleep(think * rng.uniform(0.5, 1.5))
+                a, b = await one_turn(runner, ctx, QUESTIONS[i % len(QUESTIONS)])
+                ttft.append(a)
+                total.append(b)
+
+        started, cpu = time.perf_counter(), time.process_time()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(calls):
+                tg.create_task(call(context(settings, f"pc-{uuid.uuid4().hex[:8]}")))
+        elapsed, cpu_s = time.perf_counter() - started, time.process_time() - cpu
+    print(
+        f"postgres {calls} concurrent calls, a turn every ~{think:g} s ({len(ttft) / elapsed:.1f} turns/s, "
+        f"CPU {cpu_s / elapsed * 100:.0f}% of a core): first token p50 {pct(ttft, 50):5.1f}  p99 {pct(ttft, 99):5.1f} ms"
+        f"   whole turn p50 {statistics.median(total):5.1f}  p99 {pct(total, 99):5.1f} ms"
+    )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--sync", action="store_true", help='also measure durability "sync"')
     parser.add_argument("--threads", type=int, default=50)
     parser.add_argument("--tp-turns", type=int, default=6, help="turns per thread in the throughput run")
+    parser.add_argument("--calls", type=int, default=100, help="concurrent paced calls (0 to skip)")
+    parser.add_argument("--call-turns", type=int, default=4)
+    parser.add_argument("--think", type=float, default=6.0, help="seconds between a call's turns (mean)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    modes = ("async", "sync") if args.sync else ("async",)
 
     tmp = Path(tempfile.mkdtemp())
     settings = Settings(data_dir=tmp, _env_file=None)  # type: ignore[call-arg]
     sqlite_url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
     db = Database(sqlite_url)
     await db.upgrade()
-    await latency(settings, db, sqlite_url, "sqlite", args.turns)
+    await latency(settings, db, sqlite_url, "sqlite", args.turns, modes)
 
     name = f"dialgraph_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(args.pg, autocommit=True) as conn:
@@ -146,10 +208,12 @@ async def main() -> None:
     try:
         pg_db = Database(pg_url)
         await pg_db.upgrade()
-        await latency(settings, pg_db, pg_url, "postgres", args.turns)
+        await latency(settings, pg_db, pg_url, "postgres", args.turns, modes)
         before = await throughput(settings, pg_db, pg_url, args.threads, args.tp_turns, lock_free=False)
         after = await throughput(settings, pg_db, pg_url, args.threads, args.tp_turns, lock_free=True)
         print(f"lock removed: {after / before:.2f}x turns/s")
+        if args.calls:
+            await paced_calls(settings, pg_db, pg_url, args.calls, args.call_turns, args.think)
         await pg_db.aclose()
     finally:
         with psycopg.connect(args.pg, autocommit=True) as conn:

@@ -1,24 +1,35 @@
-"""Media-path benchmark: N concurrent calls over real WebSockets on 127.0.0.1.
+"""Media-path density benchmark: N concurrent calls over real WebSockets on 127.0.0.1.
 
-The server (``create_app`` under uvicorn, its own process) runs with instant scripted
-providers (tests/fakes/scripted_call.py): the recognizer says a final every 4 s of caller
-audio, the graph answers at once, TTS returns audio at once. So what is measured is our
-media path: inbound frame handling (parse, gap check, recognizer push, VAD, policy),
-outbound pacing and marks, the turn plumbing, and the batched transcript writes.
+The server runs as its own process(es): ``uvicorn`` with ``--workers W`` semantics (one
+process, or a supervisor and W worker processes sharing the port, as ``dialgraph serve
+--workers W`` runs it), each worker building ``create_app`` with instant scripted providers
+(tests/fakes/scripted_call.py): the recognizer says a final every 4 s of caller audio, the
+graph answers at once, TTS returns 2 s of audio at once. The VAD is the production one
+(silero, energy-gated) unless ``--vad energy``. So what is measured is our media path:
+inbound frame handling (parse, gap check, recognizer push, VAD, policy), outbound pacing
+and marks, the turn plumbing, heard-progress and transcript writes (SQLite).
 
-This process plays Twilio for every call: a 20 ms frame per call per tick, marks echoed
-when their audio would have finished playing (a simulated playback buffer per call),
-inter-arrival gaps of outbound frames recorded per call.
+This process plays Twilio for every call (``bench/media_client.py``: hand-rolled framing,
+no JSON decoding of audio, so it stays cheap next to the server on the same cores): a
+20 ms frame per call per tick (1.2 s of speech-like noise before each final, silence
+otherwise), marks echoed when their audio would have finished playing (a simulated
+playback buffer per call), arrival time and audio length of every media message kept.
 
-Figures:
-  cpu ms/call-s   server CPU time per second of call (user+sys, /proc)
-  gap p50/p99/max inter-arrival of outbound media frames within a reply (gaps > 1 s are
-                  between replies and not counted)
-  underruns       frames that arrived after the simulated Twilio buffer had run dry
+Figures (within a reply; gaps > 1 s are between replies and not counted):
+  srv ms/call-s   server CPU per second of call (user+sys of every server process, /proc)
+  srv% / cli%     server and client CPU, % of one core
+  msg             outbound audio per media message (ms): follows ``--lead-ms``
+  gap p50/p99/max inter-arrival of outbound media messages
+  late p99        how much later than its predecessor's audio ran out a message came
+                  (gap minus the previous message's duration; a 20 ms frame gap of 40 ms
+                  is 20 ms late)
+  slack p1        audio still buffered at Twilio when a message arrived (p1, ms)
+  underruns       messages that arrived after the simulated buffer had run dry
   lat p50/p99     final transcript -> first audio frame sent (server clock, per turn)
-  rss MB/call     server resident memory growth per call
+  rss MB/call     server resident memory growth per call (all processes)
 
-Usage: python -m bench.media_path [--calls 50,100,250] [--seconds 20]
+Usage: python -m bench.media_path [--calls 50,100,250] [--seconds 20] [--workers 1,2]
+       [--lead-ms 200] [--vad silero|energy]
 """
 
 from __future__ import annotations
@@ -26,12 +37,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import gc
 import json
 import os
+import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,17 +50,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.media_client import CLOSE_FRAME, MediaClient, client_frame, mark_echo, open_media_client
+
 AUTH_TOKEN = "bench-auth-token-0123456789"
 STREAM_SECRET = "bench-stream-secret-0123456789"
 PUBLIC_URL = "http://bench.invalid"
 REPLY = "Sure, I can help with that. Which day suits you best?"
 TURN_FRAMES = 200  # the caller's turn: a final every 4 s of caller audio
+SPEECH_FRAMES = range(130, 190)  # frames of each turn that carry speech-like noise
 BYTES_PER_WORD = 1600  # 200 ms of speech a word
 FRAME_S = 0.02
 
 
-# --- server process ---------------------------------------------------------------------------
-def _settings(data_dir: Path) -> Any:
+# --- server process(es) ---------------------------------------------------------------------
+def _settings(data_dir: Path, lead_ms: int = 120) -> Any:
     from pydantic import SecretStr
 
     from server.settings import Settings
@@ -61,154 +74,187 @@ def _settings(data_dir: Path) -> Any:
         twilio_auth_token=SecretStr(AUTH_TOKEN),
         stream_token_secret=SecretStr(STREAM_SECRET),
         log_level="WARNING",
+        playback_lead_ms=lead_ms,
         _env_file=None,  # type: ignore[call-arg]
     )
 
 
-def serve(port: int, data_dir: Path, stats_path: Path, profile: str = "", freeze: bool = False) -> None:
-    import uvicorn
+class _Instrumented:
+    """ASGI wrapper: a loop-lag monitor while the app lives, stats written at shutdown."""
 
+    def __init__(self, app: Any, stats_path: Path) -> None:
+        self.app = app
+        self.stats_path = stats_path
+        self.lags: list[float] = []
+        self.latencies: list[float] = []
+        self.stats: dict[str, Any] = {"calls": 0, "silence_frames": 0, "duplicates": 0, "barge_ins": 0}
+        app.state.call_observer = self._finished
+
+    def _finished(self, session: Any) -> None:
+        self.stats["calls"] += 1
+        for key in ("silence_frames", "duplicates", "barge_ins"):
+            self.stats[key] += getattr(session.state, key)
+        self.latencies.extend(
+            t.latency_ms for t in session.timings if t.trigger == "caller" and t.latency_ms is not None
+        )
+
+    async def _monitor(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(0.005)
+            self.lags.append((loop.time() - t - 0.005) * 1000)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        monitor = asyncio.create_task(self._monitor())
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            monitor.cancel()
+            lags = sorted(self.lags) or [-1.0]
+            self.stats["loop_lag_p99_ms"] = round(lags[int(0.99 * (len(lags) - 1))], 1)
+            self.stats["loop_lag_max_ms"] = round(lags[-1], 1)
+            self.stats_path.write_text(json.dumps({"latencies_ms": self.latencies, **self.stats}))
+
+
+def bench_app() -> Any:
+    """The uvicorn factory of every server process (configured by the environment the
+    bench's parent process sets: this is a bench, not the app)."""
     from server.app import create_app
     from server.services import Overrides
     from telephony.speech import Final
-    from telephony.vad import EnergyVad
     from tests.fakes.scripted_call import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
 
-    runner = ScriptedRunner(default=REPLY)
+    data_dir = Path(os.environ["MEDIA_BENCH_DATA_DIR"])
+    if os.environ.get("MEDIA_BENCH_VAD") == "silero":
+        from telephony.vad import SileroVad
+
+        SileroVad.preload()
+        vad_factory: Any = SileroVad
+    else:
+        from telephony.vad import EnergyVad
+
+        vad_factory = EnergyVad
     overrides = Overrides(
         recognizer=ScriptedRecognizer(
             [(TURN_FRAMES, Final("I need a cleaning", 0.0, 0.1))], repeat_every=TURN_FRAMES, keep_audio=False
         ),
         synthesizer=ScriptedSynthesizer(bytes_per_word=BYTES_PER_WORD, chunk_bytes=3200),
-        vad_factory=EnergyVad,
-        runners={"scheduling": runner},
+        vad_factory=vad_factory,
+        runners={"scheduling": ScriptedRunner(default=REPLY)},
         call_control=object(),
     )
-    app = create_app(_settings(data_dir), overrides=overrides)
-    latencies: list[float] = []
-    stats: dict[str, int] = {"calls": 0, "silence_frames": 0, "duplicates": 0, "protocol_errors": 0, "barge_ins": 0}
+    app = create_app(_settings(data_dir, int(os.environ["MEDIA_BENCH_LEAD_MS"])), overrides=overrides)
+    return _Instrumented(app, data_dir / f"stats-{os.getpid()}.json")
 
-    def finished(session: Any) -> None:
-        stats["calls"] += 1
-        for key in ("silence_frames", "duplicates", "protocol_errors", "barge_ins"):
-            stats[key] += getattr(session.state, key)
-        latencies.extend(t.latency_ms for t in session.timings if t.trigger == "caller" and t.latency_ms is not None)
 
-    app.state.call_observer = finished
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, ws_max_size=65536, loop="uvloop"
-    )
-    server = uvicorn.Server(config)
-    lags: list[float] = []
-    gc_pauses: list[float] = []
-    gc_start = [0.0]
+def serve(port: int, workers: int, profile: str = "") -> None:
+    import uvicorn
 
-    def on_gc(phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            gc_start[0] = time.perf_counter()
-        elif info.get("generation") == 2:
-            gc_pauses.append((time.perf_counter() - gc_start[0]) * 1000)
-
-    async def monitor() -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t = loop.time()
-            await asyncio.sleep(0.005)
-            lags.append((loop.time() - t - 0.005) * 1000)
-            if len(lags) % 1000 == 0:
-                stats["gc_tracked_max"] = max(stats.get("gc_tracked_max", 0), len(gc.get_objects()))
-
-    async def freeze_after_start() -> None:
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for this
-            await asyncio.sleep(0.05)
-        gc.collect()
-        gc.freeze()  # startup objects (FastAPI, SQLAlchemy, pydantic...) leave the GC's scans
-
-    async def main() -> None:
-        tasks = [asyncio.create_task(monitor())]
-        if freeze:
-            tasks.append(asyncio.create_task(freeze_after_start()))
-        try:
-            await server.serve()
-        finally:
-            for task in tasks:
-                task.cancel()
-
-    import uvloop
-
-    gc.callbacks.append(on_gc)
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "factory": True,
+        "workers": workers,
+        "log_level": "warning",
+        "access_log": False,
+        "ws_max_size": 65536,
+        "ws_ping_interval": None,
+    }
     try:
-        if profile:
+        if profile and workers == 1:
             import cProfile
 
-            cProfile.runctx("uvloop.run(main())", globals(), {"uvloop": uvloop, "main": main}, str(profile))
+            cProfile.runctx(
+                "uvicorn.run('bench.media_path:bench_app', **options)",
+                globals(),
+                {"uvicorn": uvicorn, "options": options},
+                profile,
+            )
         else:
-            uvloop.run(main())
-    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on
+            uvicorn.run("bench.media_path:bench_app", **options)
+    except KeyboardInterrupt:
         pass
-    finally:
-        lags.sort()
-        stats["loop_lag_p99_ms"] = round(lags[int(0.99 * len(lags))], 1) if lags else -1  # type: ignore[assignment]
-        stats["loop_lag_max_ms"] = round(lags[-1], 1) if lags else -1  # type: ignore[assignment]
-        stats["gc2_pauses_ms"] = [round(p, 1) for p in sorted(gc_pauses)[-5:]]  # type: ignore[assignment]
-        stats_path.write_text(json.dumps({"latencies_ms": latencies, **stats}))
 
 
 # --- Twilio side --------------------------------------------------------------------------------
+def _speech_frames() -> list[bytes]:
+    from telephony.audio import pcm16_to_ulaw
+
+    rng = random.Random(7)
+    frames = []
+    for _ in range(16):
+        pcm = bytearray()
+        for i in range(160):
+            v = int(6000 * ((rng.random() - 0.5) + 0.8 * ((i * 37) % 53 - 26) / 26))
+            pcm += v.to_bytes(2, "little", signed=True)
+        frames.append(pcm16_to_ulaw(bytes(pcm)))
+    return frames
+
+
 class BenchCall:
     __slots__ = (
         "call_sid",
         "stream_sid",
-        "ws",
+        "proto",
         "chunk",
         "seq",
-        "prefix",
         "play_end",
         "marks",
         "times",
+        "sizes",
         "gens",
         "measure_from",
     )
 
+    SILENCE = base64.b64encode(b"\xff" * 160).decode()
+    SPEECH: list[str] = []
+
     def __init__(self, call_sid: str, stream_sid: str) -> None:
         self.call_sid, self.stream_sid = call_sid, stream_sid
-        self.ws: Any = None
+        self.proto: MediaClient | None = None
         self.chunk = 0
         self.seq = 1
-        payload = base64.b64encode(b"\xff" * 160).decode()
-        self.prefix = (
-            '{"event":"media","streamSid":"' + stream_sid + '","media":{"track":"inbound","payload":"' + payload + '",'
-        )
         self.play_end = 0.0
-        self.marks: list[tuple[float, str]] = []  # (due, echo message), in order
-        self.times: list[float] = []  # arrival of each outbound media frame
-        self.gens: list[tuple[int, int]] = []  # (frames received when a mark came, its generation)
+        self.marks: list[tuple[float, bytes]] = []  # (due, echo frame), in order
+        self.times: list[float] = []  # arrival of each outbound media message
+        self.sizes: list[int] = []  # its audio bytes
+        self.gens: list[tuple[int, int]] = []  # (media messages received when a mark came, its generation)
         self.measure_from = 0.0
 
-    def media_message(self) -> str:
+    def media_frame(self) -> bytes:
+        """Twilio's next inbound ``media`` message, in Twilio's key order, as a ready frame."""
         self.chunk += 1
         self.seq += 1
-        return f'{self.prefix}"chunk":"{self.chunk}","timestamp":"{(self.chunk - 1) * 20}"}},"sequenceNumber":"{self.seq}"}}'
+        n = self.chunk
+        payload = self.SPEECH[n % len(self.SPEECH)] if (n % TURN_FRAMES) in SPEECH_FRAMES else self.SILENCE
+        return client_frame(
+            f'{{"event":"media","sequenceNumber":"{self.seq}","media":{{"track":"inbound","chunk":"{n}",'
+            f'"timestamp":"{(n - 1) * 20}","payload":"{payload}"}},"streamSid":"{self.stream_sid}"}}'
+        )
 
-    def on_message(self, raw: str, now: float) -> None:
-        if raw.startswith('{"event":"media"'):
-            self.times.append(now)
-            self.play_end = max(self.play_end, now) + FRAME_S
-        elif raw.startswith('{"event":"mark"'):
-            name = json.loads(raw)["mark"]["name"]
-            self.gens.append((len(self.times), int(name[1 : name.index(".")])))
-            self.seq += 1
-            echo = json.dumps(
-                {"event": "mark", "sequenceNumber": str(self.seq), "streamSid": self.stream_sid, "mark": {"name": name}}
-            )
-            self.marks.append((max(self.play_end, now), echo))
-        elif raw.startswith('{"event":"clear"'):
-            self.play_end = now
+    def on_media(self, now: float, nbytes: int) -> None:
+        self.times.append(now)
+        self.sizes.append(nbytes)
+        self.play_end = max(self.play_end, now) + nbytes / 8000
 
-    def gaps(self) -> tuple[list[float], int]:
-        """Inter-arrival gaps of frames within one reply (generation), and underruns: frames
-        that came after the simulated playback buffer had run dry mid-reply."""
+    def on_mark(self, now: float, name: str) -> None:
+        self.gens.append((len(self.times), int(name[1 : name.index(".")])))
+        self.seq += 1
+        self.marks.append((max(self.play_end, now), mark_echo(self.stream_sid, self.seq, name)))
+
+    def on_clear(self, now: float) -> None:
+        self.play_end = now
+
+    def figures(self) -> tuple[list[float], list[float], list[float], int]:
+        """Within one reply (generation): inter-arrival gaps, lateness (gap minus the
+        previous message's audio), slack (audio still buffered on arrival), underruns."""
         gaps: list[float] = []
+        late: list[float] = []
+        slack: list[float] = []
         underruns = 0
         start = 0
         prev_gen = -1
@@ -216,16 +262,19 @@ class BenchCall:
         for end, gen in self.gens:
             for i in range(start, end):
                 t = self.times[i]
-                if gen == prev_gen and i > 0 and t >= self.measure_from:
-                    gaps.append(t - self.times[i - 1])
+                if gen == prev_gen and i > 0 and t >= self.measure_from and t - self.times[i - 1] < 1.0:
+                    gap = t - self.times[i - 1]
+                    gaps.append(gap)
+                    late.append(gap - self.sizes[i - 1] / 8000)
+                    slack.append(play_end - t)
                     if t > play_end + 0.005:
                         underruns += 1
                 else:
                     play_end = t
-                play_end = max(play_end, t) + FRAME_S
+                play_end = max(play_end, t) + self.sizes[i] / 8000
                 prev_gen = gen
             start = end
-        return gaps, underruns
+        return gaps, late, slack, underruns
 
 
 async def _record_calls(data_dir: Path, calls: list[BenchCall]) -> None:
@@ -233,7 +282,6 @@ async def _record_calls(data_dir: Path, calls: list[BenchCall]) -> None:
     from server.db import Database
 
     db = Database(_settings(data_dir).effective_database_url)
-    await db.upgrade()
     for c in calls:
         await record_call(
             db,
@@ -248,16 +296,17 @@ async def _record_calls(data_dir: Path, calls: list[BenchCall]) -> None:
     await db.aclose()
 
 
-async def _open(url: str, c: BenchCall) -> None:
+async def _open(port: int, c: BenchCall) -> None:
     from twilio.request_validator import RequestValidator
-    from websockets.asyncio.client import connect
 
     from server.security import issue_stream_token
 
     sig = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL.replace("http://", "ws://") + "/twilio/media", {})
-    c.ws = await connect(url, additional_headers={"X-Twilio-Signature": sig}, compression=None)
+    c.proto = await open_media_client(
+        "127.0.0.1", port, "/twilio/media", {"X-Twilio-Signature": sig}, c.on_media, c.on_mark, c.on_clear
+    )
     token = issue_stream_token(STREAM_SECRET, call_sid=c.call_sid, thread_id=c.call_sid, flow="scheduling", ttl_s=300)
-    await c.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    c.proto.send(client_frame(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})))
     start = {
         "accountSid": "AC" + "1" * 32,
         "streamSid": c.stream_sid,
@@ -266,87 +315,116 @@ async def _open(url: str, c: BenchCall) -> None:
         "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
         "customParameters": {"token": token},
     }
-    await c.ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": c.stream_sid}))
+    c.proto.send(
+        client_frame(json.dumps({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": c.stream_sid}))
+    )
 
 
-async def _receive(c: BenchCall) -> None:
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += next((int(x.split()[1]) / 1024 for x in lines if x.startswith("VmRSS:")), 0.0)
+    return total
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
+
+
+async def drive(port: int, pid: int, n: int, seconds: float, data_dir: Path, warmup: float = 3.0) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    try:
-        async for raw in c.ws:
-            c.on_message(raw, loop.time())
-    except Exception:  # the socket closing at the end is expected
-        pass
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-async def drive(url: str, pid: int, n: int, seconds: float, data_dir: Path, warmup: float = 3.0) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
+    BenchCall.SPEECH = [base64.b64encode(f).decode() for f in _speech_frames()]
     calls = [BenchCall("CA" + uuid.uuid4().hex, "MZ" + uuid.uuid4().hex) for _ in range(n)]
     await _record_calls(data_dir, calls)
-    rss0 = _rss_mb(pid)
+    pids = _tree(pid)
+    rss0 = _rss_mb(pids)
     for i in range(0, n, 25):
-        await asyncio.gather(*(_open(url, c) for c in calls[i : i + 25]))
+        await asyncio.gather(*(_open(port, c) for c in calls[i : i + 25]))
     # Stagger the calls' turns (real calls are not in step): call i starts i/n of a turn in.
     for i, c in enumerate(calls):
-        for _ in range(i * TURN_FRAMES // n):
-            await c.ws.send(c.media_message())
-    receivers = [asyncio.create_task(_receive(c)) for c in calls]
+        assert c.proto is not None
+        c.proto.send(b"".join(c.media_frame() for _ in range(i * TURN_FRAMES // n)))
     t0 = loop.time()
     tick = t0
     measuring = False
-    cpu0 = wall0 = 0.0
-    client0 = 0.0
+    cpu0 = wall0 = client0 = 0.0
     lag: list[float] = []
     while True:
         now = loop.time()
         if not measuring and now - t0 >= warmup:
-            measuring, cpu0, wall0, client0 = True, _cpu_s(pid), time.monotonic(), time.process_time()
+            measuring, cpu0, wall0, client0 = True, _cpu_s(pids), time.monotonic(), time.process_time()
             for c in calls:
                 c.measure_from = now
         if now - t0 >= warmup + seconds:
             break
         for c in calls:
-            await c.ws.send(c.media_message())
+            frame = c.media_frame()
             marks = c.marks
-            while marks and marks[0][0] <= now:
-                await c.ws.send(marks.pop(0)[1])
+            if marks and marks[0][0] <= now:
+                while marks and marks[0][0] <= now:
+                    frame += marks.pop(0)[1]
+            c.proto.send(frame)  # type: ignore[union-attr]
         tick += FRAME_S
         await asyncio.sleep(max(0.0, tick - loop.time()))
         lag.append(max(0.0, loop.time() - tick))
-    cpu, wall, client_cpu = _cpu_s(pid) - cpu0, time.monotonic() - wall0, time.process_time() - client0
-    rss = _rss_mb(pid)
+    cpu, wall, client_cpu = _cpu_s(pids) - cpu0, time.monotonic() - wall0, time.process_time() - client0
+    rss = _rss_mb(pids)
     for c in calls:
-        await c.ws.close()
-    await asyncio.gather(*receivers)
-    per_call = [c.gaps() for c in calls]
-    gaps = sorted(g for call_gaps, _ in per_call for g in call_gaps)
-
-    def pct(values: list[float], q: float) -> float:
-        return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
-
+        c.proto.send(CLOSE_FRAME)  # type: ignore[union-attr]
+    await asyncio.wait([asyncio.ensure_future(c.proto.closed) for c in calls], timeout=10)  # type: ignore[union-attr]
+    per_call = [c.figures() for c in calls]
+    gaps = sorted(g for f in per_call for g in f[0])
+    late = sorted(x for f in per_call for x in f[1])
+    slack = sorted(x for f in per_call for x in f[2])
+    sizes = sorted(s for c in calls for s in c.sizes)
     return {
         "calls": n,
         "cpu_ms_per_call_s": cpu / (n * wall) * 1000,
         "server_cpu_pct": cpu / wall * 100,
         "client_cpu_pct": client_cpu / wall * 100,
-        "gap_p50": pct(gaps, 0.5),
-        "gap_p99": pct(gaps, 0.99),
-        "gap_max": pct(gaps, 1.0),
-        "frames": len(gaps),
-        "underruns": sum(u for _, u in per_call),
+        "msg_ms": sizes[len(sizes) // 2] / 8 if sizes else float("nan"),
+        "gap_p50": _pct(gaps, 0.5),
+        "gap_p99": _pct(gaps, 0.99),
+        "gap_max": _pct(gaps, 1.0),
+        "late_p99": _pct(late, 0.99),
+        "slack_p1": _pct(slack, 0.01),
+        "messages": len(gaps),
+        "underruns": sum(f[3] for f in per_call),
         "rss_mb_per_call": (rss - rss0) / n,
-        "client_tick_lag_p99": pct(sorted(lag), 0.99),
+        "client_tick_lag_p99": _pct(sorted(lag), 0.99),
     }
 
 
@@ -356,28 +434,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_one(n: int, seconds: float, profile: str = "", freeze: bool = False) -> dict[str, Any]:
+def run_one(n: int, seconds: float, *, workers: int, lead_ms: int, vad: str, profile: str = "") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         port = _free_port()
-        stats_path = data_dir / "stats.json"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.media_path",
-                "--serve",
-                str(port),
-                "--data-dir",
-                tmp,
-                "--stats",
-                str(stats_path),
-            ]
-            + (["--profile-to", profile] if profile else [])
-            + (["--gc-freeze"] if freeze else []),
-        )
+        from server.db import upgrade
+
+        upgrade(_settings(data_dir).effective_database_url)  # once, before workers start (as the CLI does)
+        env = {
+            **os.environ,
+            "MEDIA_BENCH_DATA_DIR": tmp,
+            "MEDIA_BENCH_LEAD_MS": str(lead_ms),
+            "MEDIA_BENCH_VAD": vad,
+        }
+        cmd = [sys.executable, "-m", "bench.media_path", "--serve", str(port), "--workers", str(workers)]
+        proc = subprocess.Popen(cmd + (["--profile-to", profile] if profile else []), env=env)
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -386,19 +459,25 @@ def run_one(n: int, seconds: float, profile: str = "", freeze: bool = False) -> 
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise RuntimeError("bench server did not start") from None
                     time.sleep(0.1)
+            time.sleep(1.0 if workers > 1 else 0.0)  # every worker up, not just the first
             import uvloop
 
-            result = uvloop.run(drive(f"ws://127.0.0.1:{port}/twilio/media", proc.pid, n, seconds, data_dir))
+            result = uvloop.run(drive(port, proc.pid, n, seconds, data_dir))
             time.sleep(1.0)  # let the sessions finish and flush
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
-        stats = json.loads(stats_path.read_text()) if stats_path.exists() else {"latencies_ms": []}
-        lat = sorted(stats.pop("latencies_ms"))
+        lat: list[float] = []
+        stats: dict[str, Any] = {}
+        for path in data_dir.glob("stats-*.json"):
+            worker = json.loads(path.read_text())
+            lat += worker.pop("latencies_ms")
+            for key, value in worker.items():
+                stats[key] = max(stats.get(key, 0), value) if key.startswith("loop_lag") else stats.get(key, 0) + value
+        lat.sort()
         result["lat_p50"] = lat[len(lat) // 2] if lat else float("nan")
         result["lat_p99"] = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
         result["turns"] = len(lat)
-        result["lat_mean"] = statistics.fmean(lat) if lat else float("nan")
         result.update({f"server_{k}": v for k, v in stats.items()})
         return result
 
@@ -407,33 +486,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", default="50,100,250")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--workers", default="1", help="server processes, comma-separated to compare (e.g. 1,2)")
+    parser.add_argument("--lead-ms", type=int, default=200, help="playback_lead_ms (200 -> 100 ms messages)")
+    parser.add_argument("--vad", choices=("silero", "energy"), default="silero")
+    parser.add_argument("--profile", help="write a cProfile of the server to this file (1 worker only)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--stats", help=argparse.SUPPRESS)
     parser.add_argument("--profile-to", help=argparse.SUPPRESS)
-    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() in the server after startup")
-    parser.add_argument("--profile", help="write a cProfile of the server to this file (one row only)")
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, Path(args.data_dir), Path(args.stats), args.profile_to or "", args.gc_freeze)
+        serve(args.serve, int(args.workers), args.profile_to or "")
         return
-    print(f"media path, {args.seconds:.0f} s per row, {os.cpu_count()} CPUs, 20 ms frames both ways")
+    print(
+        f"media path, {args.seconds:.0f} s per row, {os.cpu_count()} CPUs, lead {args.lead_ms} ms, "
+        f"VAD {args.vad}; client is this process"
+    )
     header = (
-        f"{'calls':>5} {'cpu ms/call-s':>13} {'server cpu%':>11} {'client cpu%':>11} "
-        f"{'gap p50':>7} {'gap p99':>7} {'gap max':>7} {'underruns':>9} {'turns':>5} "
-        f"{'lat p50':>7} {'lat p99':>7} {'rss MB/call':>11}"
+        f"{'wkr':>3} {'calls':>5} {'srv ms/call-s':>13} {'srv%':>5} {'cli%':>5} {'msg':>4} "
+        f"{'gap p50':>7} {'gap p99':>7} {'gap max':>7} {'late p99':>8} {'slack p1':>8} {'underruns':>9} "
+        f"{'turns':>5} {'lat p50':>7} {'lat p99':>7} {'rss MB/call':>11}"
     )
     print(header)
-    for n in (int(x) for x in args.calls.split(",")):
-        r = run_one(n, args.seconds, args.profile or "", args.gc_freeze)
-        print(
-            f"{r['calls']:>5} {r['cpu_ms_per_call_s']:>13.2f} {r['server_cpu_pct']:>11.0f} {r['client_cpu_pct']:>11.0f} "
-            f"{r['gap_p50']:>7.1f} {r['gap_p99']:>7.1f} {r['gap_max']:>7.1f} {r['underruns']:>9} {r['turns']:>5} "
-            f"{r['lat_p50']:>7.2f} {r['lat_p99']:>7.2f} {r['rss_mb_per_call']:>11.2f}",
-            flush=True,
-        )
-        extra = {k: r[k] for k in r if k.startswith("server_") and k != "server_cpu_pct"}
-        print(f"      frames={r['frames']} client tick lag p99={r['client_tick_lag_p99']:.1f} ms {extra}", flush=True)
+    for workers in (int(w) for w in args.workers.split(",")):
+        for n in (int(x) for x in args.calls.split(",")):
+            r = run_one(n, args.seconds, workers=workers, lead_ms=args.lead_ms, vad=args.vad, profile=args.profile)
+            print(
+                f"{workers:>3} {r['calls']:>5} {r['cpu_ms_per_call_s']:>13.2f} {r['server_cpu_pct']:>5.0f} "
+                f"{r['client_cpu_pct']:>5.0f} {r['msg_ms']:>4.0f} {r['gap_p50']:>7.1f} {r['gap_p99']:>7.1f} "
+                f"{r['gap_max']:>7.1f} {r['late_p99']:>8.1f} {r['slack_p1']:>8.1f} {r['underruns']:>9} "
+                f"{r['turns']:>5} {r['lat_p50']:>7.2f} {r['lat_p99']:>7.2f} {r['rss_mb_per_call']:>11.2f}",
+                flush=True,
+            )
+            extra = {k: r[k] for k in r if k.startswith("server_") and k != "server_cpu_pct"}
+            print(
+                f"          messages={r['messages']} client tick lag p99={r['client_tick_lag_p99']:.1f} ms {extra}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,11 +49,13 @@ from graphs.events import (
     TextChunk,
     TransferRequest,
 )
+from graphs.state import CallbackState
 
 log = structlog.get_logger(__name__)
 
 SPOKEN_NODES = frozenset({"agent", "greeting", "signal", "keypad"})
 INTERRUPTED = "interrupted"
+UNSAID = "unsaid"  # additional_kwargs of an interrupted reply: the part never heard
 NOT_DONE = "Not done: the caller interrupted before this finished."
 _MAX_LOGS = 4096
 
@@ -98,8 +100,13 @@ class GraphRunner:
         *,
         durability: Literal["async", "sync", "exit"] = "async",
         recursion_limit: int = 24,
+        recall: Callable[[CallContext], Awaitable[CallbackState | None]] | None = None,
     ) -> None:
+        """``recall(ctx)`` (``graphs.recall.build_recall``) is awaited before the greeting:
+        a caller we recognise is welcomed back by name with their appointment or the
+        open topic of their last call."""
         self.graph = graph
+        self.recall = recall
         self.durability = durability
         self.recursion_limit = recursion_limit
         self._logs: OrderedDict[str, TurnLog] = OrderedDict()
@@ -108,8 +115,9 @@ class GraphRunner:
     # --- TurnRunner ------------------------------------------------------------------------
     def start(self, ctx: CallContext) -> AsyncIterator[RunnerEvent]:
         """Greeting on a new thread; on an existing one a short reconnection line, then the
-        answer to a caller turn left unanswered (if any)."""
-        return self._run(ctx, {"signal": {"kind": "start", "detail": ""}}, human=None)
+        answer to a caller turn left unanswered (if any). A caller ringing back (see
+        ``recall``) is greeted with what we know of them."""
+        return self._start(ctx)
 
     def respond(self, ctx: CallContext, turn: CallerInput) -> AsyncIterator[RunnerEvent]:
         if isinstance(turn, CallerText):
@@ -137,6 +145,19 @@ class GraphRunner:
             log.info("reply_interrupted", call_sid=ctx.call_sid, thread_id=ctx.thread_id, heard_chars=len(heard_text))
 
     # --- internals -------------------------------------------------------------------------
+    async def _start(self, ctx: CallContext) -> AsyncIterator[RunnerEvent]:
+        update: dict[str, Any] = {"signal": {"kind": "start", "detail": ""}}
+        if self.recall is not None:
+            callback = await self.recall(ctx)
+            if callback is not None:
+                update["callback"] = callback
+        events = self._run(ctx, update, human=None)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+
     def _config(self, ctx: CallContext) -> RunnableConfig:
         return {"configurable": {"thread_id": ctx.thread_id}, "recursion_limit": self.recursion_limit}
 
@@ -154,7 +175,7 @@ class GraphRunner:
 
     async def _run(
         self, ctx: CallContext, update: dict[str, Any], *, human: HumanMessage | None
-    ) -> AsyncIterator[RunnerEvent]:
+    ) -> AsyncGenerator[RunnerEvent, None]:
         # Every run states the per-turn fields, so nothing stale from an earlier turn routes this one.
         payload = {"signal": None, "keypad": None, "pending_transfer": None, "pending_end": None, **update}
         lock = self._lock(ctx.thread_id)
@@ -219,11 +240,27 @@ class GraphRunner:
                 yield EndCallRequest(reason=end.get("reason", "completed"))
 
 
+def unsaid_rest(said: str, heard: str) -> str | None:
+    """What the caller did not hear of ``said``, from the start of the sentence the cut
+    fell in (so it can be said again after a reconnection; a colon or semicolon counts
+    as a sentence end); None when ``heard`` is not a prefix of ``said`` or nothing is
+    missing."""
+    said, heard = _squash(said), _squash(heard)
+    if not said.startswith(heard) or len(said) <= len(heard):
+        return None
+    cut = len(heard)
+    start = max(said.rfind(end, 0, cut + 1) for end in (". ", "? ", "! ", ": ", "; "))
+    return said[start + 2 :] if start >= 0 else said
+
+
 def _mark(message: AIMessage, text: str) -> AIMessage:
+    extra: dict[str, Any] = {INTERRUPTED: True}
+    if not message.tool_calls and (rest := unsaid_rest(content_text(message), text)):
+        extra[UNSAID] = rest
     return message.model_copy(
         update={
             "content": text,
-            "additional_kwargs": {**message.additional_kwargs, INTERRUPTED: True},
+            "additional_kwargs": {**message.additional_kwargs, **extra},
             "response_metadata": {**message.response_metadata, INTERRUPTED: True},
         }
     )

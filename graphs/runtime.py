@@ -11,6 +11,7 @@ from langchain_core.language_models import BaseChatModel
 
 from graphs.checkpoint import checkpointer
 from graphs.model import build_chat_model
+from graphs.recall import build_recall
 from graphs.registry import graph_factory
 from graphs.runner import GraphRunner
 from server.db import Database
@@ -35,10 +36,11 @@ async def build_runners(
     chat_model = model or build_chat_model(settings.model_spec, settings=settings, clock=clock)
     tools = build_tools(db=db, clock=clock)
     saver = await checkpointer(checkpoint_url or settings.effective_database_url, stack=stack)
+    recall = build_recall(db=db, saver=saver, clock=clock)
     runners: dict[str, GraphRunner] = {}
     for name, flow in settings.flows.items():
         factory = graph_factory(flow.graph or name)
         graph = factory(model=chat_model, tools=tools, checkpointer=saver, clock=clock)
-        runners[name] = GraphRunner(graph, durability=settings.durability)
+        runners[name] = GraphRunner(graph, durability=settings.durability, recall=recall)
     log.info("runners_ready", flows=sorted(runners), model=settings.model_spec, durability=settings.durability)
     return runners

@@ -36,6 +36,16 @@ class Signal(TypedDict):
     detail: str
 
 
+class CallbackState(TypedDict):
+    """A caller ringing back, as the runner recalled them before the greeting
+    (``graphs.recall``): name, next appointment in words, what was left open."""
+
+    name: str | None
+    appointment: str | None  # e.g. "Tuesday the 5th of May at 2:30 in the afternoon"
+    topic: str | None  # e.g. "booking an appointment" (the previous call was left open)
+    previous_thread_id: str | None
+
+
 class CallState(TypedDict, total=False):
     """One call thread. ``messages`` uses ``add_messages``: same id replaces."""
 
@@ -52,6 +62,8 @@ class CallState(TypedDict, total=False):
     pending_transfer: TransferState | None
     pending_end: EndState | None
     last_transfer: TransferState | None  # kept for "nobody is free" after a failed dial
+    # set once, on the first run of a call whose caller we recognise
+    callback: CallbackState | None
     # counters
     caller_turns: int
     agent_turns: int

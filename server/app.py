@@ -104,3 +104,12 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
     app.include_router(media.router)
     app.include_router(admin.router)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """``create_app`` with settings from the environment (and ``DIALGRAPH_CONFIG``): the
+    factory each worker process calls under ``dialgraph serve --workers N``
+    (``uvicorn server.app:create_app_from_env --factory``). Workers share nothing in
+    memory: a call's state lives in the process that holds its socket, anything across
+    calls is in the database."""
+    return create_app(Settings())

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -27,19 +29,27 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.app import create_app
+    settings = _settings(args)  # validated here, before any worker starts
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": settings.log_level.lower(),
+        "ws_max_size": 1 << 16,
+        "ws_ping_interval": None,  # Twilio does not answer pings reliably; its stop/close ends calls
+        "proxy_headers": True,
+    }
+    if args.workers <= 1:
+        from server.app import create_app
 
-    settings = _settings(args)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=settings.log_level.lower(),
-        ws_max_size=1 << 16,
-        ws_ping_interval=None,  # Twilio does not answer pings reliably; its stop/close ends calls
-        proxy_headers=True,
-    )
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        return 0
+    # Several processes on one port: each worker rebuilds the settings from the same
+    # environment and config file (a call's state is per process, shared state is in SQL).
+    if args.config:
+        os.environ["DIALGRAPH_CONFIG"] = str(Path(args.config).resolve())
+    if settings.env == "dev":  # migrate once here, not racing in every worker's startup
+        cmd_db_upgrade(args)
+    uvicorn.run("server.app:create_app_from_env", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
     return 0
 
 
@@ -61,6 +71,15 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(url)
     print(f"database at head: {mask_url(url)}")
+    return 0
+
+
+def cmd_db_prune(args: argparse.Namespace) -> int:
+    from server.maintenance import prune
+
+    settings = _settings(args)
+    removed = asyncio.run(prune(settings))
+    print(f"pruned {removed} conversation thread(s) older than {settings.checkpoint_retention_days:g} day(s)")
     return 0
 
 
@@ -96,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP/WebSocket server (uvicorn)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes on the port (one per core carries the most calls)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     config = sub.add_parser("config", help="configuration commands")
@@ -107,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply migrations up to head")
     up.set_defaults(func=cmd_db_upgrade)
+    prune = db_sub.add_parser("prune", help="delete conversation checkpoints past checkpoint_retention_days")
+    prune.set_defaults(func=cmd_db_prune)
 
     chat = sub.add_parser("chat", help="hold a text conversation with a flow in the terminal")
     chat.add_argument("--flow", default="scheduling")

@@ -77,6 +77,10 @@ class Call(Base):
     transfer_summary: Mapped[str | None] = mapped_column(Text, default=None)
     stream_sid: Mapped[str | None] = mapped_column(String(64), default=None)
     reconnects: Mapped[int] = mapped_column(Integer, default=0)
+    # What the caller has heard of the agent's reply in progress (NULL: none in progress),
+    # written by the media session from mark echoes, so another instance can repair the
+    # checkpoint after this one died mid-reply.
+    reply_heard: Mapped[str | None] = mapped_column(Text, default=None)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)

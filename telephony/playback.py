@@ -106,6 +106,14 @@ class PlaybackTracker:
     def sent_any(self) -> bool:
         return bool(self._marks) or any(self._sent)
 
+    @property
+    def phrases_heard(self) -> int:
+        """How many phrases of the reply have played to their end (per echoed marks)."""
+        if self._echoed < 0:
+            return 0
+        phrase, _pos, end = self._marks[self._echoed]
+        return phrase + 1 if end else phrase
+
     def full_text(self) -> str:
         """Everything the reply said (what the caller heard if it played to the end)."""
         return " ".join(p for p in self._phrases if p)

@@ -10,6 +10,10 @@ One session per call owns its state (``CallState``) and its tasks, all in ONE
   socket: ``clear``/close first, then 20 ms frames paced at real time plus
   ``playback_lead_ms``, with the marks the ``PlaybackTracker`` asks for.
 * persist -- transcript turns and call events to the database in batches, off the hot path.
+* progress -- ``calls.reply_heard``: what the caller has heard of the reply in progress
+  (``telephony.reply_progress``), so a session on another instance can repair the
+  checkpoint if this process dies mid-reply; a ``reconnected`` stream does that repair
+  before its reconnection line.
 * per reply: a runner task (graph events -> phrase chunker) and a synth task (phrases ->
   TTS -> 20 ms frames on the outbound deque). Barge-in cancels both, clears Twilio's
   buffer, drops queued audio, bumps the generation and records what was heard.
@@ -45,9 +49,10 @@ from server.db import Database
 from server.models import CallEvent
 from telephony import media_codec as codec
 from telephony.audio import SILENCE_FRAME
-from telephony.outbound import OutboundPacer, StreamClosedByServer
+from telephony.outbound import OutboundPacer, StreamClosedByServer, mark_every_bytes_for, message_ms_for
 from telephony.phrases import PhraseChunker
 from telephony.playback import PlaybackTracker
+from telephony.reply_progress import ReplyProgress, take_heard
 from telephony.speech import (
     FRAME_BYTES,
     AudioChunk,
@@ -56,7 +61,7 @@ from telephony.speech import (
     SpeechSynthesizer,
     VoiceActivityDetector,
 )
-from telephony.turn_policy import BargeIn, StartTurn, TurnPolicy
+from telephony.turn_policy import BargeIn, StartTurn, TurnPolicy, TurnState
 
 log = structlog.get_logger(__name__)
 
@@ -154,11 +159,14 @@ class CallSession:
         clock: Callable[[], float] = time.monotonic,
         on_finished: Callable[[CallSession], None] | None = None,
         persist_interval_s: float = 5.0,
+        progress_interval_s: float = 0.5,
     ) -> None:
         self.ctx = ctx
         self.state = CallState(call_sid=ctx.call_sid, stream_sid=stream_sid)
         self.policy = policy
-        self.tracker = PlaybackTracker()
+        # Outbound message size follows the lead (20 ms at 120 ms, 100 ms at 200 ms): see outbound.py.
+        message_bytes = message_ms_for(playback_lead_ms) // 20 * FRAME_BYTES
+        self.tracker = PlaybackTracker(mark_every_bytes=mark_every_bytes_for(message_bytes))
         self.timings: list[TurnTiming] = []
         self._socket = socket
         self._db = db
@@ -179,9 +187,13 @@ class CallSession:
             on_frame=self._frame_sent,
             on_reply_end=self._reply_audio_sent,
             lead_s=min(playback_lead_ms, 200) / 1000,
+            message_bytes=message_bytes,
             clock=clock,
         )
         self._events: list[CallEvent] = []
+        # What the caller heard of the reply in progress, in SQL: survives this process.
+        self._progress = ReplyProgress(db, ctx.call_sid, interval_s=progress_interval_s)
+        self._phrases_heard = 0
         self._persist_lock = asyncio.Lock()
         self._runner_lock = asyncio.Lock()  # one graph run (or heard-text repair) at a time, in order
         self._tg: asyncio.TaskGroup | None = None
@@ -199,6 +211,7 @@ class CallSession:
                 tg.create_task(self._recognition_loop(), name=f"call-asr-{sid}")
                 tg.create_task(self._out.run(), name=f"call-write-{sid}")
                 tg.create_task(self._persist_loop(), name=f"call-persist-{sid}")
+                tg.create_task(self._progress.run(), name=f"call-progress-{sid}")
                 self._open_call()
         except* (_CallEnded, SocketClosed, StreamClosedByServer):
             pass
@@ -211,6 +224,7 @@ class CallSession:
                 await self._stream.aclose()
             finally:
                 await self._flush_events()
+                await self._progress.flush()  # a dropped stream leaves its heard text behind
                 self._closed.set()
                 self._log.info(
                     "call session ended",
@@ -239,13 +253,40 @@ class CallSession:
 
     def _open_call(self) -> None:
         ctx, runner, signal = self.ctx, self._runner, self._signal
-        if signal == "reconnected" or signal.startswith("transfer_failed:"):
+        if signal == "reconnected":
+            self._begin_reply("signal", lambda: self._resume(CallSignal(kind="reconnected")))
+        elif signal.startswith("transfer_failed:"):
             kind, _, detail = signal.partition(":")
             turn = CallSignal(kind=kind, detail=detail)
             self._begin_reply("signal", lambda: runner.respond(ctx, turn))
         else:
             self._begin_reply("greeting", lambda: runner.start(ctx))
         self.policy.agent_turn_started()
+
+    async def _resume(self, signal: CallSignal) -> AsyncIterator[RunnerEvent]:
+        """After a drop: first repair the reply the previous stream (maybe another, dead
+        instance) was playing with what the caller heard of it, then the reconnection line."""
+        sid = self.state.call_sid
+        try:
+            heard = await take_heard(self._db, sid)
+            if heard is not None:
+                await self._runner.record_heard(self.ctx, heard)
+                self._record(
+                    CallEvent(
+                        call_sid=sid, kind="turn", role="agent", text=heard, interrupted=True, data={"trigger": "drop"}
+                    )
+                )
+                self._log.info("interrupted reply repaired after a drop", heard_chars=len(heard))
+        except Exception:  # the reconnection line must go out whatever the repair did
+            self._log.exception("could not repair the interrupted reply")
+        events = self._runner.respond(self.ctx, signal)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     # --- inbound --------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
@@ -268,8 +309,12 @@ class CallSession:
                 else:
                     self._protocol_error(codec.FieldError("media for another stream"))
             elif isinstance(event, codec.Mark):
-                if self.tracker.mark_echoed(event.name) and self.tracker.all_played:
-                    self._reply_played()
+                if self.tracker.mark_echoed(event.name):
+                    if self.tracker.all_played:
+                        self._reply_played()
+                    elif self.tracker.phrases_heard != self._phrases_heard:
+                        self._phrases_heard = self.tracker.phrases_heard
+                        self._progress.heard(self.tracker.heard_text())
             elif isinstance(event, codec.Dtmf):
                 self._on_dtmf(event.digit)
             elif isinstance(event, codec.Stop):
@@ -304,7 +349,14 @@ class CallSession:
         st.frames_in += 1
         payload = media.payload
         self._stream.push(payload)
-        if len(payload) == FRAME_BYTES and self.policy.vad(ts / 1000, self._vad.speech_probability(payload)):
+        # The VAD only serves barge-in: while the caller holds the floor it would be wasted
+        # (a model VAD costs ~0.15 ms a speech frame, the largest per-frame cost there is).
+        policy = self.policy
+        if (
+            len(payload) == FRAME_BYTES
+            and policy.state is not TurnState.LISTENING
+            and policy.vad(ts / 1000, self._vad.speech_probability(payload))
+        ):
             self._barge_in()
 
     def _on_dtmf(self, digit: str) -> None:
@@ -344,6 +396,7 @@ class CallSession:
         st = self.state
         st.generation += 1
         self.tracker.start_reply(st.generation)
+        self._phrases_heard = 0
         reply = _Reply(st.generation, TurnTiming(st.generation, trigger, self._clock()))
         st.reply = reply
         self.timings.append(reply.timing)
@@ -437,6 +490,7 @@ class CallSession:
             return
         reply.done = True
         reply.timing.done_at = self._clock()
+        self._progress.settled()
         self.policy.playback_done()
         self._record(
             CallEvent(
@@ -474,6 +528,7 @@ class CallSession:
         await asyncio.wait(reply.tasks)  # the graph run is cancelled before its history is repaired
         async with self._runner_lock:
             await self._runner.record_heard(self.ctx, heard)
+        self._progress.settled()
         self._record(
             CallEvent(
                 call_sid=self.state.call_sid,
@@ -517,6 +572,7 @@ class CallSession:
             st.first_audio_gen = generation
             if st.reply is not None and st.reply.generation == generation:
                 st.reply.timing.first_audio_at = self._clock()
+                self._progress.heard("")
             self.policy.agent_audio_started()
         return self.tracker.frame_sent(phrase, nbytes, phrase_end)
 

@@ -1,21 +1,24 @@
 """What every call flow shares: the nodes, the routers and the graph shape.
 
-    START ─route_entry─┬─ greeting ─────────────────────────────► END   (new call, no model)
-                       ├─ signal ──┬──────────────────────────► END   (reconnected, transfer failed)
-                       │           └─► agent                          (a caller turn was left unanswered)
-                       ├─ keypad ──┬──────────────────────────► END   (DTMF mapped to a transfer)
-                       │           └─► intent
-                       └─ intent ─► agent ─route_after_agent─┬─► END
-                                      ▲                      └─► tools ─► effects ─┐
-                                      └────────────────────────────────────────────┘
+    START ─route_entry─┬─ greeting ─────────────────────────► END   (new call, no model)
+                       ├─ signal ──┬──────────────────────► END   (reconnected, transfer failed)
+                       │           └─► agent                      (a caller turn was left unanswered)
+                       ├─ keypad ──┬──────────────────────► END   (DTMF mapped to a transfer)
+                       │           └─► agent
+                       └─────────────► agent ─route_after_agent─┬─► END
+                                         ▲                      └─► tools ─┐
+                                         └─────────────────────────────────┘
 
 The greeting, the reconnection line, the "nobody is free" line and keypad transfers are
-fixed sentences (no model call: spoken at once, same on every model). ``intent`` labels
-the caller's turn by keywords; ``agent`` is the flow's model with its tools and prompt;
-``effects`` turns tool artifacts (``TransferRequest``, ``EndCallRequest``) into state the
-runner hands to the call session once the reply is out. Per-call facts come from the
-run's ``CallContext``; the model sees the flow's prompt, the local time and the names
-(never numbers) of the transfer targets.
+fixed sentences (no model call: spoken at once, same on every model). ``agent`` is the
+flow's model with its tools and prompt; on a new caller turn it also labels the turn's
+``intent`` by keywords (no model call). ``tools`` runs the tool calls and, in the same
+step, turns their artifacts (``TransferRequest``, ``EndCallRequest``) into state the
+runner hands to the call session once the reply is out. Every step is a checkpoint
+write, so work that needs no step of its own shares one: a turn answered through one
+tool round trip writes five checkpoints (input, start, agent, tools, agent). Per-call
+facts come from the run's ``CallContext``; the model sees the flow's prompt, the local
+time and the names (never numbers) of the transfer targets.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -39,8 +43,9 @@ from langgraph.runtime import Runtime
 from graphs.context import CallContext
 from graphs.events import EndCallRequest, TransferRequest
 from graphs.intents import classify
+from graphs.runner import INTERRUPTED, UNSAID
 from graphs.spoken_time import normalise
-from graphs.state import CallState, TransferState
+from graphs.state import CallbackState, CallState, TransferState
 from server.settings import FlowSettings
 
 VOICE_RULES = """You are on a live phone call, so speak like a friendly, efficient receptionist:
@@ -54,6 +59,7 @@ targets and a one-sentence summary for the human. When the caller is done, call 
 RECONNECTED = "Sorry about that, we were cut off."
 NOBODY_FREE = "I'm sorry, nobody from the {desc} is free to take your call right now. I can take a message for them, or arrange a call back. Which would you prefer?"
 KEYPAD_TRANSFER = "Connecting you to the {desc} now. Please hold."
+WELCOME_BACK = "Welcome back, {name}."
 DIALOG_ACT = "dialog_act"  # response_metadata key on fixed lines: what the line asked the caller
 
 
@@ -83,6 +89,19 @@ def target_desc(flow: FlowSettings, target: str | None) -> str:
     return (target or "team").replace("_", " ")
 
 
+def welcome_back(callback: CallbackState) -> str:
+    """The greeting for a caller we recognise (fixed words, no model call)."""
+    name = callback.get("name")
+    parts = [WELCOME_BACK.format(name=name) if name else "Welcome back."]
+    if callback.get("appointment"):
+        parts.append(f"I see you're booked for {callback['appointment']}.")
+    elif callback.get("topic"):
+        parts.append(f"Last time we didn't finish {callback['topic']}. Would you like to carry on with that?")
+        return " ".join(parts)
+    parts.append("How can I help?")
+    return " ".join(parts)
+
+
 def facts_block(flow: FlowSettings, state: CallState, now: dt.datetime) -> str:
     """The call's facts for the model (the offline model parses these exact lines)."""
     local = (now if now.tzinfo else now.replace(tzinfo=dt.UTC)).astimezone(flow.zone)
@@ -99,12 +118,12 @@ def facts_block(flow: FlowSettings, state: CallState, now: dt.datetime) -> str:
 
 
 # --- routers (pure) --------------------------------------------------------------------------
-def route_entry(state: CallState) -> Literal["greeting", "signal", "keypad", "intent"]:
+def route_entry(state: CallState) -> Literal["greeting", "signal", "keypad", "agent"]:
     if state.get("signal"):
         return "signal" if state.get("messages") else "greeting"
     if state.get("keypad"):
         return "keypad"
-    return "intent"
+    return "agent"
 
 
 def route_after_agent(state: CallState) -> Literal["tools", "__end__"]:
@@ -118,8 +137,24 @@ def route_after_signal(state: CallState) -> Literal["agent", "__end__"]:
     return "agent" if unanswered(state.get("messages", [])[:-1]) else "__end__"
 
 
-def route_after_keypad(state: CallState) -> Literal["intent", "__end__"]:
-    return "__end__" if state.get("pending_transfer") else "intent"
+def route_after_keypad(state: CallState) -> Literal["agent", "__end__"]:
+    return "__end__" if state.get("pending_transfer") else "agent"
+
+
+def caller_intent(messages: Sequence[AnyMessage], flow: str, *, lookback: int = 3) -> str | None:
+    """The intent of the newest caller turn that shows one (keywords, no model call);
+    "yes", "no" and unlabelled turns keep the label before them. Looking back a few turns
+    recovers the label of a turn whose run was interrupted before it was saved."""
+    seen = 0
+    for m in reversed(messages):
+        if isinstance(m, HumanMessage):
+            label = classify(normalise(str(m.content)), flow)
+            if label not in (None, "yes", "no"):
+                return label
+            seen += 1
+            if seen >= lookback:
+                break
+    return None
 
 
 def unanswered(messages: Sequence[AnyMessage]) -> bool:
@@ -127,8 +162,16 @@ def unanswered(messages: Sequence[AnyMessage]) -> bool:
     for m in reversed(messages):
         if isinstance(m, AIMessage) and m.response_metadata.get(DIALOG_ACT) == "reconnected":
             continue
+        if isinstance(m, AIMessage) and _lost_reply(m):
+            continue
         return isinstance(m, (HumanMessage, ToolMessage))
     return False
+
+
+def _lost_reply(m: AIMessage) -> bool:
+    """Cut off before the caller heard a word, and its words are lost: it answered nothing."""
+    kw = m.additional_kwargs
+    return bool(kw.get(INTERRUPTED)) and not str(m.content).strip() and not kw.get(UNSAID)
 
 
 # --- nodes -----------------------------------------------------------------------------------
@@ -152,8 +195,15 @@ def build_flow_graph(
 
     def greeting(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
         flow = runtime.context.flow_settings
+        callback = state.get("callback")
+        update: dict[str, Any] = {"signal": None, "caller_turns": 0, "agent_turns": 0}
+        if callback:
+            update["messages"] = [_ai(welcome_back(callback), "greeting", callback=True)]
+            if callback.get("name"):
+                update["caller_name"] = callback["name"]
+            return update
         text = (flow.greeting or spec.greeting).replace("{company}", flow.company)
-        return {"messages": [_ai(text, "greeting")], "signal": None, "caller_turns": 0, "agent_turns": 0}
+        return {**update, "messages": [_ai(text, "greeting")]}
 
     def signal(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
         sig = state.get("signal") or {"kind": "reconnected", "detail": ""}
@@ -166,7 +216,11 @@ def build_flow_graph(
         text = RECONNECTED
         messages = state.get("messages", [])
         previous = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
-        if not unanswered(messages) and previous is not None and str(previous.content).rstrip().endswith("?"):
+        waiting = unanswered(messages)
+        unsaid = previous.additional_kwargs.get(UNSAID) if previous is not None else None
+        if not waiting and unsaid and previous is not None and previous.additional_kwargs.get(INTERRUPTED):
+            text = f"{RECONNECTED} {unsaid}"  # the drop cut the reply: say the rest again
+        elif not waiting and previous is not None and str(previous.content).rstrip().endswith("?"):
             text = f"{RECONNECTED} {previous.content}"
         return {"messages": [_ai(text, "reconnected")], "signal": None}
 
@@ -186,40 +240,40 @@ def build_flow_graph(
         line = _ai(KEYPAD_TRANSFER.format(desc=target_desc(flow, target)), "keypad_transfer")
         return {"messages": [line], "keypad": None, "pending_transfer": transfer, "last_transfer": transfer}
 
-    def intent(state: CallState) -> dict[str, Any]:
-        last = next((m for m in reversed(state.get("messages", [])) if isinstance(m, HumanMessage)), None)
-        label = classify(normalise(str(last.content)), spec.name) if last is not None else None
-        update: dict[str, Any] = {"caller_turns": state.get("caller_turns", 0) + 1}
-        if label not in (None, "yes", "no"):
-            update["intent"] = label
-        return update
-
     async def agent(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
         flow = runtime.context.flow_settings
+        messages = state.get("messages", [])
+        update: dict[str, Any] = {"agent_turns": state.get("agent_turns", 0) + 1}
+        if messages and isinstance(messages[-1], HumanMessage):  # a new caller turn (not a tool round)
+            update["caller_turns"] = state.get("caller_turns", 0) + 1
+            if label := caller_intent(messages, spec.name):
+                update["intent"] = label
         role = (flow.prompt or spec.prompt).replace("{company}", flow.company)
         prompt = f"{role}\n\n{VOICE_RULES}\n\n{facts_block(flow, state, now())}"
-        reply = await bound.ainvoke([SystemMessage(prompt), *state.get("messages", [])])
-        return {"messages": [reply], "agent_turns": state.get("agent_turns", 0) + 1}
+        update["messages"] = [await bound.ainvoke([SystemMessage(prompt), *messages])]
+        return update
 
-    def effects(state: CallState) -> dict[str, Any]:
-        return tool_effects(state.get("messages", []), state)
+    tool_node = ToolNode(flow_tools, handle_tool_errors=True)
+
+    async def run_tools(state: CallState, config: RunnableConfig) -> Any:
+        result = await tool_node.ainvoke(state, config)
+        if not isinstance(result, dict):  # tools answering with Commands: nothing to read
+            return result
+        results = result.get("messages", [])
+        return {"messages": results, **tool_effects([*state.get("messages", []), *results], state)}
 
     graph = StateGraph(CallState, context_schema=CallContext)
     graph.add_node("greeting", greeting)
     graph.add_node("signal", signal)
     graph.add_node("keypad", keypad)
-    graph.add_node("intent", intent)
     graph.add_node("agent", agent)
-    graph.add_node("tools", ToolNode(flow_tools, handle_tool_errors=True))
-    graph.add_node("effects", effects)
+    graph.add_node("tools", run_tools)
     graph.add_conditional_edges(START, route_entry)
     graph.add_edge("greeting", END)
     graph.add_conditional_edges("signal", route_after_signal)
     graph.add_conditional_edges("keypad", route_after_keypad)
-    graph.add_edge("intent", "agent")
     graph.add_conditional_edges("agent", route_after_agent)
-    graph.add_edge("tools", "effects")
-    graph.add_edge("effects", "agent")
+    graph.add_edge("tools", "agent")
     return graph.compile(checkpointer=checkpointer, name=spec.name)
 
 

@@ -132,7 +132,7 @@ async def test_unanswered_turn_is_answered_after_reconnect(flow_settings: Settin
         await runner.graph.aupdate_state(
             {"configurable": {"thread_id": "CA-drop"}},
             {"messages": [HumanMessage("Is there parking?")]},
-            as_node="intent",
+            as_node="__start__",
         )
         back = await call.start()
         assert back.text.startswith("Sorry about that, we were cut off.")

@@ -1,0 +1,84 @@
+"""Larger outbound media messages: exact messages, coalesced across TTS blocks of one
+phrase, never across phrases, with a mark after every message of 100 ms."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+
+from telephony.outbound import OutboundPacer, StreamClosedByServer, mark_every_bytes_for, message_ms_for
+from telephony.playback import PlaybackTracker
+
+SID = "MZ" + "a" * 32
+
+
+def test_message_size_follows_the_lead_and_keeps_100_ms_of_slack() -> None:
+    assert [message_ms_for(lead) for lead in (20, 120, 140, 160, 199, 200)] == [20, 20, 40, 60, 80, 100]
+    assert [mark_every_bytes_for(n) for n in (160, 320, 480, 640, 800)] == [800, 640, 480, 640, 800]
+
+
+async def test_100_ms_messages_coalesce_blocks_of_a_phrase_and_mark_each_message() -> None:
+    sent: list[dict[str, object]] = []
+    tracker = PlaybackTracker(mark_every_bytes=mark_every_bytes_for(800))
+    tracker.start_reply(1)
+    ticks = itertools.count()
+    done = asyncio.Event()
+
+    async def send(text: str) -> None:
+        sent.append(json.loads(text))
+
+    async def close(code: int) -> None:
+        pass
+
+    pacer = OutboundPacer(
+        stream_sid=SID,
+        send=send,
+        close=close,
+        current=lambda: 1,
+        on_frame=lambda gen, phrase, nbytes, end: tracker.frame_sent(phrase, nbytes, end),
+        on_reply_end=lambda gen: done.set(),
+        lead_s=0.2,
+        message_bytes=800,
+        clock=lambda: float(next(ticks)),  # a second passes per reading: nothing ever waits
+    )
+    tracker.add_phrase("one two")
+    tracker.add_phrase("three")
+    # Phrase 0 arrives as TTS blocks of 480 and 1120 bytes, then its 100-byte tail; phrase 1 in one block.
+    phrase0 = bytes([1]) * 480 + bytes([2]) * 1120 + bytes([3]) * 100
+    pacer.audio(1, 0, phrase0[:480], phrase_end=False)
+    pacer.audio(1, 0, phrase0[480:1600], phrase_end=False)
+    pacer.audio(1, 0, phrase0[1600:], phrase_end=True)
+    phrase1 = bytes([4]) * 900
+    pacer.audio(1, 1, phrase1, phrase_end=True)
+    pacer.reply_end(1)
+    task = asyncio.create_task(pacer.run())
+    await asyncio.wait_for(done.wait(), 10)
+    pacer.close()
+    try:
+        await task
+    except StreamClosedByServer:
+        pass
+
+    def media(audio: bytes) -> dict[str, object]:
+        return {"event": "media", "streamSid": SID, "media": {"payload": base64.b64encode(audio).decode()}}
+
+    def mark(n: int) -> dict[str, object]:
+        return {"event": "mark", "streamSid": SID, "mark": {"name": f"g1.{n}"}}
+
+    assert (
+        sent
+        == [
+            media(phrase0[:800]),
+            mark(0),
+            media(phrase0[800:1600]),
+            mark(1),
+            media(phrase0[1600:]),  # the phrase's tail goes alone: a phrase end has its own mark
+            mark(2),
+            media(phrase1[:800]),
+            mark(3),
+            media(phrase1[800:]),
+            mark(4),
+        ]
+    )

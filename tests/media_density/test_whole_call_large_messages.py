@@ -1,0 +1,93 @@
+"""A whole call over a real WebSocket with a 200 ms playback lead: 100 ms media messages
+with a mark after each, Twilio-shaped inbound frames (the codec's fast path), and the VAD
+consulted only while the agent holds the floor."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from server.services import Overrides
+from server.settings import Settings
+from telephony.audio import SILENCE_FRAME
+from telephony.speech import Final
+from telephony.vad import EnergyVad
+from tests.fakes.scripted_call import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
+from tests.telephony.harness import TwilioMediaClient, new_call, new_sids, serve
+
+GREETING = "Hello, you reached Acme Dental. How can I help?"
+
+
+class CountingVad(EnergyVad):
+    frames = 0
+
+    def speech_probability(self, frame: bytes) -> float:
+        CountingVad.frames += 1
+        return super().speech_probability(frame)
+
+
+def expected(stream_sid: str, phrases: list[bytes], generation: int) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    n = 0
+    for audio in phrases:
+        for offset in range(0, len(audio), 800):
+            payload = base64.b64encode(audio[offset : offset + 800]).decode()
+            out.append({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}})
+            out.append({"event": "mark", "streamSid": stream_sid, "mark": {"name": f"g{generation}.{n}"}})
+            n += 1
+    return out
+
+
+def twilio_frame(client: TwilioMediaClient, chunk: int) -> str:
+    """A media frame exactly as Twilio serializes it (compact, Twilio's key order)."""
+    payload = base64.b64encode(SILENCE_FRAME).decode()
+    return (
+        f'{{"event":"media","sequenceNumber":"{chunk + 1}","media":{{"track":"inbound","chunk":"{chunk}",'
+        f'"timestamp":"{(chunk - 1) * 20}","payload":"{payload}"}},"streamSid":"{client.stream_sid}"}}'
+    )
+
+
+async def play_reply(client: TwilioMediaClient, synth: ScriptedSynthesizer, serials: range, generation: int) -> None:
+    start = len(client.received)
+    while True:  # the phrases are known once synthesized: read until the reply's last mark
+        msg = await client.until(lambda m: m["event"] == "mark")
+        if len(synth.phrases) >= serials.stop:
+            want = expected(client.stream_sid, [synth.audio_for(s) for s in serials], generation)
+            if msg == want[-1] and len(client.received) - start == len(want):
+                break
+    assert client.received[start:] == want
+    for name in client.marks(start):
+        await client.echo_mark(name)
+
+
+async def test_a_200_ms_lead_sends_100_ms_messages_and_the_vad_runs_only_while_the_agent_speaks(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, playback_lead_ms=200, _env_file=None)  # type: ignore[call-arg]
+    recognizer = ScriptedRecognizer([(10, Final("I need a cleaning", 0.0, 0.2, speech_final=True))])
+    synth = ScriptedSynthesizer(bytes_per_word=500, chunk_bytes=700)  # TTS blocks that do not line up with messages
+    runner = ScriptedRunner(greeting=GREETING, replies={"I need a cleaning": "Sure. Which day suits you best?"})
+    overrides = Overrides(
+        recognizer=recognizer,
+        synthesizer=synth,
+        vad_factory=CountingVad,
+        runners={"scheduling": runner},
+        call_control=object(),
+    )
+    CountingVad.frames = 0
+    call_sid, stream_sid = new_sids()
+    async with serve(settings, overrides) as served:
+        token = await new_call(settings, served.app, call_sid=call_sid)
+        async with TwilioMediaClient.connect(served.url, settings, call_sid=call_sid, stream_sid=stream_sid) as client:
+            await client.start(token)
+            await play_reply(client, synth, range(2), generation=1)
+            # The greeting has played: the caller holds the floor; ten frames end the turn.
+            for chunk in range(1, 11):
+                await client.send(twilio_frame(client, chunk))
+            await play_reply(client, synth, range(2, 4), generation=2)
+            assert CountingVad.frames == 0
+            await client.stop()
+        session = await served.session_done(call_sid)
+    assert session.state.frames_in == 10
+    assert session.state.protocol_errors == 0
+    assert runner.inputs[-1][0] == "respond"

@@ -1,0 +1,108 @@
+"""A caller who rings back is greeted with what we know: name, next appointment, or what
+their last call left open; the new call gets its own thread (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from langchain_core.messages import AIMessage, HumanMessage
+
+from graphs.runner import GraphRunner, content_text
+from server.settings import Settings
+from tests.fakes.graph_calls import Call
+from tools.contacts import update_contact
+
+CALLER = "+15551234567"
+
+
+async def messages_of(runner: GraphRunner, thread_id: str) -> list:
+    state = await runner.graph.aget_state({"configurable": {"thread_id": thread_id}})
+    return list(state.values.get("messages", []))
+
+
+def ring_back(first: Call, thread_id: str) -> Call:
+    ctx = dataclasses.replace(
+        first.ctx, call_sid=f"CA{thread_id}", thread_id=thread_id, previous_thread_id=first.ctx.thread_id
+    )
+    return Call(first.runner, ctx)
+
+
+async def test_caller_ringing_back_hears_their_name_and_appointment(
+    runners: dict[str, GraphRunner], flow_settings: Settings
+) -> None:
+    first = Call.open(runners["scheduling"], flow_settings, "scheduling", thread_id="first", caller=CALLER)
+    await first.start()
+    await first.say("Hi, I'd like to book an appointment please")
+    await first.say("next friday at ten")
+    booked = await first.say("It's Ana Lopez")
+    assert "Friday the 27th of November at 10 in the morning" in booked.text
+    before = await messages_of(first.runner, "first")
+
+    second = ring_back(first, "second")
+    greeting = await second.start()
+    assert greeting.text == (
+        "Welcome back, Ana Lopez. I see you're booked for Friday the 27th of November at 10 in the morning. "
+        "How can I help?"
+    )
+    # Its own thread, linked to the old one; the old thread is untouched.
+    state = await second.runner.graph.aget_state({"configurable": {"thread_id": "second"}})
+    assert [content_text(m) for m in state.values["messages"]] == [greeting.text]
+    assert state.values["callback"]["previous_thread_id"] == "first"
+    assert state.values["caller_name"] == "Ana Lopez"
+    assert await messages_of(first.runner, "first") == before
+    # The conversation goes on from the new greeting with the name known.
+    reply = await second.say("When is my appointment?")
+    assert "27th of November" in reply.text
+
+
+async def test_an_open_topic_is_offered_when_nothing_was_booked(
+    runners: dict[str, GraphRunner], flow_settings: Settings
+) -> None:
+    first = Call.open(runners["scheduling"], flow_settings, "scheduling", thread_id="t-open", caller=CALLER)
+    await first.start()
+    asked = await first.say("Hi, I'd like to book an appointment please")
+    assert asked.text.rstrip().endswith("?")  # ... and the caller hung up without answering
+
+    greeting = await ring_back(first, "t-open-2").start()
+    assert greeting.text == (
+        "Welcome back. Last time we didn't finish booking an appointment. Would you like to carry on with that?"
+    )
+
+
+async def test_a_known_contact_is_named_even_without_an_earlier_thread(
+    runners: dict[str, GraphRunner], flow_settings: Settings, db
+) -> None:
+    await update_contact(db, CALLER, name="Ben Ortiz")
+    call = Call.open(runners["support"], flow_settings, "support", thread_id="t-contact", caller=CALLER)
+    assert (await call.start()).text == "Welcome back, Ben Ortiz. How can I help?"
+
+
+async def test_strangers_finished_calls_and_hidden_numbers_get_the_normal_greeting(
+    runners: dict[str, GraphRunner], flow_settings: Settings, db
+) -> None:
+    normal = (await Call.open(runners["scheduling"], flow_settings, "scheduling", thread_id="x0").start()).text
+    assert normal.startswith("Thank you for calling Acme Dental")
+
+    # A previous call that ended with the agent's goodbye left nothing open.
+    first = Call.open(runners["scheduling"], flow_settings, "scheduling", thread_id="t-done", caller=CALLER)
+    await first.start()
+    bye = await first.say("No thanks, that's all. Bye!")
+    assert bye.end is not None
+    assert (await ring_back(first, "t-done-2").start()).text == normal
+
+    # A withheld number owns nothing, even when a contact row matches its spelling.
+    await update_contact(db, "+266696687", name="Somebody")
+    hidden = Call.open(runners["scheduling"], flow_settings, "scheduling", thread_id="x1", caller="+266696687")
+    assert (await hidden.start()).text == normal
+
+
+async def test_the_recalled_greeting_is_checkpointed_like_any_greeting(
+    runners: dict[str, GraphRunner], flow_settings: Settings, db
+) -> None:
+    await update_contact(db, CALLER, name="Ana")
+    call = Call.open(runners["scheduling"], flow_settings, "scheduling", thread_id="t-ck", caller=CALLER)
+    await call.start()
+    await call.say("I'd like to book an appointment")
+    msgs = await messages_of(call.runner, "t-ck")
+    assert isinstance(msgs[0], AIMessage) and msgs[0].response_metadata["dialog_act"] == "greeting"
+    assert [type(m) for m in msgs[:2]] == [AIMessage, HumanMessage]
