@@ -50,14 +50,37 @@ class SpeechWorkers:
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="speech")
         self._limit = size * queue_factor
         self._slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not finished (waiting or running; a cancelled job that is
+        already running counts until its thread is done). ``>= size`` means saturated:
+        optional work (a speculative decode) should not be started."""
+        return self._pending
+
+    def _count(self, delta: int) -> None:
+        with self._lock:
+            self._pending += delta
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
             slots = self._slots[loop] = asyncio.Semaphore(self._limit)
-        async with slots:
-            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        self._count(1)
+        submitted = False
+        try:
+            async with slots:
+                job = self._executor.submit(fn, *args, **kwargs)
+                submitted = True
+                # Runs in the worker when the job ends, or at once if it is cancelled unstarted.
+                job.add_done_callback(lambda _: self._count(-1))
+                return await asyncio.wrap_future(job, loop=loop)
+        finally:
+            if not submitted:
+                self._count(-1)
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
