@@ -41,8 +41,10 @@ test: $(VENV)/.stamp-dev
 serve: $(VENV)/.stamp-offline
 	$(BIN)/dialgraph serve --host $(HOST) --port $(PORT)
 
+BENCHES ?= media_path graph_turns resume speech_offline speech_cloud load_calls
+
 bench: $(VENV)/.stamp-dev
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; done
 
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check .
