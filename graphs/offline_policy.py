@@ -326,7 +326,8 @@ class _Policy:
             facts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in lead.items())
             summary = f"{who} is a sales lead ({facts})."
         else:
-            said = f' They said: "{self.frame.topic_text}".' if self.frame.topic_text else ""
+            topic = (self.frame.topic_text or "").strip().rstrip(".!?")
+            said = f' They said: "{topic}."' if topic else ""
             summary = f"{who} is calling about {about}.{said}" if about else f"{who} asked to speak to a person.{said}"
         return self.call(
             "request_transfer", {"target": target, "reason": "caller asked for a person", "summary": summary}, task=None
