@@ -26,10 +26,30 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(2) from exc
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = _settings(args)  # validated here, before any worker starts
+    if settings.env == "dev" and not _is_loopback(args.host):
+        # Dev mode fills in well-known secrets (admin token, stream-token key): never
+        # expose that on a network interface.
+        print(
+            f"dialgraph: refusing to serve dev mode on {args.host}: dev secrets are public. "
+            "Set DIALGRAPH_ENV=production with real secrets, or bind to 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return 2
     options = {
         "host": args.host,
         "port": args.port,

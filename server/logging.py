@@ -29,6 +29,9 @@ def configure_logging(level: str = "INFO", *, redact_pii: bool = True) -> None:
     ]
     if redact_pii:
         processors.append(_redact)
+    # Render exc_info (log.exception, exc_info=True) as a traceback string, after redaction
+    # so a traceback is never mistaken for a PII field.
+    processors.append(structlog.processors.format_exc_info)
     processors.append(structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]))
     structlog.configure(
         processors=processors,

@@ -90,6 +90,18 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 
 @pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see none of the developer's dialgraph or provider variables (a stray
+    OPENAI_BASE_URL or DIALGRAPH_CONFIG must not change what a test does or reach out)."""
+    from server.settings import ENV_NAMES
+
+    keep = {"DIALGRAPH_TEST_PG"}
+    for name in list(os.environ):
+        if (name in ENV_NAMES.values() or name.startswith("DIALGRAPH_")) and name not in keep:
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
 async def no_leaked_tasks() -> AsyncIterator[None]:
     """Fail a test that leaves asyncio tasks running after it finishes."""
     before = set(asyncio.all_tasks())

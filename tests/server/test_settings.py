@@ -137,3 +137,9 @@ def test_config_check_masks_secrets(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert data["twilio_auth_token"] == "****42"
     assert data["providers"] == {"asr": "offline", "tts": "offline", "model": "offline"}
     assert "active providers: asr=offline tts=offline model=offline" in out
+
+
+def test_dev_mode_refuses_to_serve_beyond_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    # Dev secrets are public: binding them to a network interface must be refused.
+    assert cli_main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
+    assert "refusing to serve dev mode" in capsys.readouterr().err
