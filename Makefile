@@ -22,8 +22,6 @@ $(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
 
 $(VENV)/.stamp-offline: pyproject.toml $(VENV)/.stamp-base
 	$(PIP) install -e '.[offline]'
-	# silero-vad's wheel declares torch, but we only use its ONNX file on onnxruntime.
-	$(PIP) install --no-deps 'silero-vad>=5.1,<7'
 	@touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-offline

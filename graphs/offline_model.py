@@ -6,10 +6,16 @@ the flows, the ``ToolNode`` and the runner cannot tell the difference. The decis
 from ``graphs.offline_policy`` (keyword rules plus spoken-date parsing). It is the no-keys
 default and the tests' model; it is not a substitute for a hosted model on open-ended
 conversation.
+
+The rules and dateparser are plain CPU work (dateparser's first parse in a process costs
+~150 ms; ``graphs.runtime`` warms it at start), so the async paths compute the reply in a
+worker thread and stream its tokens from the event loop: a turn never stalls other calls'
+audio.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import uuid
@@ -151,7 +157,7 @@ class OfflineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        reply, msg_id = self._reply(messages, kwargs.get("tools"))
+        reply, msg_id = await asyncio.to_thread(self._reply, messages, kwargs.get("tools"))
         for chunk in self._chunks(messages, reply, msg_id):
             gen = ChatGenerationChunk(message=chunk)
             if run_manager and isinstance(chunk.content, str) and chunk.content:
@@ -165,7 +171,7 @@ class OfflineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return self._generate(messages, stop, None, **kwargs)
+        return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
 
 
 def _json(args: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
@@ -93,6 +94,7 @@ class Reply:
 
 
 _NOW_RE = re.compile(r"Local time now: (\d{4}-\d{2}-\d{2}T\d{2}:\d{2})")
+_ZONE_RE = re.compile(r"Time zone: ([A-Za-z_]+(?:/[A-Za-z_+\-0-9]+)*)")
 _COMPANY_RE = re.compile(r"Company: (.+?)\.\s*$", re.M)
 _TARGETS_RE = re.compile(r"Transfer targets: (.+?)\.\s*$", re.M)
 _CALLER_RE = re.compile(r"Caller's name: (.+?)\.\s*$", re.M)
@@ -102,7 +104,8 @@ def read_facts(system: str, now: dt.datetime | None) -> Facts:
     """Parse the facts block the flows put into their system prompt."""
     if now is None:
         m = _NOW_RE.search(system)
-        now = dt.datetime.fromisoformat(m.group(1)) if m else dt.datetime.now()
+        # No stated local time: the wall clock in the flow's time zone (never the host's).
+        now = dt.datetime.fromisoformat(m.group(1)) if m else dt.datetime.now(_zone(system))
     targets: dict[str, str] = {}
     if m := _TARGETS_RE.search(system):
         for part in m.group(1).split(";"):
@@ -112,6 +115,16 @@ def read_facts(system: str, now: dt.datetime | None) -> Facts:
     caller = m.group(1) if (m := _CALLER_RE.search(system)) else None
     company = m.group(1) if (m := _COMPANY_RE.search(system)) else "us"
     return Facts(now=now, company=company, targets=targets, caller_name=None if caller == "unknown" else caller)
+
+
+def _zone(system: str) -> dt.tzinfo:
+    """The time zone the prompt names (UTC when it names none or an unknown one)."""
+    if m := _ZONE_RE.search(system):
+        try:
+            return ZoneInfo(m.group(1))
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return dt.UTC
 
 
 def flow_of(tool_names: set[str]) -> str:
@@ -135,6 +148,8 @@ def decide(messages: list[BaseMessage], tool_names: set[str], now: dt.datetime |
     if latest is not None and latest.response_metadata.get("dialog_act") == "offer_message_or_callback":
         frame.ask, frame.task = "message_or_callback", None
         frame.for_whom = latest.response_metadata.get("for_whom")
+    if latest is not None and latest.response_metadata.get("offer") == "appointment":  # welcome back
+        frame.ask, frame.task = "hear_or_change", None
     if facts.caller_name and not frame.name:
         frame.name = facts.caller_name
     policy = _Policy(facts, frame, tool_names)
@@ -214,6 +229,12 @@ class _Policy:
                 f.purpose = "Call back"
             elif intent in (None, "yes", "message"):
                 return self.say(ASK_MESSAGE, ask="message", task="message")
+        if f.ask == "hear_or_change" and (
+            intent in ("yes", "question") or (intent is None and _HEAR.search(norm) is not None)
+        ):
+            return self.call("list_my_appointments", {}, task=None)  # "change it" goes on below
+        if f.ask == "hear_or_change" and intent == "no":
+            return self.say("No problem. " + HELP[self.flow], task=None)
         if intent == "message":
             who = next((t for t in self.facts.targets if t.replace("_", " ") in norm), None)
             return self.say(ASK_MESSAGE, ask="message", task="message", for_whom=who)
@@ -402,6 +423,7 @@ def _names_day(norm: str) -> bool:
     )
 
 
+_HEAR = re.compile(r"\b(hear|read|tell|remind|what|when)\b")
 _SPOKEN_TIME = re.compile(r"\b\d{1,2}(?::\d{2})?\s?(?:am|pm)\b|\b12:00\b")
 
 

@@ -4,11 +4,16 @@
 the greeting of a new call. It reads, concurrently and without any model call:
 
 - the contact of the caller's number (their name);
-- their next booked appointment (spoken in the flow's local time);
 - when ``ctx.previous_thread_id`` is set (the same number called within
-  ``Settings.callback_window_hours``), that thread's newest checkpoint: the name the caller
-  gave and whether the conversation was left open (the caller, or an agent question,
-  waiting for an answer when the line went quiet) and about what.
+  ``Settings.callback_window_hours``) and that call was on the same flow as this one (the
+  flow is in the thread's checkpoint metadata, see ``GraphRunner``): that thread's newest
+  checkpoint (the name the caller gave, whether the conversation was left open and about
+  what) and whether the caller has an upcoming appointment.
+
+Caller ID can be spoofed, so the greeting (``graphs.flows.base.welcome_back``) says only the
+first name and offers the appointment without reading it; its details are read when the
+caller asks (the ``list_my_appointments`` tool). Nothing is recalled across flows: a call to
+the sales line does not learn of a booking made on the dental line.
 
 The new call keeps its own thread (its CallSid); the link to the old one is
 ``Call.previous_thread_id`` and the ``callback`` field of the new thread's state.
@@ -94,20 +99,24 @@ def build_recall(
             return None
         return spoken_datetime(upcoming[0].starts_at.astimezone(cal.zone), today=cal.today())
 
-    async def previous_values(thread_id: str | None) -> dict[str, Any]:
-        if not thread_id or saver is None:
+    async def previous_values(ctx: CallContext) -> dict[str, Any]:
+        """The previous thread's state, when it was a call on this same flow."""
+        if not ctx.previous_thread_id or saver is None:
             return {}
-        tup = await saver.aget_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
-        return dict(tup.checkpoint.get("channel_values") or {}) if tup is not None else {}
+        config = {"configurable": {"thread_id": ctx.previous_thread_id, "checkpoint_ns": ""}}
+        tup = await saver.aget_tuple(config)  # type: ignore[arg-type]
+        if tup is None or (tup.metadata or {}).get("flow") != ctx.flow:
+            return {}
+        return dict(tup.checkpoint.get("channel_values") or {})
 
     async def recall(ctx: CallContext) -> CallbackState | None:
         phone = caller_number(ctx)
         if phone is None:  # a withheld number is nobody we know
             return None
         try:
-            name, appointment, previous = await asyncio.gather(
-                contact_name(phone), next_appointment(ctx, phone), previous_values(ctx.previous_thread_id)
-            )
+            name, previous = await asyncio.gather(contact_name(phone), previous_values(ctx))
+            # An appointment is only mentioned to a caller who rang this same flow recently.
+            appointment = await next_appointment(ctx, phone) if previous else None
         except Exception:  # the greeting must go out whatever the database does
             log.exception("recall_failed", call_sid=ctx.call_sid)
             return None
@@ -119,6 +128,7 @@ def build_recall(
             "caller_recalled",
             call_sid=ctx.call_sid,
             previous_thread_id=ctx.previous_thread_id,
+            same_flow=bool(previous),
             named=bool(name),
             appointment=bool(appointment),
             topic=topic,

@@ -132,7 +132,7 @@ class GraphRunner:
             return self._run(ctx, {"messages": [human], "keypad": turn.digits}, human=human)
         if isinstance(turn, CallSignal):
             return self._run(ctx, {"signal": {"kind": turn.kind, "detail": turn.detail}}, human=None)
-        raise TypeError(f"unknown caller input {turn!r}")
+        raise TypeError(f"unknown caller input type {type(turn).__name__}")  # never the caller's words
 
     async def record_heard(self, ctx: CallContext, heard_text: str) -> None:
         """Make the thread's last agent reply exactly ``heard_text``, marked interrupted."""
@@ -159,7 +159,13 @@ class GraphRunner:
             await events.aclose()
 
     def _config(self, ctx: CallContext) -> RunnableConfig:
-        return {"configurable": {"thread_id": ctx.thread_id}, "recursion_limit": self.recursion_limit}
+        # The flow goes into every checkpoint's metadata: ``recall`` only reads a caller's
+        # earlier thread when it belongs to the same flow.
+        return {
+            "configurable": {"thread_id": ctx.thread_id},
+            "metadata": {"flow": ctx.flow},
+            "recursion_limit": self.recursion_limit,
+        }
 
     def _lock(self, thread_id: str) -> asyncio.Lock:
         lock = self._locks.get(thread_id)

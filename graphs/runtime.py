@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -14,11 +15,24 @@ from graphs.model import build_chat_model
 from graphs.recall import build_recall
 from graphs.registry import graph_factory
 from graphs.runner import GraphRunner
+from graphs.spoken_time import parse_when
 from server.db import Database
 from server.settings import Settings
 from tools import build_tools
 
 log = structlog.get_logger(__name__)
+
+# Phrases that reach dateparser (the rest of ``parse_when`` is plain regex work).
+_WARM_PHRASES = ("in two weeks at ten", "27/11 at half past two")
+
+
+def warm_date_parsing() -> None:
+    """Parse a few dates once so dateparser loads its English data and compiles its
+    patterns now (~150 ms on first use) rather than during the first caller's turn.
+    Blocking: run it in a thread."""
+    now = dt.datetime.now(dt.UTC)
+    for phrase in _WARM_PHRASES:
+        parse_when(phrase, now)
 
 
 async def build_runners(
@@ -34,6 +48,7 @@ async def build_runners(
     one set of tools and one checkpointer on ``settings.effective_database_url``; the
     checkpointer's connections close with ``stack``."""
     chat_model = model or build_chat_model(settings.model_spec, settings=settings, clock=clock)
+    await asyncio.to_thread(warm_date_parsing)  # the offline model and the spoken-time tools use it
     tools = build_tools(db=db, clock=clock)
     saver = await checkpointer(checkpoint_url or settings.effective_database_url, stack=stack)
     recall = build_recall(db=db, saver=saver, clock=clock)

@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import structlog
@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 SIGNATURE_HEADER = "X-Twilio-Signature"
 TOKEN_VERSION = "v1"
 MAX_TOKEN_CHARS = 500  # a <Parameter> value must stay under 500 characters
+MAX_WEBHOOK_BODY = 64 * 1024  # Twilio's webhook forms are a few kB
 
 Params = Mapping[str, str] | Iterable[tuple[str, str]]
 
@@ -205,14 +206,41 @@ def public_url_for(settings: Settings, path: str) -> str:
     return settings.public_url + path
 
 
+class BodyTooLarge(HTTPException):
+    """413: a webhook body over ``MAX_WEBHOOK_BODY`` (Twilio's are a few kB)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="request body too large")
+
+
+async def read_capped_body(request: Request, limit: int = MAX_WEBHOOK_BODY) -> bytes:
+    """The request body, refusing (413) one over ``limit`` bytes without reading it all:
+    a declared Content-Length over the limit is refused before any byte is read; a body
+    without one (chunked) is read until it passes the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise BodyTooLarge()
+        except ValueError:
+            raise HTTPException(status_code=400, detail="bad Content-Length") from None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge()
+    return bytes(body)
+
+
 async def twilio_params(request: Request) -> list[tuple[str, str]]:
-    """The form fields of a Twilio webhook (urlencoded body), in order; [] for GET."""
+    """The form fields of a Twilio webhook (urlencoded body, at most ``MAX_WEBHOOK_BODY``
+    bytes, else 413), in order; [] for GET."""
     if request.method != "POST":
         return []
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         return []
-    body = await request.body()
+    body = await read_capped_body(request)
     try:
         return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError:
@@ -221,8 +249,12 @@ async def twilio_params(request: Request) -> list[tuple[str, str]]:
 
 async def require_twilio_signature(request: Request) -> dict[str, str]:
     """FastAPI dependency: 403 unless ``X-Twilio-Signature`` signs this request's public URL
-    and form fields. Returns the form fields (last value wins) for the route to use."""
+    and form fields; 413 for a body over ``MAX_WEBHOOK_BODY``. An unsigned request is refused
+    before its body is read. Returns the form fields (last value wins) for the route to use."""
     settings: Settings = request.app.state.settings
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if settings.validate_signatures and not signature:
+        _rejected(request, "missing", "")
     pairs = await twilio_params(request)
     params = dict(pairs)
     if not settings.validate_signatures:
@@ -231,14 +263,13 @@ async def require_twilio_signature(request: Request) -> dict[str, str]:
     url = public_url_for(settings, request.url.path)
     if request.url.query:
         url += "?" + request.url.query
-    signature = request.headers.get(SIGNATURE_HEADER)
     if not is_valid_twilio_signature(settings.twilio_auth_token.get_secret_value(), url, pairs, signature):
-        log.warning(
-            "twilio signature rejected",
-            path=request.url.path,
-            method=request.method,
-            reason="missing" if not signature else "mismatch",
-            call_sid=params.get("CallSid", "")[:64],
-        )
-        raise HTTPException(status_code=403, detail="invalid Twilio signature")
+        _rejected(request, "mismatch", params.get("CallSid", ""))
     return params
+
+
+def _rejected(request: Request, reason: str, call_sid: str) -> NoReturn:
+    log.warning(
+        "twilio signature rejected", path=request.url.path, method=request.method, reason=reason, call_sid=call_sid[:64]
+    )
+    raise HTTPException(status_code=403, detail="invalid Twilio signature")

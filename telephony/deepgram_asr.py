@@ -128,10 +128,21 @@ class DeepgramStream:
             return
         self._pending += audio
         overflow = len(self._pending) + len(self._replay) - self._owner.max_buffer_bytes
-        if overflow > 0:  # socket down too long: forget the oldest unsent audio
-            del self._pending[:overflow]
+        if overflow > 0:
+            self._forget_oldest(overflow)
         if len(self._pending) >= self._owner.chunk_bytes:
             self._wake.set()
+
+    def _forget_oldest(self, count: int) -> None:
+        """Bound what we hold: drop ``count`` bytes, oldest first. The resend copy goes first
+        (a long utterance with no final yet only loses the oldest part of what a reconnect
+        would resend); unsent audio only when the socket has been down too long. Either way
+        the byte after the dropped ones becomes the start of the resend window."""
+        from_replay = min(count, len(self._replay))
+        del self._replay[:from_replay]
+        from_pending = min(count - from_replay, len(self._pending))
+        del self._pending[:from_pending]  # only when _replay is empty: it then starts at _pending[0]
+        self._replay_start += (from_replay + from_pending) / _BYTES_PER_S
 
     async def end_input(self) -> None:
         self._ending = True

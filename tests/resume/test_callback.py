@@ -1,5 +1,7 @@
-"""A caller who rings back is greeted with what we know: name, next appointment, or what
-their last call left open; the new call gets its own thread (SQLite and PostgreSQL)."""
+"""A caller who rings back is greeted with what we know: first name, an offer to hear or
+change their next appointment (never its details: caller ID can be spoofed), or what their
+last call left open; only from a call on the same flow; the new call gets its own thread
+(SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ import dataclasses
 
 from langchain_core.messages import AIMessage, HumanMessage
 
+from graphs.flows.base import OFFER_APPOINTMENT
 from graphs.runner import GraphRunner, content_text
+from server.db import Database
 from server.settings import Settings
 from tests.fakes.graph_calls import Call
 from tools.contacts import update_contact
@@ -20,39 +24,74 @@ async def messages_of(runner: GraphRunner, thread_id: str) -> list:
     return list(state.values.get("messages", []))
 
 
-def ring_back(first: Call, thread_id: str) -> Call:
+def ring_back(first: Call, thread_id: str, *, on: tuple[GraphRunner, Settings, str] | None = None) -> Call:
+    """The same caller again, linked to ``first``'s thread; ``on`` = another flow's line."""
     ctx = dataclasses.replace(
         first.ctx, call_sid=f"CA{thread_id}", thread_id=thread_id, previous_thread_id=first.ctx.thread_id
     )
-    return Call(first.runner, ctx)
+    if on is None:
+        return Call(first.runner, ctx)
+    runner, settings, flow = on
+    return Call(runner, dataclasses.replace(ctx, flow=flow, flow_settings=settings.flows[flow]))
 
 
-async def test_caller_ringing_back_hears_their_name_and_appointment(
-    runners: dict[str, GraphRunner], flow_settings: Settings
-) -> None:
-    first = Call.open(runners["scheduling"], flow_settings, "scheduling", thread_id="first", caller=CALLER)
+async def book_as_ana(runners: dict[str, GraphRunner], flow_settings: Settings, thread_id: str) -> Call:
+    first = Call.open(runners["scheduling"], flow_settings, "scheduling", thread_id=thread_id, caller=CALLER)
     await first.start()
     await first.say("Hi, I'd like to book an appointment please")
     await first.say("next friday at ten")
     booked = await first.say("It's Ana Lopez")
     assert "Friday the 27th of November at 10 in the morning" in booked.text
+    return first
+
+
+async def test_caller_ringing_back_is_offered_their_appointment_without_its_details(
+    runners: dict[str, GraphRunner], flow_settings: Settings
+) -> None:
+    first = await book_as_ana(runners, flow_settings, "first")
     before = await messages_of(first.runner, "first")
 
     second = ring_back(first, "second")
     greeting = await second.start()
-    assert greeting.text == (
-        "Welcome back, Ana Lopez. I see you're booked for Friday the 27th of November at 10 in the morning. "
-        "How can I help?"
-    )
+    assert greeting.text == f"Welcome back, Ana. {OFFER_APPOINTMENT}"
+    assert "Lopez" not in greeting.text and "27th" not in greeting.text  # nothing a spoofer could learn
     # Its own thread, linked to the old one; the old thread is untouched.
     state = await second.runner.graph.aget_state({"configurable": {"thread_id": "second"}})
     assert [content_text(m) for m in state.values["messages"]] == [greeting.text]
     assert state.values["callback"]["previous_thread_id"] == "first"
     assert state.values["caller_name"] == "Ana Lopez"
     assert await messages_of(first.runner, "first") == before
-    # The conversation goes on from the new greeting with the name known.
-    reply = await second.say("When is my appointment?")
+    # The details are read when the caller asks for them.
+    reply = await second.say("Yes please")
     assert "27th of November" in reply.text
+
+
+async def test_change_it_after_the_offer_moves_the_appointment(
+    runners: dict[str, GraphRunner], flow_settings: Settings
+) -> None:
+    first = await book_as_ana(runners, flow_settings, "t-move")
+    second = ring_back(first, "t-move-2")
+    assert (await second.start()).text.endswith(OFFER_APPOINTMENT)
+    asked = await second.say("I'd like to change it")
+    assert "27th" not in asked.text and asked.text.rstrip().endswith("?")
+    moved = await second.say("Monday at eleven")
+    assert "now on Monday the 23rd of November at 11" in moved.text
+
+
+async def test_nothing_is_recalled_from_a_call_on_another_flow(
+    runners: dict[str, GraphRunner], flow_settings: Settings, db: Database
+) -> None:
+    first = await book_as_ana(runners, flow_settings, "t-dental")
+    sales = ring_back(first, "t-sales", on=(runners["sales"], flow_settings, "sales"))
+    greeting = (await sales.start()).text
+    assert "appointment" not in greeting.lower() and "27th" not in greeting
+    # The caller's name was given on the dental line only (no contact row): not used on sales.
+    normal = (await Call.open(runners["sales"], flow_settings, "sales", thread_id="t-sales-new").start()).text
+    assert greeting == normal
+    # A contact row (the CRM) is greeted by first name on any line, still without the booking.
+    await update_contact(db, CALLER, name="Ana Lopez")
+    again = ring_back(first, "t-sales-2", on=(runners["sales"], flow_settings, "sales"))
+    assert (await again.start()).text == "Welcome back, Ana. How can I help?"
 
 
 async def test_an_open_topic_is_offered_when_nothing_was_booked(
@@ -74,7 +113,7 @@ async def test_a_known_contact_is_named_even_without_an_earlier_thread(
 ) -> None:
     await update_contact(db, CALLER, name="Ben Ortiz")
     call = Call.open(runners["support"], flow_settings, "support", thread_id="t-contact", caller=CALLER)
-    assert (await call.start()).text == "Welcome back, Ben Ortiz. How can I help?"
+    assert (await call.start()).text == "Welcome back, Ben. How can I help?"  # first name only
 
 
 async def test_strangers_finished_calls_and_hidden_numbers_get_the_normal_greeting(

@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import select
 
 from graphs.checkpoint import checkpointer
-from graphs.flows.base import NOBODY_FREE, RECONNECTED
+from graphs.flows.base import NOBODY_FREE, OFFER_APPOINTMENT, RECONNECTED
 from graphs.runner import INTERRUPTED, UNSAID
 from server.db import Database
 from server.models import Appointment, Call, CallEvent
@@ -45,7 +45,8 @@ TURNS = [
     "when is my appointment",
     "no thanks that's all bye",
 ]
-VOCAB = sorted({w for t in TURNS for w in t.split()})
+RINGBACK = "yes please"  # to the offer of hearing the appointment
+VOCAB = sorted({w for t in [*TURNS, RINGBACK] for w in t.split()})
 
 
 def spoken(text: str) -> bytes:
@@ -204,17 +205,25 @@ async def run_call(a: Instance, b: Instance, db: Database, url: str) -> None:
     assert (call.reconnects, call.transfer_status, call.outcome) == (1, "no-answer", "ended_by_agent")
     assert call.reply_heard is None
 
-    # --- the caller rings back (any instance): welcomed with their name and booking ----
+    # --- the caller rings back (any instance): welcomed by first name, offered the booking -
     second = new_call_sid()
     twiml = await b.webhook("/twilio/voice", second, CallStatus="ringing")
     async with b.leg(second, twiml) as leg:
         await leg.until_audio()
         await leg.until_quiet()
-    when = spoken_datetime(appointments[0].starts_at.astimezone(dt.UTC), today=dt.datetime.now(dt.UTC).date())
-    welcome = f"Welcome back, Ana Lopez. I see you're booked for {when}. How can I help?"
-    assert starts_saying(bytes(leg.audio), welcome)
-    greeting = (await thread_messages(url, second))[0]
-    assert greeting.content == welcome
+        welcome = f"Welcome back, Ana. {OFFER_APPOINTMENT}"
+        assert starts_saying(bytes(leg.audio), welcome)
+        first_day = dt.datetime.now(dt.UTC).date()
+        answer = await leg.turn(spoken(RINGBACK))
+        last_day = dt.datetime.now(dt.UTC).date()
+    # The server said the date relative to its own "today": either side of a midnight that
+    # may have passed while the caller was speaking.
+    start = appointments[0].starts_at.astimezone(dt.UTC)
+    said = {spoken_datetime(start, today=day) for day in (first_day, last_day)}
+    assert starts_saying(answer, "You have one appointment:")
+    messages = await thread_messages(url, second)
+    assert messages[0].content == welcome
+    assert any(isinstance(m, AIMessage) and any(when in str(m.content) for when in said) for m in messages)
     async with db.sessionmaker() as s:
         ringback = await s.get(Call, second)
     assert ringback is not None and (ringback.thread_id, ringback.previous_thread_id) == (second, sid)

@@ -95,6 +95,23 @@ async def test_deepgram_drop_mid_utterance_keeps_every_word() -> None:
     assert fake.connections[1].words == SENTENCE
 
 
+async def test_deepgram_long_utterance_without_a_final_is_not_dropped() -> None:
+    """More speech than the resend buffer holds, with no final in between (word gaps are
+    shorter than the endpointing): the oldest resend copy is forgotten, never new audio."""
+    async with DeepgramFake(VOCAB) as fake:
+        rec = DeepgramRecognizer("dg-test-key", url=fake.url, endpointing_ms=300, max_buffer_s=1.0)
+        audio = word_audio(SENTENCE, VOCAB, tail_ms=600)  # ~3.5 s of speech, one utterance
+        assert len(audio) > 3 * rec.max_buffer_bytes
+        stream = rec.stream()
+        await asyncio.wait_for(stream.ready.wait(), 10)  # (before it is open, a full buffer does drop)
+        events = await transcript_of(stream, audio)
+    assert bytes(fake.connections[0].audio) == audio  # every frame reached Deepgram
+    finals = [e for e in events if isinstance(e, Final)]
+    assert " ".join(f.text for f in finals).lower().split() == SENTENCE
+    assert finals[0].start == 0.0 and abs(finals[-1].end - len(audio) / 8000) < 0.05  # one timeline
+    assert len(stream._replay) + len(stream._pending) <= rec.max_buffer_bytes
+
+
 async def test_deepgram_refused_falls_back_with_the_buffered_audio() -> None:
     async with DeepgramFake(VOCAB) as fake:
         fake.refuse = True

@@ -1,0 +1,101 @@
+"""The offline model keeps the event loop free; its date parsing is warm before the first call;
+its notion of "now" without a stated local time is the flow's zone; no caller words in errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
+
+from graphs.offline_model import OfflineChatModel
+from graphs.offline_policy import read_facts
+from graphs.runner import GraphRunner
+from server.settings import Settings
+from tests.fakes.graph_calls import Call
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEM = SystemMessage(
+    "Company: Acme Dental.\nLocal time now: 2026-11-20T10:00 (Friday 20 November 2026, 10:00). "
+    "Time zone: America/New_York.\nTransfer targets: front_desk = front desk.\nCaller's name: unknown."
+)
+
+
+async def test_the_reply_is_computed_off_the_event_loop_and_still_streams() -> None:
+    loop_thread = threading.current_thread()
+    seen: list[threading.Thread] = []
+
+    def clock() -> dt.datetime:  # called inside the reply computation
+        seen.append(threading.current_thread())
+        return dt.datetime(2026, 11, 20, 15, 0, tzinfo=dt.UTC)
+
+    model = OfflineChatModel(clock=clock)
+    history = [SYSTEM, HumanMessage("Can I come in in two weeks at ten?")]
+    chunks = [c async for c in model.astream(history)]
+    assert all(isinstance(c, AIMessageChunk) for c in chunks)
+    assert sum(1 for c in chunks if c.content) > 3  # token by token, not one block
+    reply = await model.ainvoke(history)
+    assert reply.content == "".join(str(c.content) for c in chunks)  # deterministic
+    assert len(seen) == 2 and all(t is not loop_thread for t in seen)
+
+
+def test_build_runners_warms_dateparser(tmp_path: Path) -> None:
+    """In a fresh process: dateparser's English data is not loaded by importing our modules,
+    and is loaded once ``build_runners`` returns (so no caller's turn pays for it)."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, contextlib
+        from pathlib import Path
+        from dateparser.languages.loader import LocaleDataLoader
+        from graphs.runtime import build_runners
+        from server.db import Database
+        from tests.fakes.graph_calls import fixed_clock, graph_settings
+
+        async def main():
+            url = "sqlite+aiosqlite:///{tmp_path}/app.db"
+            settings = graph_settings(Path({str(tmp_path)!r}), url)
+            db = Database(url)
+            before = "en" in LocaleDataLoader._loaded_languages
+            async with contextlib.AsyncExitStack() as stack:
+                await build_runners(settings, db, stack, clock=fixed_clock)
+            after = "en" in LocaleDataLoader._loaded_languages
+            await db.aclose()
+            print(before, after)
+
+        asyncio.run(main())
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["False", "True"]
+
+
+def test_now_without_a_stated_local_time_is_aware_in_the_flows_zone() -> None:
+    before = dt.datetime.now(dt.UTC)
+    facts = read_facts("Company: Acme.\nTime zone: Pacific/Kiritimati.\n", None)
+    after = dt.datetime.now(dt.UTC)
+    assert facts.now.utcoffset() == dt.timedelta(hours=14)
+    assert before <= facts.now <= after
+    assert read_facts("Company: Acme.\n", None).now.utcoffset() == dt.timedelta(0)  # no zone named: UTC
+
+
+@dataclass(frozen=True)
+class Unknown:
+    text: str
+
+
+async def test_an_unknown_turn_type_error_carries_no_caller_words(
+    runners: dict[str, GraphRunner], flow_settings: Settings
+) -> None:
+    call = Call.open(runners["scheduling"], flow_settings, "scheduling", thread_id="t-pii")
+    with pytest.raises(TypeError) as err:
+        call.runner.respond(call.ctx, Unknown("my card number is 4111 1111"))  # type: ignore[arg-type]
+    assert "4111" not in str(err.value) and "Unknown" in str(err.value)
