@@ -14,6 +14,7 @@ from server.logging import configure_logging
 from server.routes import health
 from server.services import Overrides, Services
 from server.settings import Settings
+from telephony.reply_progress import ReplyProgressWriter
 
 log = structlog.get_logger(__name__)
 
@@ -26,6 +27,9 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
         stack.push_async_callback(db.aclose)
         if settings.env == "dev":
             await db.upgrade()
+
+    # One batched writer of heard progress for every call; closed (flushed) before the db.
+    reply_progress = await stack.enter_async_context(ReplyProgressWriter(db, interval_s=0.5))
 
     recognizer = overrides.recognizer
     synthesizer = overrides.synthesizer
@@ -70,6 +74,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
         vad_factory=vad_factory,
         runners=runners,
         call_control=call_control,
+        reply_progress=reply_progress,
     )
 
 

@@ -16,6 +16,7 @@ import structlog
 from graphs.events import TurnRunner
 from server.db import Database
 from server.settings import Settings
+from telephony.reply_progress import ReplyProgressWriter
 from telephony.speech import SpeechRecognizer, SpeechSynthesizer, VoiceActivityDetector
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,7 @@ class Services:
     vad_factory: Callable[[], VoiceActivityDetector]
     runners: Mapping[str, TurnRunner]  # flow name -> runner
     call_control: Any  # telephony.call_control.CallControl
+    reply_progress: ReplyProgressWriter  # the process's one writer of calls.reply_heard
     extras: dict[str, Any] = field(default_factory=dict)
 
     def runner(self, flow: str) -> TurnRunner:

@@ -10,13 +10,17 @@ One session per call owns its state (``CallState``) and its tasks, all in ONE
   socket: ``clear``/close first, then 20 ms frames paced at real time plus
   ``playback_lead_ms``, with the marks the ``PlaybackTracker`` asks for.
 * persist -- transcript turns and call events to the database in batches, off the hot path.
-* progress -- ``calls.reply_heard``: what the caller has heard of the reply in progress
-  (``telephony.reply_progress``), so a session on another instance can repair the
-  checkpoint if this process dies mid-reply; a ``reconnected`` stream does that repair
-  before its reconnection line.
+* watchdog -- ends the call when no frame arrived for ``inbound_timeout_s`` (a dead socket).
+* progress -- ``calls.reply_heard``: what the caller has heard of the reply in progress,
+  set on the process-wide ``telephony.reply_progress.ReplyProgressWriter`` (no task here;
+  its last value is flushed on the way out), so a session on another instance can repair
+  the checkpoint if this process dies mid-reply; a ``reconnected`` stream does that
+  repair before its reconnection line.
 * per reply: a runner task (graph events -> phrase chunker) and a synth task (phrases ->
   TTS -> 20 ms frames on the outbound deque). Barge-in cancels both, clears Twilio's
-  buffer, drops queued audio, bumps the generation and records what was heard.
+  buffer, drops queued audio, bumps the generation and records what was heard. A reply
+  whose run or synthesis raised ends like an interrupted one (the run's failure adds an
+  apology); repairs and graph runs go through ``_runner_lock`` in order (``_repair``).
 
 Leaving the group (``stop``, socket closed, ``end()``, an error) cancels and awaits every
 task; the recognition stream is closed after it. Nothing outlives the call.
@@ -52,7 +56,7 @@ from telephony.audio import SILENCE_FRAME
 from telephony.outbound import OutboundPacer, StreamClosedByServer, mark_every_bytes_for, message_ms_for
 from telephony.phrases import PhraseChunker
 from telephony.playback import PlaybackTracker
-from telephony.reply_progress import ReplyProgress, take_heard
+from telephony.reply_progress import ReplyProgressWriter
 from telephony.speech import (
     FRAME_BYTES,
     AudioChunk,
@@ -67,6 +71,15 @@ log = structlog.get_logger(__name__)
 
 MAX_GAP_FRAMES = 250  # never fill more than 5 s of silence for one gap
 MAX_PENDING_EVENTS = 2000
+APOLOGY = "Sorry, I'm having trouble right now. Could you say that again?"
+
+
+class _Unattributed(str):
+    """A phrase the session says on its own (the apology after a failed turn): spoken like
+    any other, but never part of what the caller heard *of the graph's reply*."""
+
+
+_APOLOGY = _Unattributed(APOLOGY)
 
 
 class MediaSocket(Protocol):
@@ -117,6 +130,7 @@ class _Reply:
     buf: bytearray = field(default_factory=bytearray)
     buf_phrase: int = -1
     done: bool = False
+    failed: str = ""  # "runner" | "synth": cut short by an error, repaired like an interruption
 
 
 @dataclass(slots=True)
@@ -154,12 +168,13 @@ class CallSession:
         vad: VoiceActivityDetector,
         runner: TurnRunner,
         policy: TurnPolicy,
+        progress: ReplyProgressWriter,
         signal: str = "",
         playback_lead_ms: int = 120,
         clock: Callable[[], float] = time.monotonic,
         on_finished: Callable[[CallSession], None] | None = None,
         persist_interval_s: float = 5.0,
-        progress_interval_s: float = 0.5,
+        inbound_timeout_s: float = 10.0,
     ) -> None:
         self.ctx = ctx
         self.state = CallState(call_sid=ctx.call_sid, stream_sid=stream_sid)
@@ -178,6 +193,8 @@ class CallSession:
         self._clock = clock
         self._on_finished = on_finished
         self._persist_interval_s = persist_interval_s
+        self._inbound_timeout_s = inbound_timeout_s
+        self._frames_seen = 0  # every inbound frame; the watchdog only looks at it once a second
         self._log = log.bind(call_sid=ctx.call_sid)
         self._out = OutboundPacer(
             stream_sid=stream_sid,
@@ -192,10 +209,13 @@ class CallSession:
         )
         self._events: list[CallEvent] = []
         # What the caller heard of the reply in progress, in SQL: survives this process.
-        self._progress = ReplyProgress(db, ctx.call_sid, interval_s=progress_interval_s)
+        self._progress = progress
         self._phrases_heard = 0
         self._persist_lock = asyncio.Lock()
         self._runner_lock = asyncio.Lock()  # one graph run (or heard-text repair) at a time, in order
+        # The latest heard-text repair: the next graph run waits for it (so the history it reads
+        # is repaired), and so does the next repair (repairs in order).
+        self._repair: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._closed = asyncio.Event()
         self._run_task: asyncio.Task[Any] | None = None
@@ -211,7 +231,7 @@ class CallSession:
                 tg.create_task(self._recognition_loop(), name=f"call-asr-{sid}")
                 tg.create_task(self._out.run(), name=f"call-write-{sid}")
                 tg.create_task(self._persist_loop(), name=f"call-persist-{sid}")
-                tg.create_task(self._progress.run(), name=f"call-progress-{sid}")
+                tg.create_task(self._watch_inbound(), name=f"call-watchdog-{sid}")
                 self._open_call()
         except* (_CallEnded, SocketClosed, StreamClosedByServer):
             pass
@@ -224,7 +244,7 @@ class CallSession:
                 await self._stream.aclose()
             finally:
                 await self._flush_events()
-                await self._progress.flush()  # a dropped stream leaves its heard text behind
+                await self._progress.flush_call(sid)  # a dropped stream leaves its heard text behind
                 self._closed.set()
                 self._log.info(
                     "call session ended",
@@ -267,8 +287,9 @@ class CallSession:
         """After a drop: first repair the reply the previous stream (maybe another, dead
         instance) was playing with what the caller heard of it, then the reconnection line."""
         sid = self.state.call_sid
+        heard: str | None = None
         try:
-            heard = await take_heard(self._db, sid)
+            heard = await self._progress.take_heard(sid)
             if heard is not None:
                 await self._runner.record_heard(self.ctx, heard)
                 self._record(
@@ -279,6 +300,8 @@ class CallSession:
                 self._log.info("interrupted reply repaired after a drop", heard_chars=len(heard))
         except Exception:  # the reconnection line must go out whatever the repair did
             self._log.exception("could not repair the interrupted reply")
+            if heard is not None:  # taken but not repaired: put it back for the next stream
+                self._progress.set(sid, heard)
         events = self._runner.respond(self.ctx, signal)
         try:
             async for event in events:
@@ -295,6 +318,7 @@ class CallSession:
         sid = self.state.stream_sid
         while True:
             frame = await receive()
+            self._frames_seen += 1
             if frame is None:
                 self.state.end_reason = self.state.end_reason or "socket closed"
                 raise _CallEnded
@@ -314,11 +338,27 @@ class CallSession:
                         self._reply_played()
                     elif self.tracker.phrases_heard != self._phrases_heard:
                         self._phrases_heard = self.tracker.phrases_heard
-                        self._progress.heard(self.tracker.heard_text())
+                        self._progress.set(self.state.call_sid, self.tracker.heard_text())
             elif isinstance(event, codec.Dtmf):
                 self._on_dtmf(event.digit)
             elif isinstance(event, codec.Stop):
                 self.state.end_reason = self.state.end_reason or "stop"
+                raise _CallEnded
+
+    async def _watch_inbound(self) -> None:
+        """Twilio sends 50 frames a second during a call: a socket silent for
+        ``inbound_timeout_s`` is dead (with WebSocket pings off, a half-open connection would
+        otherwise hold the session for hours). Polls a counter: no per-frame timer."""
+        timeout = self._inbound_timeout_s
+        seen, quiet_since = self._frames_seen, self._clock()
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = self._clock()
+            if self._frames_seen != seen:
+                seen, quiet_since = self._frames_seen, now
+            elif now - quiet_since >= timeout:
+                self.state.end_reason = self.state.end_reason or "inbound timeout"
+                self._log.warning("no frame from Twilio: ending the call", quiet_s=round(now - quiet_since, 1))
                 raise _CallEnded
 
     def _protocol_error(self, exc: codec.ProtocolError) -> None:
@@ -410,6 +450,9 @@ class CallSession:
         chunker = PhraseChunker()
         put = reply.phrases.put_nowait
         try:
+            repair = self._repair
+            if repair is not None:  # a cut reply's history is repaired before this run reads it
+                await asyncio.wait((repair,))
             async with self._runner_lock:
                 stream = events()
                 try:
@@ -425,8 +468,9 @@ class CallSession:
                         await aclose()
             for phrase in chunker.flush():
                 put(phrase)
-        except ProviderError as exc:
-            self._log.warning("turn failed", provider=exc.provider, error=str(exc))
+        except Exception as exc:  # never CancelledError (a barge-in): one failed turn is not the call's end
+            self._reply_failed(reply, "runner", exc)
+            put(_APOLOGY)
         finally:
             put(None)
 
@@ -436,8 +480,8 @@ class CallSession:
 
         async def phrases() -> AsyncIterator[str]:
             while (phrase := await queue.get()) is not None:
-                if gen == st.generation:
-                    tracker.add_phrase(phrase)
+                if gen == st.generation:  # the apology is heard, but is no part of the graph's reply
+                    tracker.add_phrase("" if isinstance(phrase, _Unattributed) else phrase)
                 yield phrase
 
         fs = self.ctx.flow_settings
@@ -447,8 +491,10 @@ class CallSession:
                 if gen != st.generation:
                     break
                 self._enqueue_audio(reply, chunk)
-        except ProviderError as exc:
-            self._log.warning("speech synthesis failed", provider=exc.provider, error=str(exc))
+        except Exception as exc:  # the reply stops where its audio stops: an interruption, not an end
+            self._reply_failed(reply, "synth", exc)
+            reply.tasks[0].cancel()  # the graph run: its history is repaired to what was heard
+            reply.buf.clear()  # a partial frame is no phrase end
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
@@ -490,8 +536,12 @@ class CallSession:
             return
         reply.done = True
         reply.timing.done_at = self._clock()
-        self._progress.settled()
         self.policy.playback_done()
+        if reply.failed:  # cut short by an error: what played is what the history keeps
+            reply.timing.interrupted = True
+            self._repair_after(reply, self.tracker.heard_text())
+            return
+        self._progress.set(self.state.call_sid, None)
         self._record(
             CallEvent(
                 call_sid=self.state.call_sid,
@@ -522,22 +572,52 @@ class CallSession:
         reply.timing.interrupted = True
         reply.timing.done_at = self._clock()
         st.reply = None
-        self._tg.create_task(self._after_barge_in(reply, heard), name=f"call-heard-{st.call_sid}")
+        self._repair_after(reply, heard)
 
-    async def _after_barge_in(self, reply: _Reply, heard: str) -> None:
-        await asyncio.wait(reply.tasks)  # the graph run is cancelled before its history is repaired
-        async with self._runner_lock:
-            await self._runner.record_heard(self.ctx, heard)
-        self._progress.settled()
+    def _reply_failed(self, reply: _Reply, stage: str, exc: Exception) -> None:
+        """A turn's graph run or its synthesis raised: log it, drop any transfer or hang-up
+        it asked for, and let the reply end as an interrupted one (the call goes on)."""
+        if isinstance(exc, ProviderError):
+            self._log.warning("reply failed", stage=stage, provider=exc.provider, error=str(exc))
+        else:
+            self._log.error("reply failed", stage=stage, exc_info=exc)
+        reply.failed = reply.failed or stage
+        reply.request = None
+        self._record(CallEvent(call_sid=self.state.call_sid, kind="error", role="system", data={"stage": stage}))
+
+    def _repair_after(self, reply: _Reply, heard: str) -> None:
+        """Make the history say what the caller heard of ``reply``, once its tasks are done
+        and in order with every other graph run and repair (``_repair``)."""
+        st = self.state
+        if st.first_audio_gen == reply.generation:  # until repaired, a resume repairs it
+            self._progress.set(st.call_sid, heard)
+        if self._tg is None:  # the call is over: the stored heard text is the repair
+            return
+        previous = self._repair
+        repair = self._repair_reply(reply, heard, previous)
+        self._repair = self._tg.create_task(repair, name=f"call-heard-{st.call_sid}")
+
+    async def _repair_reply(self, reply: _Reply, heard: str, previous: asyncio.Task[None] | None) -> None:
+        # The cut graph run has stopped, and earlier repairs are done, before this one.
+        await asyncio.wait(reply.tasks if previous is None else (*reply.tasks, previous))
+        st = self.state
+        try:
+            async with self._runner_lock:
+                await self._runner.record_heard(self.ctx, heard)
+        except Exception:  # the stored heard text stays: a resume may still repair it
+            self._log.exception("could not record what the caller heard")
+        else:
+            if st.first_audio_gen <= reply.generation:  # never wipe a later reply's progress
+                self._progress.set(st.call_sid, None)
         self._record(
             CallEvent(
-                call_sid=self.state.call_sid,
+                call_sid=st.call_sid,
                 kind="turn",
                 role="agent",
                 text=heard,
                 interrupted=True,
                 latency_ms=reply.timing.latency_ms,
-                data={"trigger": reply.timing.trigger},
+                data={"trigger": reply.timing.trigger, **({"failed": reply.failed} if reply.failed else {})},
             )
         )
 
@@ -559,7 +639,16 @@ class CallSession:
             values = {"outcome": "ended_by_agent"}
             self._record(CallEvent(call_sid=sid, kind="end_call", role="system", data={"reason": request.reason}))
         await self._flush_events()
-        await call_store.update_call(self._db, sid, **values)
+        for attempt in (1, 2):  # a failed write must not turn the transfer into a reconnect
+            try:
+                await call_store.update_call(self._db, sid, **values)
+                break
+            except Exception as exc:
+                if attempt == 2:
+                    self._log.error("could not record the call's outcome", exc_info=exc)
+                else:
+                    self._log.warning("could not record the call's outcome, retrying", error=str(exc))
+                    await asyncio.sleep(0.2)
         self._out.close(1000)
 
     # --- outbound (written by ``OutboundPacer.run``, the only writer) --------------------------
@@ -572,7 +661,7 @@ class CallSession:
             st.first_audio_gen = generation
             if st.reply is not None and st.reply.generation == generation:
                 st.reply.timing.first_audio_at = self._clock()
-                self._progress.heard("")
+                self._progress.set(st.call_sid, "")
             self.policy.agent_audio_started()
         return self.tracker.frame_sent(phrase, nbytes, phrase_end)
 
@@ -587,14 +676,21 @@ class CallSession:
             self._events.append(event)
 
     async def _persist_loop(self) -> None:
-        try:
-            await call_store.update_call(self._db, self.state.call_sid, stream_sid=self.state.stream_sid)
-        except SQLAlchemyError as exc:
-            self._log.warning("could not record the stream", error=str(exc))
+        # Shielded: the call's end cancels this task, and a cancellation inside a transaction
+        # makes SQLAlchemy's pool log a CancelledError traceback. Each write holds
+        # ``_persist_lock``, so the final ``_flush_events`` in ``run`` waits for it.
+        await asyncio.shield(self._store_stream())
         while True:
             await asyncio.sleep(self._persist_interval_s)
             if self._events:
-                await self._flush_events()
+                await asyncio.shield(self._flush_events())
+
+    async def _store_stream(self) -> None:
+        async with self._persist_lock:
+            try:
+                await call_store.update_call(self._db, self.state.call_sid, stream_sid=self.state.stream_sid)
+            except SQLAlchemyError as exc:
+                self._log.warning("could not record the stream", error=str(exc))
 
     async def _flush_events(self) -> None:
         async with self._persist_lock:
@@ -603,6 +699,9 @@ class CallSession:
             batch, self._events = self._events, []
             try:
                 await call_store.add_events(self._db, batch)
-            except SQLAlchemyError as exc:
-                self._log.warning("could not store call events", count=len(batch), error=str(exc))
+            except Exception as exc:  # the transcript waits for the next round; the call goes on
+                if isinstance(exc, SQLAlchemyError | OSError):
+                    self._log.warning("could not store call events", count=len(batch), error=str(exc))
+                else:
+                    self._log.error("could not store call events", count=len(batch), exc_info=exc)
                 self._events[:0] = batch[: MAX_PENDING_EVENTS - len(self._events)]

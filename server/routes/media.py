@@ -188,6 +188,7 @@ async def open_session(
             barge_in_min_ms=settings.barge_in_min_ms,
             barge_in_min_words=settings.barge_in_min_words,
         ),
+        progress=services.reply_progress,
         signal=claims.signal,
         playback_lead_ms=settings.playback_lead_ms,
         on_finished=observer,

@@ -5,13 +5,16 @@ reconnected stream repairs the interrupted reply with it before its reconnection
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+
+from sqlalchemy import event
 
 from graphs.events import CallSignal
-from server.call_store import get_call, transcript
+from server.call_store import get_call, record_call, transcript
 from server.db import Database
 from server.services import Overrides
 from server.settings import Settings
-from telephony.reply_progress import ReplyProgress, take_heard
+from telephony.reply_progress import ReplyProgressWriter, take_heard
 from telephony.speech import Final
 from telephony.vad import EnergyVad
 from tests.fakes.scripted_call import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
@@ -110,21 +113,89 @@ async def test_heard_progress_is_stored_and_repaired_after_a_drop(settings: Sett
     assert [(e.role, e.text, (e.data or {}).get("trigger")) for e in drop] == [("agent", "Sure thing.", "drop")]
 
 
-async def test_progress_writes_coalesce_and_take_is_once(db: Database, settings: Settings) -> None:
-    sid, _ = new_sids()
-    from server.call_store import record_call
+async def new_calls(db: Database, count: int) -> list[str]:
+    sids = [new_sids()[0] for _ in range(count)]
+    for sid in sids:
+        await record_call(
+            db, sid=sid, direction="inbound", from_number="", to_number="", flow="scheduling", thread_id=sid
+        )
+    return sids
 
-    await record_call(db, sid=sid, direction="inbound", from_number="", to_number="", flow="scheduling", thread_id=sid)
-    progress = ReplyProgress(db, sid, interval_s=0)
-    progress.heard("")
-    progress.heard("One.")
-    progress.heard("One. Two.")
-    await progress.flush()
-    await progress.flush()  # unchanged: no second write
-    assert progress.writes == 1
-    assert (await get_call(db, sid)).reply_heard == "One. Two."  # type: ignore[union-attr]
-    assert await take_heard(db, sid) == "One. Two."
-    assert await take_heard(db, sid) is None  # a repair happens once
-    progress.settled()
-    await progress.flush()  # stored NULL already (taken) but the writer does not know: one write
-    assert (await get_call(db, sid)).reply_heard is None  # type: ignore[union-attr]
+
+async def stored(db: Database, sid: str) -> str | None:
+    call = await get_call(db, sid)
+    assert call is not None
+    return call.reply_heard
+
+
+def count_commits(db: Database) -> list[int]:
+    commits = [0]
+
+    def on_commit(_conn: object) -> None:
+        commits[0] += 1
+
+    event.listen(db.engine.sync_engine, "commit", on_commit)
+    return commits
+
+
+async def test_every_calls_latest_value_goes_out_in_one_transaction(db: Database) -> None:
+    sids = await new_calls(db, 3)
+    commits = count_commits(db)
+    # A long pause between rounds: only the first round and the explicit flushes write.
+    async with ReplyProgressWriter(db, interval_s=60) as writer:
+        for sid in sids:
+            writer.set(sid, "")
+            writer.set(sid, "One.")
+        writer.set(sids[0], "One. Two.")
+        writer.set(sids[2], None)
+        await writer.flush_now()
+        assert commits[0] == 1
+        assert [await stored(db, sid) for sid in sids] == ["One. Two.", "One.", None]
+
+        # In the pause after that round: a session's end does not wait the pause out.
+        writer.set(sids[1], "One. Two. Three.")
+        await writer.flush_call(sids[1])
+        assert await stored(db, sids[1]) == "One. Two. Three."
+        await writer.flush_call(sids[1])  # nothing pending: no write
+        assert commits[0] == 2
+        assert writer.rows == 4
+
+        # Closing writes what is still pending.
+        writer.set(sids[2], "Bye.")
+    assert await stored(db, sids[2]) == "Bye."
+
+
+async def test_take_prefers_the_value_pending_here_and_happens_once(db: Database) -> None:
+    (sid,) = await new_calls(db, 1)
+    async with ReplyProgressWriter(db, interval_s=60) as writer:
+        writer.set(sid, "One.")
+        await writer.flush_now()
+        writer.set(sid, "One. Two.")  # not stored yet: the pause runs
+        assert await writer.take_heard(sid) == "One. Two."
+        assert await stored(db, sid) is None
+        await writer.flush_now()  # the taken value is not written after all
+        assert await stored(db, sid) is None
+        assert await writer.take_heard(sid) is None  # a repair happens once
+
+        writer.set(sid, "Three.")
+        await writer.flush_now()
+    assert await take_heard(db, sid) == "Three."  # another instance: from the row alone
+    assert await take_heard(db, sid) is None
+
+
+async def test_a_failed_round_keeps_its_values_for_the_next(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'late.db'}")  # no tables yet: writes fail
+    try:
+        async with ReplyProgressWriter(db, interval_s=60) as writer:
+            writer.set("CA-late", "One.")
+            await writer.flush_call("CA-late")  # failed, but the session's end is not held up
+            assert writer.rows == 0
+            await db.upgrade()
+            await record_call(
+                db, sid="CA-late", direction="inbound", from_number="", to_number="", flow="scheduling", thread_id=""
+            )
+            await writer.flush_now()
+            assert writer.rows == 1
+            assert await stored(db, "CA-late") == "One."
+    finally:
+        await db.aclose()
