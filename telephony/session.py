@@ -9,7 +9,8 @@ One session per call owns its state (``CallState``) and its tasks, all in ONE
 * writer -- ``telephony.outbound.OutboundPacer.run``, the ONLY task that writes to the
   socket: ``clear``/close first, then 20 ms frames paced at real time plus
   ``playback_lead_ms``, with the marks the ``PlaybackTracker`` asks for.
-* persist -- transcript turns and call events to the database in batches, off the hot path.
+* persist -- ``telephony.call_log.CallLog.run``: transcript turns and call events to the
+  database in batches, off the hot path.
 * watchdog -- ends the call when no frame arrived for ``inbound_timeout_s`` (a dead socket).
 * progress -- ``calls.reply_heard``: what the caller has heard of the reply in progress,
   set on the process-wide ``telephony.reply_progress.ReplyProgressWriter`` (no task here;
@@ -17,10 +18,11 @@ One session per call owns its state (``CallState``) and its tasks, all in ONE
   the checkpoint if this process dies mid-reply; a ``reconnected`` stream does that
   repair before its reconnection line.
 * per reply: a runner task (graph events -> phrase chunker) and a synth task (phrases ->
-  TTS -> 20 ms frames on the outbound deque). Barge-in cancels both, clears Twilio's
-  buffer, drops queued audio, bumps the generation and records what was heard. A reply
-  whose run or synthesis raised ends like an interrupted one (the run's failure adds an
-  apology); repairs and graph runs go through ``_runner_lock`` in order (``_repair``).
+  TTS -> 20 ms frames on the outbound deque), run by ``telephony.reply.ReplyPipeline``.
+  Barge-in cancels both, clears Twilio's buffer, drops queued audio, bumps the generation
+  and records what was heard. A reply whose run or synthesis raised ends like an
+  interrupted one (the run's failure adds an apology); repairs and graph runs go through
+  the pipeline's runner lock in order.
 
 Leaving the group (``stop``, socket closed, ``end()``, an error) cancels and awaits every
 task; the recognition stream is closed after it. Nothing outlives the call.
@@ -31,55 +33,30 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy.exc import SQLAlchemyError
 
 from graphs.context import CallContext
-from graphs.events import (
-    CallerDigits,
-    CallerText,
-    CallSignal,
-    EndCallRequest,
-    RunnerEvent,
-    TextChunk,
-    TransferRequest,
-    TurnRunner,
-)
+from graphs.events import CallerDigits, CallerText, CallSignal, EndCallRequest, RunnerEvent, TransferRequest, TurnRunner
 from server import call_store
 from server.db import Database
 from server.models import CallEvent
 from telephony import media_codec as codec
 from telephony.audio import SILENCE_FRAME
+from telephony.call_log import CallLog
+from telephony.call_state import CallState, Reply, TurnTiming
 from telephony.outbound import OutboundPacer, StreamClosedByServer, mark_every_bytes_for, message_ms_for
-from telephony.phrases import PhraseChunker
 from telephony.playback import PlaybackTracker
+from telephony.reply import APOLOGY as APOLOGY  # re-exported: tests and callers import it from here
+from telephony.reply import ReplyPipeline
 from telephony.reply_progress import ReplyProgressWriter
-from telephony.speech import (
-    FRAME_BYTES,
-    AudioChunk,
-    ProviderError,
-    RecognitionStream,
-    SpeechSynthesizer,
-    VoiceActivityDetector,
-)
+from telephony.speech import FRAME_BYTES, RecognitionStream, SpeechSynthesizer, VoiceActivityDetector
 from telephony.turn_policy import BargeIn, StartTurn, TurnPolicy, TurnState
 
 log = structlog.get_logger(__name__)
 
 MAX_GAP_FRAMES = 250  # never fill more than 5 s of silence for one gap
-MAX_PENDING_EVENTS = 2000
-APOLOGY = "Sorry, I'm having trouble right now. Could you say that again?"
-
-
-class _Unattributed(str):
-    """A phrase the session says on its own (the apology after a failed turn): spoken like
-    any other, but never part of what the caller heard *of the graph's reply*."""
-
-
-_APOLOGY = _Unattributed(APOLOGY)
 
 
 class MediaSocket(Protocol):
@@ -100,57 +77,6 @@ class SocketClosed(Exception):
 
 class _CallEnded(Exception):
     """Leaves the task group: the call is over (stop, socket closed, server closed it)."""
-
-
-@dataclass(slots=True)
-class TurnTiming:
-    """One agent reply. Times are the session clock (seconds)."""
-
-    generation: int
-    trigger: str  # greeting | signal | caller | dtmf
-    started_at: float  # caller's final transcript (or the trigger) processed
-    first_audio_at: float | None = None  # first media frame of the reply sent
-    done_at: float | None = None
-    interrupted: bool = False
-
-    @property
-    def latency_ms(self) -> float | None:
-        if self.first_audio_at is None:
-            return None
-        return (self.first_audio_at - self.started_at) * 1000
-
-
-@dataclass(slots=True)
-class _Reply:
-    generation: int
-    timing: TurnTiming
-    phrases: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
-    tasks: tuple[asyncio.Task[None], ...] = ()
-    request: TransferRequest | EndCallRequest | None = None
-    buf: bytearray = field(default_factory=bytearray)
-    buf_phrase: int = -1
-    done: bool = False
-    failed: str = ""  # "runner" | "synth": cut short by an error, repaired like an interruption
-
-
-@dataclass(slots=True)
-class CallState:
-    """Everything one call's session knows, in one place."""
-
-    call_sid: str
-    stream_sid: str
-    generation: int = 0
-    last_chunk: int = -1
-    last_ts: int = -1
-    frames_in: int = 0
-    duplicates: int = 0
-    silence_frames: int = 0
-    protocol_errors: int = 0
-    barge_ins: int = 0
-    reply: _Reply | None = None
-    first_audio_gen: int = -1
-    ending: bool = False
-    end_reason: str = ""
 
 
 class CallSession:
@@ -186,13 +112,11 @@ class CallSession:
         self._socket = socket
         self._db = db
         self._stream = recognition
-        self._synth = synthesizer
         self._vad = vad
         self._runner = runner
         self._signal = signal
         self._clock = clock
         self._on_finished = on_finished
-        self._persist_interval_s = persist_interval_s
         self._inbound_timeout_s = inbound_timeout_s
         self._frames_seen = 0  # every inbound frame; the watchdog only looks at it once a second
         self._log = log.bind(call_sid=ctx.call_sid)
@@ -207,15 +131,24 @@ class CallSession:
             message_bytes=message_bytes,
             clock=clock,
         )
-        self._events: list[CallEvent] = []
+        self._call_log = CallLog(
+            db=db, call_sid=ctx.call_sid, stream_sid=stream_sid, interval_s=persist_interval_s, log=self._log
+        )
+        self._record = self._call_log.record
         # What the caller heard of the reply in progress, in SQL: survives this process.
         self._progress = progress
         self._phrases_heard = 0
-        self._persist_lock = asyncio.Lock()
-        self._runner_lock = asyncio.Lock()  # one graph run (or heard-text repair) at a time, in order
-        # The latest heard-text repair: the next graph run waits for it (so the history it reads
-        # is repaired), and so does the next repair (repairs in order).
-        self._repair: asyncio.Task[None] | None = None
+        self._replies = ReplyPipeline(
+            ctx=ctx,
+            state=self.state,
+            tracker=self.tracker,
+            out=self._out,
+            synthesizer=synthesizer,
+            runner=runner,
+            progress=progress,
+            record=self._record,
+            log=self._log,
+        )
         self._tg: asyncio.TaskGroup | None = None
         self._closed = asyncio.Event()
         self._run_task: asyncio.Task[Any] | None = None
@@ -230,7 +163,7 @@ class CallSession:
                 tg.create_task(self._read_loop(), name=f"call-read-{sid}")
                 tg.create_task(self._recognition_loop(), name=f"call-asr-{sid}")
                 tg.create_task(self._out.run(), name=f"call-write-{sid}")
-                tg.create_task(self._persist_loop(), name=f"call-persist-{sid}")
+                tg.create_task(self._call_log.run(), name=f"call-persist-{sid}")
                 tg.create_task(self._watch_inbound(), name=f"call-watchdog-{sid}")
                 self._open_call()
         except* (_CallEnded, SocketClosed, StreamClosedByServer):
@@ -243,7 +176,7 @@ class CallSession:
             try:
                 await self._stream.aclose()
             finally:
-                await self._flush_events()
+                await self._call_log.flush()
                 await self._progress.flush_call(sid)  # a dropped stream leaves its heard text behind
                 self._closed.set()
                 self._log.info(
@@ -274,7 +207,7 @@ class CallSession:
     def _open_call(self) -> None:
         ctx, runner, signal = self.ctx, self._runner, self._signal
         if signal == "reconnected":
-            self._begin_reply("signal", lambda: self._resume(CallSignal(kind="reconnected")))
+            self._begin_reply("signal", lambda: self._replies.resume(CallSignal(kind="reconnected")))
         elif signal.startswith("transfer_failed:"):
             kind, _, detail = signal.partition(":")
             turn = CallSignal(kind=kind, detail=detail)
@@ -282,34 +215,6 @@ class CallSession:
         else:
             self._begin_reply("greeting", lambda: runner.start(ctx))
         self.policy.agent_turn_started()
-
-    async def _resume(self, signal: CallSignal) -> AsyncIterator[RunnerEvent]:
-        """After a drop: first repair the reply the previous stream (maybe another, dead
-        instance) was playing with what the caller heard of it, then the reconnection line."""
-        sid = self.state.call_sid
-        heard: str | None = None
-        try:
-            heard = await self._progress.take_heard(sid)
-            if heard is not None:
-                await self._runner.record_heard(self.ctx, heard)
-                self._record(
-                    CallEvent(
-                        call_sid=sid, kind="turn", role="agent", text=heard, interrupted=True, data={"trigger": "drop"}
-                    )
-                )
-                self._log.info("interrupted reply repaired after a drop", heard_chars=len(heard))
-        except Exception:  # the reconnection line must go out whatever the repair did
-            self._log.exception("could not repair the interrupted reply")
-            if heard is not None:  # taken but not repaired: put it back for the next stream
-                self._progress.set(sid, heard)
-        events = self._runner.respond(self.ctx, signal)
-        try:
-            async for event in events:
-                yield event
-        finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
     # --- inbound --------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
@@ -437,97 +342,10 @@ class CallSession:
         st.generation += 1
         self.tracker.start_reply(st.generation)
         self._phrases_heard = 0
-        reply = _Reply(st.generation, TurnTiming(st.generation, trigger, self._clock()))
+        reply = Reply(st.generation, TurnTiming(st.generation, trigger, self._clock()))
         st.reply = reply
         self.timings.append(reply.timing)
-        sid = st.call_sid
-        reply.tasks = (
-            self._tg.create_task(self._pump_runner(reply, events), name=f"call-runner-{sid}"),
-            self._tg.create_task(self._pump_synth(reply), name=f"call-tts-{sid}"),
-        )
-
-    async def _pump_runner(self, reply: _Reply, events: Callable[[], AsyncIterator[RunnerEvent]]) -> None:
-        chunker = PhraseChunker()
-        put = reply.phrases.put_nowait
-        try:
-            repair = self._repair
-            if repair is not None:  # a cut reply's history is repaired before this run reads it
-                await asyncio.wait((repair,))
-            async with self._runner_lock:
-                stream = events()
-                try:
-                    async for event in stream:
-                        if isinstance(event, TextChunk):
-                            for phrase in chunker.push(event.text):
-                                put(phrase)
-                        elif isinstance(event, TransferRequest | EndCallRequest):
-                            reply.request = event
-                finally:
-                    aclose = getattr(stream, "aclose", None)
-                    if aclose is not None:
-                        await aclose()
-            for phrase in chunker.flush():
-                put(phrase)
-        except Exception as exc:  # never CancelledError (a barge-in): one failed turn is not the call's end
-            self._reply_failed(reply, "runner", exc)
-            put(_APOLOGY)
-        finally:
-            put(None)
-
-    async def _pump_synth(self, reply: _Reply) -> None:
-        gen, st, tracker = reply.generation, self.state, self.tracker
-        queue = reply.phrases
-
-        async def phrases() -> AsyncIterator[str]:
-            while (phrase := await queue.get()) is not None:
-                if gen == st.generation:  # the apology is heard, but is no part of the graph's reply
-                    tracker.add_phrase("" if isinstance(phrase, _Unattributed) else phrase)
-                yield phrase
-
-        fs = self.ctx.flow_settings
-        chunks = self._synth.synthesize(phrases(), voice=fs.voice, language=fs.language)
-        try:
-            async for chunk in chunks:
-                if gen != st.generation:
-                    break
-                self._enqueue_audio(reply, chunk)
-        except Exception as exc:  # the reply stops where its audio stops: an interruption, not an end
-            self._reply_failed(reply, "synth", exc)
-            reply.tasks[0].cancel()  # the graph run: its history is repaired to what was heard
-            reply.buf.clear()  # a partial frame is no phrase end
-        finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if gen == st.generation:
-            if reply.buf:  # a synthesizer that never flagged ``last``
-                self._emit(reply, bytes(reply.buf), reply.buf_phrase, end=True)
-                reply.buf.clear()
-            self._out.reply_end(gen)
-
-    def _enqueue_audio(self, reply: _Reply, chunk: AudioChunk) -> None:
-        """Cut TTS audio into 20 ms frames; hold the last partial frame until the phrase ends."""
-        self.tracker.add_audio(chunk.phrase, len(chunk.audio))
-        buf = reply.buf
-        if chunk.phrase != reply.buf_phrase:
-            if buf:
-                self._emit(reply, bytes(buf), reply.buf_phrase, end=True)
-                buf.clear()
-            reply.buf_phrase = chunk.phrase
-        buf += chunk.audio
-        if chunk.last:
-            if buf:
-                self._emit(reply, bytes(buf), chunk.phrase, end=True)
-                buf.clear()
-            reply.buf_phrase = -1
-        else:
-            n = (len(buf) - 1) // FRAME_BYTES * FRAME_BYTES
-            if n > 0:
-                self._emit(reply, bytes(buf[:n]), chunk.phrase, end=False)
-                del buf[:n]
-
-    def _emit(self, reply: _Reply, audio: bytes, phrase: int, *, end: bool) -> None:
-        self._out.audio(reply.generation, phrase, audio, phrase_end=end)
+        self._replies.start(self._tg, reply, events)
 
     def _reply_played(self) -> None:
         """The current reply has played to the end (or produced no audio)."""
@@ -539,7 +357,7 @@ class CallSession:
         self.policy.playback_done()
         if reply.failed:  # cut short by an error: what played is what the history keeps
             reply.timing.interrupted = True
-            self._repair_after(reply, self.tracker.heard_text())
+            self._replies.repair_after(self._tg, reply, self.tracker.heard_text())
             return
         self._progress.set(self.state.call_sid, None)
         self._record(
@@ -572,54 +390,7 @@ class CallSession:
         reply.timing.interrupted = True
         reply.timing.done_at = self._clock()
         st.reply = None
-        self._repair_after(reply, heard)
-
-    def _reply_failed(self, reply: _Reply, stage: str, exc: Exception) -> None:
-        """A turn's graph run or its synthesis raised: log it, drop any transfer or hang-up
-        it asked for, and let the reply end as an interrupted one (the call goes on)."""
-        if isinstance(exc, ProviderError):
-            self._log.warning("reply failed", stage=stage, provider=exc.provider, error=str(exc))
-        else:
-            self._log.error("reply failed", stage=stage, exc_info=exc)
-        reply.failed = reply.failed or stage
-        reply.request = None
-        self._record(CallEvent(call_sid=self.state.call_sid, kind="error", role="system", data={"stage": stage}))
-
-    def _repair_after(self, reply: _Reply, heard: str) -> None:
-        """Make the history say what the caller heard of ``reply``, once its tasks are done
-        and in order with every other graph run and repair (``_repair``)."""
-        st = self.state
-        if st.first_audio_gen == reply.generation:  # until repaired, a resume repairs it
-            self._progress.set(st.call_sid, heard)
-        if self._tg is None:  # the call is over: the stored heard text is the repair
-            return
-        previous = self._repair
-        repair = self._repair_reply(reply, heard, previous)
-        self._repair = self._tg.create_task(repair, name=f"call-heard-{st.call_sid}")
-
-    async def _repair_reply(self, reply: _Reply, heard: str, previous: asyncio.Task[None] | None) -> None:
-        # The cut graph run has stopped, and earlier repairs are done, before this one.
-        await asyncio.wait(reply.tasks if previous is None else (*reply.tasks, previous))
-        st = self.state
-        try:
-            async with self._runner_lock:
-                await self._runner.record_heard(self.ctx, heard)
-        except Exception:  # the stored heard text stays: a resume may still repair it
-            self._log.exception("could not record what the caller heard")
-        else:
-            if st.first_audio_gen <= reply.generation:  # never wipe a later reply's progress
-                self._progress.set(st.call_sid, None)
-        self._record(
-            CallEvent(
-                call_sid=st.call_sid,
-                kind="turn",
-                role="agent",
-                text=heard,
-                interrupted=True,
-                latency_ms=reply.timing.latency_ms,
-                data={"trigger": reply.timing.trigger, **({"failed": reply.failed} if reply.failed else {})},
-            )
-        )
+        self._replies.repair_after(self._tg, reply, heard)
 
     async def _carry_out(self, request: TransferRequest | EndCallRequest) -> None:
         """The last reply has played: record the outcome, then close the stream (Twilio then
@@ -638,7 +409,7 @@ class CallSession:
             self.state.end_reason = "ended by agent"
             values = {"outcome": "ended_by_agent"}
             self._record(CallEvent(call_sid=sid, kind="end_call", role="system", data={"reason": request.reason}))
-        await self._flush_events()
+        await self._call_log.flush()
         for attempt in (1, 2):  # a failed write must not turn the transfer into a reconnect
             try:
                 await call_store.update_call(self._db, sid, **values)
@@ -669,39 +440,3 @@ class CallSession:
         self.tracker.finish()
         if self.tracker.all_played:
             self._reply_played()
-
-    # --- persistence ----------------------------------------------------------------------------
-    def _record(self, event: CallEvent) -> None:
-        if len(self._events) < MAX_PENDING_EVENTS:
-            self._events.append(event)
-
-    async def _persist_loop(self) -> None:
-        # Shielded: the call's end cancels this task, and a cancellation inside a transaction
-        # makes SQLAlchemy's pool log a CancelledError traceback. Each write holds
-        # ``_persist_lock``, so the final ``_flush_events`` in ``run`` waits for it.
-        await asyncio.shield(self._store_stream())
-        while True:
-            await asyncio.sleep(self._persist_interval_s)
-            if self._events:
-                await asyncio.shield(self._flush_events())
-
-    async def _store_stream(self) -> None:
-        async with self._persist_lock:
-            try:
-                await call_store.update_call(self._db, self.state.call_sid, stream_sid=self.state.stream_sid)
-            except SQLAlchemyError as exc:
-                self._log.warning("could not record the stream", error=str(exc))
-
-    async def _flush_events(self) -> None:
-        async with self._persist_lock:
-            if not self._events:
-                return
-            batch, self._events = self._events, []
-            try:
-                await call_store.add_events(self._db, batch)
-            except Exception as exc:  # the transcript waits for the next round; the call goes on
-                if isinstance(exc, SQLAlchemyError | OSError):
-                    self._log.warning("could not store call events", count=len(batch), error=str(exc))
-                else:
-                    self._log.error("could not store call events", count=len(batch), exc_info=exc)
-                self._events[:0] = batch[: MAX_PENDING_EVENTS - len(self._events)]
