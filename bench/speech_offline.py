@@ -116,7 +116,7 @@ async def piper_figures(pool: SpeechWorkers, repeat: int) -> list[bytes]:
     await asyncio.to_thread(render_piper, cold, PHRASES[3])
     print(f"piper first synthesis after load, not warmed: {(time.perf_counter() - t) * 1000:.0f} ms")
     voice = await asyncio.to_thread(load_piper)  # warmed, as the server loads it
-    tts = OfflineSynthesizer(voice=voice, workers=pool)
+    tts = OfflineSynthesizer(voice=voice, workers=pool, variation=False)  # the same audio every run
     rendered = [await tts.render(p) for p in PHRASES]
     # Only phrases with an early clause boundary are split; the others are timed as before.
     splittable = [p for p in PHRASES if len(split_head(p)) == 2]

