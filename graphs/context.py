@@ -19,3 +19,9 @@ class CallContext:
     flow: str  # flow name, a key of Settings.flows
     flow_settings: FlowSettings
     previous_thread_id: str | None = None  # a recent earlier call of this caller (callback)
+
+    def __post_init__(self) -> None:
+        # A run started over HTTP (``langgraph dev``, Studio, the SDK) gives its context as
+        # JSON: ``flow_settings`` arrives as a dict and is validated like dialgraph.toml.
+        if isinstance(self.flow_settings, dict):
+            object.__setattr__(self, "flow_settings", FlowSettings.model_validate(self.flow_settings))

@@ -23,7 +23,8 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     ("cancel", r"\bcancel\b"),
     (
         "reschedule",
-        r"\b(reschedule|move|change|push|shift) (my |the |it|our )?(appointment|booking|visit|it)?|\bdifferent (time|day)\b",
+        r"\b(reschedule|move|change|push|shift) (my |the |it|our )?(appointment|booking|visit|it)?|\bdifferent (time|day)\b"
+        r"|\breschedul|(?<!n't )(?<!not )\bmake it (?:at |on |for |to |around )?(?:\d|today\b|tomorrow\b|next\b|this\b|\w+day\b)",
     ),
     (
         "list",

@@ -217,7 +217,7 @@ class _Policy:
                 {"message": text.strip(), "for_whom": f.for_whom, "caller_name": f.name},
                 task=None,
             )
-        if intent == "bye" or (f.ask in ("anything_else", "followup_book") and is_no(norm) and intent is None):
+        if intent == "bye" or (f.ask in ("anything_else", "followup_book") and intent in (None, "no") and is_no(norm)):
             return self.call("end_call", {"reason": "completed"}, task=None)
         if intent == "human":
             return self.transfer(norm, text)
@@ -229,6 +229,8 @@ class _Policy:
                 f.purpose = "Call back"
             elif intent in (None, "yes", "message"):
                 return self.say(ASK_MESSAGE, ask="message", task="message")
+            elif intent == "no":
+                return self.say(f"No problem. {ASK_ELSE}", ask="anything_else", task=None)
         if f.ask == "hear_or_change" and (
             intent in ("yes", "question") or (intent is None and _HEAR.search(norm) is not None)
         ):
@@ -248,7 +250,11 @@ class _Policy:
             return self.call("search_knowledge", {"question": text.strip()}, task=None)
         if self.flow == "sales" and f.task in (None, "lead") and intent not in ("book", "reschedule"):
             return self.qualify(text, norm)
-        if intent == "reschedule" or (f.task == "reschedule" and intent is None):
+        if intent == "reschedule" and f.task == "book" and not _NAMES_BOOKED.search(norm):
+            intent = "book"  # "can we make it 4 instead" while booking: "it" is the time being booked
+        if intent is None and f.task is None and _INSTEAD.search(norm) and "reschedule_appointment" in self.tools:
+            intent = "reschedule"  # "4 pm instead", just after a booking or a move
+        if intent == "reschedule" or (f.task == "reschedule" and intent in (None, "yes", "no", "question")):
             return self.reschedule(text, norm)
         if intent == "book" or f.task == "book" or f.ask in ("when", "choice", "name"):
             return self.book(text, norm)
@@ -270,9 +276,20 @@ class _Policy:
             if is_yes(norm) and len(f.offered) == 1:
                 return _when_of(f.offered[0])
         when = parse_when(text, self.facts.now)
+        if when is not None and when.time and not when.approximate and not when.dated and f.ask == "choice":
+            # "4 pm, please" picks the offered 4 pm, whichever day it is on.
+            same = [o for o in f.offered if _when_of(o).time == when.time]
+            if len(same) == 1:
+                return _when_of(same[0])
         if when is not None and f.day and when.time and not _names_day(norm):
             when = When(date=dt.date.fromisoformat(f.day), time=when.time)
         return when
+
+    def which_time(self, task: str) -> Reply | None:
+        """ "Yes please" to several offered times: ask which, keeping the offer open."""
+        if self.frame.ask == "choice" and len(self.frame.offered) > 1:
+            return self.say(ASK_CHOICE, ask="choice", task=task)
+        return None
 
     def book(self, text: str, norm: str) -> Reply:
         f = self.frame
@@ -283,6 +300,8 @@ class _Policy:
             day = when.iso()
             return self.call("find_free_slots", {"when": day, "count": 3}, task="book", day=when.date.isoformat())
         if f.start is None:
+            if is_yes(norm) and (again := self.which_time("book")):
+                return again
             return self.say(ASK_WHEN, ask="when", task="book")
         if not f.name:
             return self.say(ASK_NAME, ask="name", task="book")
@@ -291,14 +310,25 @@ class _Policy:
         return self.call("book_appointment", args, task="book")
 
     def reschedule(self, text: str, norm: str) -> Reply:
+        """Move the appointment. Only what the caller said goes to the tool: a bare time
+        ("move it to 3 pm") keeps the appointment's day and a bare day ("to Thursday") its
+        time of day; the tool knows the appointment, the words do not."""
         when = self.when(text, norm)
-        if when is not None and when.time is not None and not when.approximate:
-            return self.call("reschedule_appointment", {"new_start": when.iso()}, task="reschedule")
-        if when is not None:
-            return self.call(
-                "find_free_slots", {"when": when.iso(), "count": 3}, task="reschedule", day=when.date.isoformat()
-            )
-        return self.say(ASK_WHEN_MOVE, ask="when", task="reschedule")
+        if when is None:
+            if is_yes(norm) and (again := self.which_time("reschedule")):
+                return again
+            return self.say(ASK_WHEN_MOVE, ask="when", task="reschedule")
+        if when.approximate or (when.time is None and _ASKS_OPTIONS.search(norm)):  # "anything on Thursday?"
+            slots = {"when": when.iso(), "count": 3}
+            return self.call("find_free_slots", slots, task="reschedule", day=when.date.isoformat())
+        day = when.date.isoformat() if when.dated else None
+        if when.time is None:
+            new_start = when.date.isoformat()
+        elif when.dated:
+            new_start = when.iso()
+        else:
+            new_start = when.time.strftime("%H:%M")
+        return self.call("reschedule_appointment", {"new_start": new_start}, task="reschedule", day=day)
 
     def qualify(self, text: str, norm: str) -> Reply:
         f = self.frame
@@ -316,7 +346,9 @@ class _Policy:
                 f.task = "book"
                 f.purpose = "Sales follow-up"
                 return self.book(text, norm)
-            if is_yes(norm) or "connect" in norm or "now" in norm:
+            if is_no(norm) or _NOT_NOW.search(norm):
+                return self.say(f"No problem. {ASK_FOLLOWUP}", ask="followup_book", task="lead")
+            if is_yes(norm) or re.search(r"\b(connect|now)\b", norm):
                 return self.transfer(norm, text)
         elif "need" not in lead and len(norm.split()) > 2:
             lead["need"] = text.strip()
@@ -423,6 +455,10 @@ def _names_day(norm: str) -> bool:
     )
 
 
+_NAMES_BOOKED = re.compile(r"\b(my|the|our|that) (appointment|booking|visit)\b")
+_INSTEAD = re.compile(r"\binstead\b")
+_NOT_NOW = re.compile(r"\bnot (right )?now\b")
+_ASKS_OPTIONS = re.compile(r"\b(what|which|any|anything|available|free|open|options?)\b|\?\s*$")
 _HEAR = re.compile(r"\b(hear|read|tell|remind|what|when)\b")
 _SPOKEN_TIME = re.compile(r"\b\d{1,2}(?::\d{2})?\s?(?:am|pm)\b|\b12:00\b")
 

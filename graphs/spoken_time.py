@@ -98,7 +98,7 @@ def _clock_phrases(text: str) -> str:
 
     text = _CLOCK_WORDS.sub(repl, text)
     text = re.sub(r"(?<![:\d])(\d{1,2})\s*o'?\s?clock\b", r"\1:00", text)
-    text = re.sub(r"\b(\d{1,2}:\d{2})\s*o'?\s?clock\b", r"\1", text)
+    text = re.sub(r"\b(\d{1,2}:\d{2})(?:\s*o'?\s?clock\b)+", r"\1", text)
     text = re.sub(r"\b(noon|midday)\b", "12:00", text)
     text = re.sub(r"\bmidnight\b", "0:00", text)
     text = re.sub(r"\b([ap])\.?\s?m\b\.?", r"\1m", text)
@@ -123,12 +123,15 @@ def normalise(text: str) -> str:
 class When:
     """A resolved request: a local date, and a time of day when the caller gave one.
 
-    ``approximate`` is true when the time only came from a period ("tomorrow morning").
+    ``approximate`` is true when the time only came from a period ("tomorrow morning");
+    ``dated`` is false when the caller named no day and ``date`` is only the next time
+    that time of day comes round ("move it to 3 pm" names no day).
     """
 
     date: dt.date
     time: dt.time | None = None
     approximate: bool = False
+    dated: bool = True
 
     def as_datetime(self) -> dt.datetime:
         return dt.datetime.combine(self.date, self.time or dt.time(9, 0))
@@ -142,7 +145,8 @@ class When:
 
 _TIME_RE = re.compile(
     r"\b(?:(?P<h1>\d{1,2}):(?P<m1>[0-5]\d)\s*(?P<ap1>am|pm)?|(?P<h2>\d{1,2})\s*(?P<ap2>am|pm)"
-    r"|(?:at|by|around|after|before)\s+(?P<h3>\d{1,2})(?![\d:/]|st|nd|rd|th|\s*(?:am|pm)\b))"
+    r"|(?:at|by|around|after|before|make it|(?:it|appointment|booking) to)\s+(?P<h3>\d{1,2})"
+    r"(?![\d:/]|st|nd|rd|th|\s*(?:am|pm|days?|weeks?|months?|hours?|minutes?|people)\b))"
 )
 
 
@@ -272,8 +276,8 @@ def parse_date(norm: str, now: dt.datetime) -> dt.date | None:
 def parse_when(text: str, now: dt.datetime) -> When | None:
     """Resolve a caller's spoken date/time against ``now`` (local, naive or aware).
 
-    A time without a date means today if still ahead, else tomorrow. Returns None when
-    the text names neither a date nor a time.
+    A time without a date means today if still ahead, else tomorrow, with ``dated`` false.
+    Returns None when the text names neither a date nor a time.
     """
     norm = normalise(text)
     time, approximate, rest = parse_time(norm)
@@ -283,4 +287,5 @@ def parse_when(text: str, now: dt.datetime) -> When | None:
     if date is None:
         assert time is not None
         date = now.date() if time > now.time() else now.date() + dt.timedelta(days=1)
+        return When(date=date, time=time, approximate=approximate, dated=False)
     return When(date=date, time=time, approximate=approximate)

@@ -14,7 +14,14 @@ from server.db import Database
 from tools.calendar import AppointmentView, Calendar, Outcome
 from tools.runtime import NO_CALLER_ID, Clock, caller_number, clean, sorry, speak_errors
 from tools.speech_format import spoken_date, spoken_datetime, spoken_list, spoken_time
-from tools.timeparse import RequestedTime, TimeParseError, parse_when, parse_when_lenient
+from tools.timeparse import (
+    NewStart,
+    RequestedTime,
+    TimeParseError,
+    parse_time_of_day,
+    parse_when,
+    parse_when_lenient,
+)
 
 _UNREADABLE = (
     "I couldn't read the time {text!r}. Pass a local date-time like 2026-11-27T14:30, or a date like 2026-11-27."
@@ -36,6 +43,16 @@ async def read_when(text: str, cal: Calendar) -> RequestedTime:
         return parse_when(text, cal.zone)
     except TimeParseError:
         return await asyncio.to_thread(parse_when_lenient, text, cal.zone, now=cal.now())
+
+
+async def read_new_start(text: str, cal: Calendar) -> NewStart:
+    """Where to move an appointment. A bare time ("15:00", "3 pm") keeps the appointment's
+    day and a bare date keeps its time of day: read as a whole point, "3 pm" would mean
+    today, whatever day the appointment is on."""
+    try:
+        return NewStart(time=parse_time_of_day(text))
+    except TimeParseError:
+        return NewStart.of(await read_when(text, cal))
 
 
 def describe_slots(slots: list[dt.datetime], today: dt.date) -> str:
@@ -145,10 +162,10 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
     async def reschedule_appointment(
         new_start: str, runtime: ToolRuntime[CallContext], appointment_id: str | None = None
     ) -> str:
-        """Move one of the caller's upcoming appointments to a new time.
+        """Move one of the caller's upcoming appointments to a new time. If that time is not free, nothing moves and the nearest free times are given.
 
         Args:
-            new_start: new local start date-time, ISO like 2026-11-27T14:30.
+            new_start: new local start, ISO like 2026-11-27T14:30; only a time like 15:00 keeps the appointment's day, only a date like 2026-11-27 keeps its time of day.
             appointment_id: which appointment: its id, or its current local date-time or date; omit for the caller's next appointment.
         """
         ctx = runtime.context
@@ -159,13 +176,10 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
 
         async def run() -> str:
             try:
-                wanted = await read_when(new_start, cal)
+                wanted = await read_new_start(new_start, cal)
             except TimeParseError:
                 return _UNREADABLE.format(text=new_start)
-            if not wanted.has_time:
-                slots = await cal.free_slots(wanted)
-                return f"Nothing moved yet: I need a time as well as the day. {offer(slots, cal.today())}"
-            return describe_outcome(cal, await cal.reschedule(phone, wanted.at, appointment_id))
+            return describe_outcome(cal, await cal.reschedule(phone, wanted, appointment_id))
 
         return await speak_errors("reschedule_appointment", ctx, run, sorry("move that appointment"))
 

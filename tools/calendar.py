@@ -29,7 +29,7 @@ from server.db import Database
 from server.models import Appointment, Contact
 from server.settings import FlowSettings
 from tools.runtime import Clock, now_utc
-from tools.timeparse import RequestedTime, TimeParseError, localize, parse_when
+from tools.timeparse import NewStart, RequestedTime, TimeParseError, localize, parse_when
 
 DEFAULT_CALENDAR = "default"
 DAYS_BEFORE, DAYS_AFTER = 7, 21  # search window around a requested time
@@ -225,13 +225,16 @@ class Calendar:
             return await self._refused(result.status, start)
         return result
 
-    async def reschedule(self, phone: str, new_start: dt.datetime, ref: str | None = None) -> Outcome:
-        """Move the caller's appointment ``ref`` (None: the next one) to ``new_start``."""
+    async def reschedule(self, phone: str, new_start: dt.datetime | NewStart, ref: str | None = None) -> Outcome:
+        """Move the caller's appointment ``ref`` (None: the next one) to ``new_start``; a
+        ``NewStart`` naming only a time or only a day keeps the other half of the old start."""
         async with self.db.sessionmaker() as s:
             found = await self._find_own(s, phone, ref)
         if not isinstance(found, Appointment):
             return found
         old = AppointmentView.of(found)
+        if isinstance(new_start, NewStart):
+            new_start = new_start.on(old.starts_at, self.zone)
         new_utc = new_start.astimezone(dt.UTC)
         if new_utc == old.starts_at:
             return Outcome("yours", old)

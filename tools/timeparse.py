@@ -5,6 +5,10 @@ The contract is ISO-8601 *local* time in the flow's zone ("2026-11-27T14:30" or 
 fractions, and a trailing ``Z`` or offset (then converted into the flow's zone).
 ``parse_when_lenient`` falls back to dateparser for things like "tomorrow at 3pm"; it is
 slower (call it in a thread).
+
+Moving an appointment may name only half of the new start ("move it to 3 pm", "move it
+to Thursday"): ``parse_time_of_day`` reads a bare time, and ``NewStart`` fills the half
+not said from the appointment being moved, never from today.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ _ISO = re.compile(
 )
 
 
+_TIME_OF_DAY = re.compile(
+    r"""^(?:at\s+)?T?(?P<hour>\d{1,2})(?::(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,]\d+)?)?)?
+        \s*(?:(?P<ampm>[ap])\.?\s?m\.?)?$""",
+    re.VERBOSE | re.IGNORECASE,
+)
+_NAMED_TIMES = {"noon": dt.time(12), "midday": dt.time(12), "midnight": dt.time(0)}
+
+
 class TimeParseError(ValueError):
     """The text is not a date or time we can read."""
 
@@ -36,6 +48,28 @@ class RequestedTime:
     @property
     def day(self) -> dt.date:
         return self.at.date()
+
+
+@dataclass(frozen=True, slots=True)
+class NewStart:
+    """Where to move an appointment: a day, a wall-clock time in the flow's zone, or both.
+
+    What is left out comes from the appointment being moved: "3 pm" keeps its day,
+    "Thursday" keeps its time of day. ``time`` keeps ``fold``, so an instant given with an
+    offset comes back as that instant even in a repeated (DST fall-back) hour.
+    """
+
+    day: dt.date | None = None
+    time: dt.time | None = None
+
+    @classmethod
+    def of(cls, wanted: RequestedTime) -> NewStart:
+        return cls(day=wanted.day, time=wanted.at.time() if wanted.has_time else None)
+
+    def on(self, current: dt.datetime, zone: ZoneInfo) -> dt.datetime:
+        """The new start (aware, in ``zone``) for an appointment now at ``current``."""
+        local = current.astimezone(zone)
+        return localize(dt.datetime.combine(self.day or local.date(), self.time or local.time()), zone)
 
 
 def localize(naive: dt.datetime, zone: ZoneInfo) -> dt.datetime:
@@ -69,6 +103,28 @@ def parse_when(text: str, zone: ZoneInfo) -> RequestedTime:
     if tz is None:
         return RequestedTime(at=localize(naive, zone), has_time=True)
     return RequestedTime(at=naive.replace(tzinfo=_offset(tz)).astimezone(zone), has_time=True)
+
+
+def parse_time_of_day(text: str) -> dt.time:
+    """A bare time of day: "15:00", "T15:00:00", "3pm", "3:30 p.m.", "at 3 PM", "noon".
+
+    A bare number ("3") is refused: without minutes or am/pm it could be a day or an hour.
+    """
+    cleaned = text.strip().strip("\"'").strip()
+    if (named := _NAMED_TIMES.get(cleaned.lower())) is not None:
+        return named
+    match = _TIME_OF_DAY.match(cleaned)
+    if match is None or (match["minute"] is None and match["ampm"] is None):
+        raise TimeParseError(text)
+    hour, minute, second = int(match["hour"]), int(match["minute"] or 0), int(match["second"] or 0)
+    if match["ampm"] is not None:
+        if not 1 <= hour <= 12:
+            raise TimeParseError(text)
+        hour = hour % 12 + (12 if match["ampm"].lower() == "p" else 0)
+    try:
+        return dt.time(hour, minute, second)
+    except ValueError as exc:
+        raise TimeParseError(text) from exc
 
 
 def _offset(tz: str) -> dt.tzinfo:

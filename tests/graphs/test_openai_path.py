@@ -66,3 +66,33 @@ async def test_scheduling_conversation_through_chat_openai(flow_settings: Settin
     # the tool schemas hide the injected runtime argument
     book = next(t for t in first["tools"] if t["function"]["name"] == "book_appointment")
     assert "runtime" not in json.dumps(book["function"]["parameters"])
+
+
+async def test_a_hosted_model_can_move_an_appointment_by_time_alone(flow_settings: Settings, db: Database) -> None:
+    """The schema offers a bare time for "move it to 3 pm", and the tool keeps the
+    appointment's day: a model that passes "3 pm" moves it on Tuesday, not today."""
+    script = [
+        ScriptedReply(tool_calls=[("book_appointment", {"start": "2026-11-24T10:00", "name": "Ana Lopez"})]),
+        ScriptedReply(text="You're booked for Tuesday at 10 in the morning."),
+        ScriptedReply(tool_calls=[("reschedule_appointment", {"new_start": "3 pm"})]),
+        ScriptedReply(text="Done, Tuesday at 3 in the afternoon."),
+    ]
+    async with FakeOpenAIServer(script) as server, AsyncExitStack() as stack:
+        model = build_chat_model(f"openai-compatible:{server.base_url}/fake-model", settings=flow_settings)
+        runners = await build_runners(flow_settings, db, stack, clock=fixed_clock, model=model)
+        call = Call.open(runners["scheduling"], flow_settings, "scheduling")
+        await call.start()
+        await call.say("Tuesday at ten please, I'm Ana Lopez")
+        assert (await call.say("Can you move it to 3 pm?")).text == "Done, Tuesday at 3 in the afternoon."
+
+    tool_msg = next(m for m in server.requests[3]["messages"] if m["role"] == "tool" and "Done" in m["content"])
+    assert tool_msg["content"] == (
+        "Done: your appointment on Tuesday the 24th of November at 10 in the morning is now on "
+        "Tuesday the 24th of November at 3 in the afternoon."
+    )
+    async with db.sessionmaker() as session:
+        [appt] = (await session.scalars(select(Appointment))).all()
+    assert appt.starts_at.astimezone(ZoneInfo("America/New_York")).replace(tzinfo=None) == dt.datetime(2026, 11, 24, 15)
+    move = next(t for t in server.requests[0]["tools"] if t["function"]["name"] == "reschedule_appointment")
+    described = move["function"]["parameters"]["properties"]["new_start"]["description"]
+    assert "only a time like 15:00 keeps the appointment's day" in described

@@ -209,3 +209,26 @@ def test_normalise_regression_clock_then_past_is_idempotent() -> None:
     # Found by hypothesis: "1:00 past 1" used to become "1:1:00" on a second pass.
     once = normalise("one o'clock past one")
     assert normalise(once) == once
+
+
+def test_normalise_regression_repeated_oclock_is_idempotent() -> None:
+    # Found by hypothesis: "1:00 o'clock" kept one "o'clock" per pass.
+    once = normalise("one o'clock o'clock o'clock")
+    assert once == "1:00" and normalise(once) == once
+
+
+def test_moving_it_names_a_time_a_day_or_both() -> None:
+    assert classify(normalise("I need to reschedule."), "scheduling") == "reschedule"
+    assert classify(normalise("can we make it 4 instead"), "scheduling") == "reschedule"
+    assert classify(normalise("could you make it Thursday"), "scheduling") == "reschedule"
+    assert classify(normalise("I can't make it on Tuesday"), "scheduling") != "reschedule"
+    assert classify(normalise("I'd like to make an appointment"), "scheduling") == "book"
+    four = parse_when("can we make it 4 instead", NOW)
+    assert four is not None and four.time == dt.time(16) and not four.dated
+    three = parse_when("move my appointment to 3 pm", NOW)
+    assert three is not None and three.time == dt.time(15) and not three.dated
+    thursday = parse_when("move it to thursday", NOW)
+    assert thursday is not None and thursday.dated and thursday.time is None
+    both = parse_when("push it to thursday at 10", NOW)
+    assert both is not None and both.dated and both.iso() == "2026-11-26T10:00"
+    assert parse_when("make it 2 weeks later", NOW) is None  # "2" is not an hour here

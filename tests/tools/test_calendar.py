@@ -105,6 +105,49 @@ async def test_taken_past_and_off_grid_times_are_refused_with_alternatives(db: D
     assert [(a.phone, a.starts_at.hour) for a in await appointments(db)] == [(ALICE, 15)]
 
 
+async def test_a_bare_time_or_day_keeps_the_rest_of_the_local_start(db: Database, graph: ToolGraph) -> None:
+    # Tuesday 01:00 in Kolkata is Monday 19:30 UTC, and the clock says Monday 18:30 there:
+    # "3 pm" must land on the appointment's local day, neither UTC's day nor today.
+    ctx = call_context(ALICE, KOLKATA)
+    await graph.text(ctx, "book_appointment", start="2026-11-24T01:00", purpose="a check-up")
+    moved = await graph.text(ctx, "reschedule_appointment", new_start="3 pm")
+    assert moved == (
+        "Done: your appointment on Tuesday the 24th of November at 1 at night is now on "
+        "Tuesday the 24th of November at 3 in the afternoon, for a check-up."
+    )
+    [row] = await appointments(db)
+    assert row.starts_at == dt.datetime(2026, 11, 24, 9, 30, tzinfo=dt.UTC)
+    thursday = await graph.text(ctx, "reschedule_appointment", new_start="2026-11-26")
+    assert thursday.endswith("is now on Thursday the 26th of November at 3 in the afternoon, for a check-up.")
+    await graph.text(ctx, "reschedule_appointment", new_start="T01:00")
+    await graph.text(ctx, "reschedule_appointment", new_start="2026-11-24")
+    [row] = await appointments(db)
+    assert row.starts_at == dt.datetime(2026, 11, 23, 19, 30, tzinfo=dt.UTC)  # Tuesday 01:00 again
+    both = await graph.text(ctx, "reschedule_appointment", new_start="2026-11-25T09:30")
+    assert both.endswith("is now on Wednesday the 25th of November at 9:30 in the morning, for a check-up.")
+
+
+async def test_a_bare_time_that_is_closed_or_past_is_refused_with_that_days_slots(
+    db: Database, graph: ToolGraph, clock: FixedClock
+) -> None:
+    ctx = call_context(ALICE, NEW_YORK)
+    await graph.text(ctx, "book_appointment", start="2026-11-24T10:00")
+    closed = await graph.text(ctx, "reschedule_appointment", new_start="20:00")
+    assert closed == (
+        "We're not open then. The nearest free times are Tuesday the 24th of November at "
+        "3:30 in the afternoon, 4 in the afternoon or 4:30 in the afternoon."
+    )
+    await graph.text(ctx, "reschedule_appointment", new_start="15:00")
+    clock.now = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.UTC)  # Tuesday noon in New York
+    past = await graph.text(ctx, "reschedule_appointment", new_start="9 am")
+    assert past == (
+        "That time has already passed. The nearest free times are Tuesday the 24th of November at "
+        "12:30 in the afternoon, 1 in the afternoon or 1:30 in the afternoon."
+    )
+    [row] = await appointments(db)
+    assert row.starts_at.astimezone(NEW_YORK.zone).replace(tzinfo=None) == dt.datetime(2026, 11, 24, 15, 0)
+
+
 async def test_buffer_keeps_slots_apart(db: Database, clock: FixedClock) -> None:
     flow = FlowSettings(timezone="UTC", slot_minutes=30, buffer_minutes=15)
     cal = Calendar(db, flow, clock=clock)
