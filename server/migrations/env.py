@@ -1,29 +1,42 @@
-"""Alembic environment: runs migrations on the app's async engine URL."""
+"""Alembic environment: runs migrations synchronously on the app's database.
+
+The app's URL names an async driver (``sqlite+aiosqlite``, ``postgresql+psycopg``,
+``postgresql+asyncpg``); migrations use the same database through a sync driver, so an
+upgrade never starts an event loop of its own and can run in any worker thread (the app
+calls it with ``asyncio.to_thread``; ``langgraph dev`` flags file reads in any running
+loop, even another thread's).
+"""
 
 from __future__ import annotations
 
-import asyncio
-
 from alembic import context
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from server.models import Base
 
 target_metadata = Base.metadata
 
-
-def _run(connection: object) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)  # type: ignore[arg-type]
-    with context.begin_transaction():
-        context.run_migrations()
+SYNC_DRIVERS = {"sqlite+aiosqlite": "sqlite+pysqlite", "postgresql+asyncpg": "postgresql+psycopg"}
 
 
-async def _online() -> None:
-    engine = create_async_engine(context.config.get_main_option("sqlalchemy.url") or "")
-    async with engine.connect() as conn:
-        await conn.run_sync(_run)
-        await conn.commit()
-    await engine.dispose()
+def sync_url(url: str) -> str:
+    """``url`` with its async driver swapped for the sync one of the same database."""
+    parsed = make_url(url)
+    driver = SYNC_DRIVERS.get(parsed.drivername)
+    return parsed.set(drivername=driver).render_as_string(hide_password=False) if driver else url
+
+
+def _run_online(url: str) -> None:
+    engine = create_engine(sync_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
 
 
 if context.is_offline_mode():
@@ -31,4 +44,4 @@ if context.is_offline_mode():
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(_online())
+    _run_online(context.config.get_main_option("sqlalchemy.url") or "")
