@@ -1,6 +1,6 @@
 """A dialgraph server for load benchmarks: the real app and graphs, fast fake speech.
 
-Speech is the text-carrying fake of ``tests.fakes.sim_speech`` (instant ASR/TTS standing in
+Speech is the text-carrying fake of ``tests.fakes.speech`` (instant ASR/TTS standing in
 for cloud providers answering at once); everything else (webhooks, signatures, the media
 session, the offline model, the checkpointer, the database) is the real thing.
 

@@ -3,7 +3,7 @@
 The server runs as its own process(es): ``uvicorn`` with ``--workers W`` semantics (one
 process, or a supervisor and W worker processes sharing the port, as ``dialgraph serve
 --workers W`` runs it), each worker building ``create_app`` with instant scripted providers
-(tests/fakes/scripted_call.py): the recognizer says a final every 4 s of caller audio, the
+(tests/fakes/speech.py and scripted_runner.py): the recognizer says a final every 4 s of caller audio, the
 graph answers at once, TTS returns 2 s of audio at once. The VAD is the production one
 (silero, energy-gated) unless ``--vad energy``. So what is measured is our media path:
 inbound frame handling (parse, gap check, recognizer push, VAD, policy), outbound pacing
@@ -126,7 +126,8 @@ def bench_app() -> Any:
     from server.app import create_app
     from server.services import Overrides
     from telephony.speech import Final
-    from tests.fakes.scripted_call import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
+    from tests.fakes.scripted_runner import ScriptedRunner
+    from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 
     data_dir = Path(os.environ["MEDIA_BENCH_DATA_DIR"])
     if os.environ.get("MEDIA_BENCH_VAD") == "silero":

@@ -14,6 +14,7 @@ from server.logging import configure_logging
 from server.routes import health
 from server.services import Overrides, Services
 from server.settings import Settings
+from telephony.call_log import CallEventWriter
 from telephony.reply_progress import ReplyProgressWriter
 
 log = structlog.get_logger(__name__)
@@ -30,6 +31,8 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
 
     # One batched writer of heard progress for every call; closed (flushed) before the db.
     reply_progress = await stack.enter_async_context(ReplyProgressWriter(db, interval_s=0.5))
+    # One batched writer of every call's transcript and events; likewise closed before the db.
+    call_events = await stack.enter_async_context(CallEventWriter(db, interval_s=1.0))
 
     recognizer = overrides.recognizer
     synthesizer = overrides.synthesizer
@@ -75,6 +78,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
         runners=runners,
         call_control=call_control,
         reply_progress=reply_progress,
+        call_events=call_events,
     )
 
 

@@ -161,3 +161,19 @@ class Message(Base):
     body: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="new")  # new | handled
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ConsumedStreamToken(Base):
+    """A media stream token that has opened its one socket (``jti`` from the token).
+
+    The primary key makes spending a token twice a constraint violation, so two sockets
+    racing with one token cannot both win on any instance. Rows are only needed until the
+    token expires; ``dialgraph db prune`` deletes them after that. No foreign key to
+    ``calls``: a token may name a call that has no row, and pruning must not depend on it.
+    """
+
+    __tablename__ = "consumed_stream_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)

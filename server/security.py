@@ -7,6 +7,8 @@ compare in constant time, which twilio-python's ``RequestValidator`` does not do
 
 The media WebSocket cannot carry a query string, so the ``/twilio/voice`` answer hands the
 stream a signed token as a ``<Parameter>``: ``v1.<payload>.<mac>``, base64url, HMAC-SHA256.
+Each token carries a random id (``jti``) so the media route can spend it exactly once: the
+handshake signature covers a fixed URL, so it alone cannot stop a replayed token.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -120,6 +123,7 @@ class StreamClaims:
     flow: str
     signal: str
     expires_at: int
+    jti: str  # random per token: the key under which the media route records its one use
 
 
 def _b64(data: bytes) -> str:
@@ -145,11 +149,13 @@ def issue_stream_token(
     now: float | None = None,
 ) -> str:
     """A compact url-safe token binding a media stream to a call, thread and flow until
-    ``now + ttl_s``. Raises ValueError if the claims make it 500 characters or longer."""
+    ``now + ttl_s``, with a fresh random id so it can be spent once. Raises ValueError if
+    the claims make it 500 characters or longer."""
     if not secret:
         raise ValueError("stream token secret is empty")
     expires_at = int((time.time() if now is None else now) + ttl_s)
-    claims = {"c": call_sid, "t": thread_id, "f": flow, "s": signal, "e": expires_at}
+    jti = secrets.token_urlsafe(12)
+    claims = {"c": call_sid, "t": thread_id, "f": flow, "s": signal, "e": expires_at, "j": jti}
     body = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     signed = f"{TOKEN_VERSION}.{body}"
     token = f"{signed}.{_b64(_mac(secret, signed))}"
@@ -159,7 +165,10 @@ def issue_stream_token(
 
 
 def verify_stream_token(secret: str, token: str, *, now: float | None = None) -> StreamClaims:
-    """The claims of a token this server issued, or ``InvalidStreamToken``."""
+    """The claims of a token this server issued, or ``InvalidStreamToken``. Only the
+    signature and expiry are checked here; spending the token once is the caller's job
+    (``server.call_store.consume_stream_token``). A token without an id (issued before ids
+    existed) is refused: Twilio then asks ``/stream-ended``, which answers a fresh one."""
     if not secret:
         raise InvalidStreamToken("stream token secret is empty")
     if not isinstance(token, str) or len(token) >= MAX_TOKEN_CHARS or not token.isascii():
@@ -180,7 +189,10 @@ def verify_stream_token(secret: str, token: str, *, now: float | None = None) ->
             flow=_str(raw["f"]),
             signal=_str(raw["s"]),
             expires_at=_int(raw["e"]),
+            jti=_str(raw["j"]),
         )
+        if not claims.jti:
+            raise ValueError("empty token id")
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:
         raise InvalidStreamToken("malformed stream token") from exc
     if (time.time() if now is None else now) >= claims.expires_at:

@@ -16,6 +16,7 @@ import structlog
 from graphs.events import TurnRunner
 from server.db import Database
 from server.settings import Settings
+from telephony.call_log import CallEventWriter
 from telephony.reply_progress import ReplyProgressWriter
 from telephony.speech import SpeechRecognizer, SpeechSynthesizer, VoiceActivityDetector
 
@@ -32,6 +33,7 @@ class Services:
     runners: Mapping[str, TurnRunner]  # flow name -> runner
     call_control: Any  # telephony.call_control.CallControl
     reply_progress: ReplyProgressWriter  # the process's one writer of calls.reply_heard
+    call_events: CallEventWriter  # the process's one writer of call_events (transcripts)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def runner(self, flow: str) -> TurnRunner:

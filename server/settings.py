@@ -44,6 +44,7 @@ _PLACEHOLDERS = re.compile(
 )
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -90,6 +91,19 @@ class FlowSettings(BaseModel):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {v!r}") from exc
         return v
+
+    @field_validator("tts_model")
+    @classmethod
+    def _model_id(cls, v: str | None) -> str | None:
+        """Blank means the provider's default model. Anything else must look like a model id,
+        so a malformed name (spaces, slashes, a URL) fails at start-up instead of going into
+        the vendor's URL on every reply of the flow; a well-formed but unknown id is the
+        vendor's to refuse (and the TTS fallback's to cover)."""
+        if v is None or not v.strip():
+            return None
+        if not _MODEL_ID.match(v.strip()):
+            raise ValueError(f"tts_model {v!r} is not a model id (like 'eleven_flash_v2_5')")
+        return v.strip()
 
     @field_validator("business_hours")
     @classmethod

@@ -16,6 +16,10 @@ client is written here on ``websockets``; the server's messages are plain dicts
 ``ElevenLabsHttpSynthesizer`` is the SDK's own HTTP streaming client
 (``AsyncElevenLabs.text_to_speech.stream``), one request per phrase: slower to start, but
 independent of the WebSocket service.
+
+Both take the voice and model per ``synthesize`` call (a flow's ``voice`` / ``tts_model``),
+falling back to the ones they were built with (the settings' ``elevenlabs_voice`` /
+``elevenlabs_model``) when the call names none.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ from telephony.speech import AudioChunk, ProviderError, SynthesizerCapabilities
 log = structlog.get_logger(__name__)
 OUTPUT_FORMAT = "ulaw_8000"
 _DONE = object()
+
+
+def _pick(requested: str | None, default: str) -> str:
+    """``requested`` unless it is None or blank: an empty name must not reach the vendor."""
+    return (requested or "").strip() or default
 
 
 class ElevenLabsSynthesizer:
@@ -66,17 +75,24 @@ class ElevenLabsSynthesizer:
         self.inactivity_timeout_s = inactivity_timeout_s
         self.capabilities = SynthesizerCapabilities(streaming_input=True, languages=("*",), voices=(voice,))
 
-    def url_for(self, voice: str, language: str | None) -> str:
-        params = {"model_id": self.model, "output_format": OUTPUT_FORMAT}
+    def url_for(self, voice: str, language: str | None, model: str | None = None) -> str:
+        model = _pick(model, self.model)
+        params = {"model_id": model, "output_format": OUTPUT_FORMAT}
         params["inactivity_timeout"] = str(self.inactivity_timeout_s)
-        if language and language not in ("en", "multi") and self.model.endswith(("flash_v2_5", "turbo_v2_5")):
+        if language and language not in ("en", "multi") and model.endswith(("flash_v2_5", "turbo_v2_5")):
             params["language_code"] = language.split("-")[0]
         return build_ws_url(self._base, ["v1", "text-to-speech", voice, "multi-stream-input"], params)
 
     def synthesize(
-        self, phrases: AsyncIterable[str], *, voice: str | None = None, language: str | None = None
+        self,
+        phrases: AsyncIterable[str],
+        *,
+        voice: str | None = None,
+        language: str | None = None,
+        model: str | None = None,
     ) -> AsyncIterator[AudioChunk]:
-        return _Reply(self, phrases, voice or self.voice, language or self.language).run()
+        url = self.url_for(_pick(voice, self.voice), language or self.language, model)
+        return _Reply(self, phrases, url).run()
 
     async def aclose(self) -> None:
         pass
@@ -85,10 +101,10 @@ class ElevenLabsSynthesizer:
 class _Reply:
     """One reply: one socket, one context per phrase."""
 
-    def __init__(self, owner: ElevenLabsSynthesizer, phrases: AsyncIterable[str], voice: str, language: str | None):
+    def __init__(self, owner: ElevenLabsSynthesizer, phrases: AsyncIterable[str], url: str):
         self._owner = owner
         self._phrases = phrases
-        self._url = owner.url_for(voice, language)
+        self._url = url
         self._slots = asyncio.Semaphore(owner.max_contexts)
         self._open: set[str] = set()
         self._sent = 0  # contexts opened so far
@@ -209,9 +225,15 @@ class ElevenLabsHttpSynthesizer:
         self.capabilities = SynthesizerCapabilities(streaming_input=False, languages=("*",), voices=(voice,))
 
     async def synthesize(
-        self, phrases: AsyncIterable[str], *, voice: str | None = None, language: str | None = None
+        self,
+        phrases: AsyncIterable[str],
+        *,
+        voice: str | None = None,
+        language: str | None = None,
+        model: str | None = None,
     ) -> AsyncIterator[AudioChunk]:
         index, previous = 0, ""
+        voice_id, model_id = _pick(voice, self.voice), _pick(model, self.model)
         lang = language or self.language
         extra: dict[str, Any] = {}
         if lang and lang not in ("en", "multi"):
@@ -223,9 +245,9 @@ class ElevenLabsHttpSynthesizer:
                 extra["previous_text"] = previous
             try:
                 async for audio in self._client.text_to_speech.stream(
-                    voice or self.voice,
+                    voice_id,
                     text=phrase.strip(),
-                    model_id=self.model,
+                    model_id=model_id,
                     output_format=OUTPUT_FORMAT,
                     **extra,
                 ):

@@ -9,7 +9,8 @@ call's stream switches to the fallback, which first gets the audio pushed since 
 of being handed a phrase, and must not fail. Otherwise the fallback speaks from the first
 phrase the primary did not finish (that phrase restarts from its beginning). Without a
 fallback, or if it fails too, the pre-rendered ``apology`` plays (see ``prepare``) and the
-reply ends; the call goes on either way.
+reply ends; the call goes on either way. The flow's voice, model and language go to both, so
+a cloud fallback (ElevenLabs over HTTP) keeps the flow's voice; an offline one ignores them.
 """
 
 from __future__ import annotations
@@ -210,13 +211,18 @@ class FallbackSynthesizer:
             return
 
     async def synthesize(
-        self, phrases: AsyncIterable[str], *, voice: str | None = None, language: str | None = None
+        self,
+        phrases: AsyncIterable[str],
+        *,
+        voice: str | None = None,
+        language: str | None = None,
+        model: str | None = None,
     ) -> AsyncIterator[AudioChunk]:
         tee = _PhraseTee(phrases)
         done = 0  # phrases the primary finished (last chunk handed out)
         try:
             try:
-                async for chunk in self._guarded(tee, voice, language):
+                async for chunk in self._guarded(tee, voice, language, model):
                     if chunk.last:
                         done = chunk.phrase + 1
                     yield chunk
@@ -228,7 +234,9 @@ class FallbackSynthesizer:
             if self.fallback is not None:
                 base = done
                 try:
-                    async for chunk in self.fallback.synthesize(tee.reader(base), language=language):
+                    async for chunk in self.fallback.synthesize(
+                        tee.reader(base), voice=voice, language=language, model=model
+                    ):
                         yield AudioChunk(chunk.audio, chunk.phrase + base, chunk.last)
                         if chunk.last:
                             done = chunk.phrase + base + 1
@@ -242,9 +250,11 @@ class FallbackSynthesizer:
         finally:
             await tee.aclose()
 
-    async def _guarded(self, tee: _PhraseTee, voice: str | None, language: str | None) -> AsyncIterator[AudioChunk]:
+    async def _guarded(
+        self, tee: _PhraseTee, voice: str | None, language: str | None, model: str | None
+    ) -> AsyncIterator[AudioChunk]:
         """The primary's chunks; raises TimeoutError when a phrase waits too long for audio."""
-        it = self.primary.synthesize(tee.reader(0), voice=voice, language=language).__aiter__()
+        it = self.primary.synthesize(tee.reader(0), voice=voice, language=language, model=model).__aiter__()
         limit = self.first_audio_timeout_s
         finished, last_audio = 0, time.monotonic()
         next_task: asyncio.Task[AudioChunk] | None = None

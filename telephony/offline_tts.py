@@ -201,8 +201,14 @@ class OfflineSynthesizer:
         return float_to_ulaw8k(audio * 0.8, rate)
 
     def synthesize(
-        self, phrases: AsyncIterable[str], *, voice: str | None = None, language: str | None = None
+        self,
+        phrases: AsyncIterable[str],
+        *,
+        voice: str | None = None,
+        language: str | None = None,
+        model: str | None = None,
     ) -> AsyncIterator[AudioChunk]:
+        """One voice and one model: a flow's cloud ``voice`` / ``model`` names are ignored."""
         return pipelined(phrases, self.render, split_first=self.engine == "piper")
 
     async def aclose(self) -> None:

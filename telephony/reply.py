@@ -74,23 +74,26 @@ class ReplyPipeline:
 
     async def resume(self, signal: CallSignal) -> AsyncIterator[RunnerEvent]:
         """After a drop: first repair the reply the previous stream (maybe another, dead
-        instance) was playing with what the caller heard of it, then the reconnection line."""
+        instance) was playing with what the caller heard of it, then the reconnection line.
+        The stored heard text is cleared only once the repair is done, and only if it still
+        holds what was read: a failure or a crash anywhere leaves it for the next stream."""
         sid = self._state.call_sid
-        heard: str | None = None
+        repaired: str | None = None
         try:
-            heard = await self._progress.take_heard(sid)
+            heard = await self._progress.peek_heard(sid)
             if heard is not None:
                 await self._runner.record_heard(self._ctx, heard)
-                self._record(
-                    CallEvent(
-                        call_sid=sid, kind="turn", role="agent", text=heard, interrupted=True, data={"trigger": "drop"}
-                    )
-                )
-                self._log.info("interrupted reply repaired after a drop", heard_chars=len(heard))
+                self._progress.clear_heard(sid, heard)  # queued: nothing here to cancel it
+                repaired = heard
         except Exception:  # the reconnection line must go out whatever the repair did
             self._log.exception("could not repair the interrupted reply")
-            if heard is not None:  # taken but not repaired: put it back for the next stream
-                self._progress.set(sid, heard)
+        if repaired is not None:
+            self._record(
+                CallEvent(
+                    call_sid=sid, kind="turn", role="agent", text=repaired, interrupted=True, data={"trigger": "drop"}
+                )
+            )
+            self._log.info("interrupted reply repaired after a drop", heard_chars=len(repaired))
         events = self._runner.respond(self._ctx, signal)
         try:
             async for event in events:
@@ -139,7 +142,7 @@ class ReplyPipeline:
                 yield phrase
 
         fs = self._ctx.flow_settings
-        chunks = self._synth.synthesize(phrases(), voice=fs.voice, language=fs.language)
+        chunks = self._synth.synthesize(phrases(), voice=fs.voice, language=fs.language, model=fs.tts_model)
         try:
             async for chunk in chunks:
                 if gen != st.generation:

@@ -5,8 +5,11 @@ echoes, what the caller *heard*. After a barge-in the session repairs the checkp
 itself, but when the process dies mid-reply that knowledge would die with it. So each
 session keeps ``calls.reply_heard`` in step: "" when a reply's first audio goes out, the
 heard text as phrases finish playing, NULL once the reply played to the end or was
-repaired. The session that picks the call up after a drop (any instance) takes the value
-(``take_heard``) and repairs the checkpoint with it before its reconnection line.
+repaired. The session that picks the call up after a drop (any instance) reads the value
+(``peek_heard``), repairs the checkpoint with it before its reconnection line, and only
+then clears it if it still holds what was read (``clear_heard``): a process that dies
+anywhere in between leaves it for the next stream (the repair is idempotent), and a newer
+value is never cleared.
 
 Cost: ONE ``ReplyProgressWriter`` per process, built in the app lifespan. ``set`` is a dict
 assignment (the latest value of a call wins); one background task writes every changed
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from types import TracebackType
 
 import structlog
@@ -33,6 +37,21 @@ from server.models import Call
 log = structlog.get_logger(__name__)
 
 _SET_HEARD = update(Call).where(Call.sid == bindparam("b_sid")).values(reply_heard=bindparam("b_heard"))
+_CLEAR_HEARD_IF = (
+    update(Call)
+    .where(Call.sid == bindparam("b_sid"), Call.reply_heard == bindparam("b_peeked"))
+    .values(reply_heard=None)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _ClearIf:
+    """A pending clear of a call's repaired heard text: only if the row still holds it."""
+
+    peeked: str
+
+
+_Value = str | None | _ClearIf
 
 
 class ReplyProgressWriter:
@@ -45,8 +64,8 @@ class ReplyProgressWriter:
     def __init__(self, db: Database, *, interval_s: float = 0.5) -> None:
         self._db = db
         self._interval_s = interval_s
-        self._pending: dict[str, str | None] = {}
-        self._in_flight: dict[str, str | None] = {}
+        self._pending: dict[str, _Value] = {}
+        self._in_flight: dict[str, _Value] = {}
         self._in_flight_done: asyncio.Future[None] | None = None
         self._next_done: asyncio.Future[None] | None = None  # resolved by the round taking _pending
         self._wake = asyncio.Event()  # something is pending
@@ -89,22 +108,34 @@ class ReplyProgressWriter:
         elif self._in_flight_done is not None:
             await asyncio.shield(self._in_flight_done)
 
-    async def take_heard(self, call_sid: str) -> str | None:
-        """``take_heard`` for a call that may have had a session in this process: a value
-        still pending here is newer than the row, so it is the answer (and the row is
-        cleared all the same); a round writing this call is waited for first."""
+    async def peek_heard(self, call_sid: str) -> str | None:
+        """``peek_heard`` for a call that may have had a session in this process: a value
+        still pending here is newer than the row, so it is the answer; a round writing this
+        call, or a pending clear, is waited for first."""
+        if isinstance(self._pending.get(call_sid), _ClearIf):
+            await self.flush_call(call_sid)
         if call_sid in self._in_flight and self._in_flight_done is not None:
             await asyncio.shield(self._in_flight_done)
-        if call_sid not in self._pending:
-            return await take_heard(self._db, call_sid)
-        heard = self._pending.pop(call_sid)
-        try:
-            async with self._db.engine.begin() as conn:
-                await conn.execute(_SET_HEARD, [{"b_sid": call_sid, "b_heard": None}])
-        except BaseException:
-            self._pending.setdefault(call_sid, heard)  # not taken: leave it to the flusher
-            raise
-        return heard
+        if call_sid in self._pending:
+            value = self._pending[call_sid]
+            if not isinstance(value, _ClearIf):
+                return value
+        return await peek_heard(self._db, call_sid)
+
+    def clear_heard(self, call_sid: str, peeked: str) -> None:
+        """The checkpoint is repaired with ``peeked``: clear the stored heard text if it still
+        holds it (a newer value stays). Written by the flusher like any value, so a session
+        ending (cancelled) right after its repair cannot cut it; ``flush_call`` waits for it."""
+        if call_sid in self._pending:
+            value = self._pending[call_sid]
+            if value != peeked:  # a newer value (or a clear of another) is pending: it wins
+                return
+            value = None  # our own value, still pending: the row holds an older one
+        else:
+            value = _ClearIf(peeked)
+        self._pending[call_sid] = value
+        if not self._wake.is_set():
+            self._wake.set()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -168,11 +199,18 @@ class ReplyProgressWriter:
             self._next_done = None
             return
         batch, self._pending = self._pending, {}
-        self._in_flight, self._in_flight_done = batch, self._next_done
+        # Always a future: a ``flush_call`` or ``peek_heard`` for a call in this round waits for it.
+        self._in_flight = batch
+        self._in_flight_done = self._next_done or asyncio.get_running_loop().create_future()
         self._next_done = None
+        sets = [{"b_sid": sid, "b_heard": v} for sid, v in batch.items() if not isinstance(v, _ClearIf)]
+        clears = [{"b_sid": sid, "b_peeked": v.peeked} for sid, v in batch.items() if isinstance(v, _ClearIf)]
         try:
             async with self._db.engine.begin() as conn:
-                await conn.execute(_SET_HEARD, [{"b_sid": sid, "b_heard": heard} for sid, heard in batch.items()])
+                if sets:
+                    await conn.execute(_SET_HEARD, sets)
+                if clears:
+                    await conn.execute(_CLEAR_HEARD_IF, clears)
         except (SQLAlchemyError, OSError) as exc:
             self._requeue(batch)
             log.warning("could not store reply progress", calls=len(batch), error=str(exc))
@@ -187,7 +225,7 @@ class ReplyProgressWriter:
             self._resolve(self._in_flight_done)
             self._in_flight_done = None
 
-    def _requeue(self, batch: dict[str, str | None]) -> None:
+    def _requeue(self, batch: dict[str, _Value]) -> None:
         for sid, heard in batch.items():
             self._pending.setdefault(sid, heard)  # a newer value supersedes the failed one
         if not self._closing:
@@ -199,11 +237,17 @@ class ReplyProgressWriter:
             done.set_result(None)
 
 
-async def take_heard(db: Database, call_sid: str) -> str | None:
-    """The heard text a previous session of the call left behind (None: nothing to
-    repair), cleared in the same transaction so a repair happens once."""
-    async with db.sessionmaker() as s, s.begin():
-        heard = await s.scalar(select(Call.reply_heard).where(Call.sid == call_sid).with_for_update())
-        if heard is not None:
-            await s.execute(update(Call).where(Call.sid == call_sid).values(reply_heard=None))
+async def peek_heard(db: Database, call_sid: str) -> str | None:
+    """The heard text a previous session of the call left behind (None: nothing to repair).
+    Left in place: ``clear_heard`` once the repair is done."""
+    async with db.engine.connect() as conn:
+        heard: str | None = await conn.scalar(select(Call.reply_heard).where(Call.sid == call_sid))
         return heard
+
+
+async def clear_heard(db: Database, call_sid: str, peeked: str) -> bool:
+    """Clear the heard text of ``call_sid`` if it is still ``peeked`` (a repair happens once;
+    a value written since the peek, by a later reply, stays). True: cleared."""
+    async with db.engine.begin() as conn:
+        result = await conn.execute(_CLEAR_HEARD_IF, {"b_sid": call_sid, "b_peeked": peeked})
+        return bool(result.rowcount)

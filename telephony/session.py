@@ -9,8 +9,9 @@ One session per call owns its state (``CallState``) and its tasks, all in ONE
 * writer -- ``telephony.outbound.OutboundPacer.run``, the ONLY task that writes to the
   socket: ``clear``/close first, then 20 ms frames paced at real time plus
   ``playback_lead_ms``, with the marks the ``PlaybackTracker`` asks for.
-* persist -- ``telephony.call_log.CallLog.run``: transcript turns and call events to the
-  database in batches, off the hot path.
+* call log -- transcript turns and call events, recorded on the process-wide
+  ``telephony.call_log.CallEventWriter`` (no task here: it writes every call's events in
+  one transaction a round), flushed before the call row gets its outcome and on the way out.
 * watchdog -- ends the call when no frame arrived for ``inbound_timeout_s`` (a dead socket).
 * progress -- ``calls.reply_heard``: what the caller has heard of the reply in progress,
   set on the process-wide ``telephony.reply_progress.ReplyProgressWriter`` (no task here;
@@ -44,7 +45,7 @@ from server.db import Database
 from server.models import CallEvent
 from telephony import media_codec as codec
 from telephony.audio import SILENCE_FRAME
-from telephony.call_log import CallLog
+from telephony.call_log import CallEventWriter, CallLog
 from telephony.call_state import CallState, Reply, TurnTiming
 from telephony.outbound import OutboundPacer, StreamClosedByServer, mark_every_bytes_for, message_ms_for
 from telephony.playback import PlaybackTracker
@@ -95,11 +96,11 @@ class CallSession:
         runner: TurnRunner,
         policy: TurnPolicy,
         progress: ReplyProgressWriter,
+        call_events: CallEventWriter,
         signal: str = "",
         playback_lead_ms: int = 120,
         clock: Callable[[], float] = time.monotonic,
         on_finished: Callable[[CallSession], None] | None = None,
-        persist_interval_s: float = 5.0,
         inbound_timeout_s: float = 10.0,
     ) -> None:
         self.ctx = ctx
@@ -131,9 +132,7 @@ class CallSession:
             message_bytes=message_bytes,
             clock=clock,
         )
-        self._call_log = CallLog(
-            db=db, call_sid=ctx.call_sid, stream_sid=stream_sid, interval_s=persist_interval_s, log=self._log
-        )
+        self._call_log = CallLog(call_events, call_sid=ctx.call_sid, stream_sid=stream_sid)
         self._record = self._call_log.record
         # What the caller heard of the reply in progress, in SQL: survives this process.
         self._progress = progress
@@ -157,13 +156,13 @@ class CallSession:
     async def run(self) -> None:
         self._run_task = asyncio.current_task()
         sid = self.state.call_sid
+        self._call_log.open()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 tg.create_task(self._read_loop(), name=f"call-read-{sid}")
                 tg.create_task(self._recognition_loop(), name=f"call-asr-{sid}")
                 tg.create_task(self._out.run(), name=f"call-write-{sid}")
-                tg.create_task(self._call_log.run(), name=f"call-persist-{sid}")
                 tg.create_task(self._watch_inbound(), name=f"call-watchdog-{sid}")
                 self._open_call()
         except* (_CallEnded, SocketClosed, StreamClosedByServer):

@@ -127,8 +127,12 @@ class SpeechSynthesizer(Protocol):
         *,
         voice: str | None = None,
         language: str | None = None,
+        model: str | None = None,
     ) -> AsyncIterator[AudioChunk]:
-        """Audio for each phrase, in order, starting as soon as the first phrase arrives."""
+        """Audio for each phrase, in order, starting as soon as the first phrase arrives.
+        ``voice`` and ``model`` are provider names (a flow's ``voice`` / ``tts_model``);
+        None or blank means the provider's configured default. A provider with a single
+        voice or model ignores them."""
 
     async def aclose(self) -> None:
         """Release provider-wide resources."""

@@ -3,23 +3,27 @@
 
 Order matters: the handshake's ``X-Twilio-Signature`` is checked before accepting (a bad
 one gets HTTP 403), then ``connected`` and ``start`` are read and the stream token from
-``start.customParameters["token"]`` is verified (its call must be ``start.callSid``).
-Only then is any model or provider touched: a socket without a valid token is closed
-with 1008 and costs nothing but a JSON parse.
+``start.customParameters["token"]`` is verified (its call must be ``start.callSid``) and
+spent: its id is inserted into ``consumed_stream_tokens``, so a second socket presenting
+the same token (a replay by whoever saw it) is refused like a forged one while the first
+call goes on. Only then is any model or provider touched: a socket without a valid, unspent
+token is closed with 1008 and costs a JSON parse and at most one INSERT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, WebSocket
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from graphs.context import CallContext
-from server.call_store import get_call
+from server.call_store import consume_stream_token, get_call
 from server.db import Database
 from server.security import SIGNATURE_HEADER, InvalidStreamToken, StreamClaims, verify_stream_token, ws_signature_ok
 from server.services import Services
@@ -34,6 +38,7 @@ router = APIRouter(tags=["media"])
 
 MEDIA_PATH = "/twilio/media"
 POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
 START_TIMEOUT_S = 10.0
 MAX_FRAMES_BEFORE_START = 3
 SHUTDOWN_GRACE_S = 5.0
@@ -152,8 +157,30 @@ async def media_stream(websocket: WebSocket) -> None:
         log.warning("media socket closed: token names another call", call_sid=start.call_sid[:64])
         await socket.close(POLICY_VIOLATION)
         return
-
     services: Services = app.state.services
+    try:
+        first_use = await consume_stream_token(
+            services.db,
+            jti=claims.jti,
+            call_sid=claims.call_sid,
+            expires_at=dt.datetime.fromtimestamp(claims.expires_at, dt.UTC),
+        )
+    except (SQLAlchemyError, OSError) as exc:
+        # Fail closed. Letting the socket in unrecorded would reopen the replay window
+        # exactly when it cannot be watched, and would not save the call: the session needs
+        # this database for the call row, the transcript and every graph checkpoint.
+        log.error(
+            "media socket closed: stream token could not be recorded",
+            call_sid=claims.call_sid,
+            error=type(exc).__name__,
+        )
+        await socket.close(INTERNAL_ERROR)
+        return
+    if not first_use:
+        log.warning("media socket closed: stream token already used", call_sid=claims.call_sid)
+        await socket.close(POLICY_VIOLATION)
+        return
+
     session = await open_session(app, services, socket, start, claims)
     active: dict[str, CallSession] = app.state.active_calls
     previous = active.get(claims.call_sid)
@@ -189,6 +216,7 @@ async def open_session(
             barge_in_min_words=settings.barge_in_min_words,
         ),
         progress=services.reply_progress,
+        call_events=services.call_events,
         signal=claims.signal,
         playback_lead_ms=settings.playback_lead_ms,
         on_finished=observer,

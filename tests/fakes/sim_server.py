@@ -19,7 +19,7 @@ import uvicorn
 from server.app import create_app
 from server.services import Overrides
 from server.settings import Settings
-from tests.fakes.sim_speech import TextRecognizer, TextSynthesizer, TextVad
+from tests.fakes.speech import TextRecognizer, TextSynthesizer, TextVad
 
 # The shipped scenarios dial these numbers (telephony/scenarios/*.yaml).
 SCENARIO_NUMBERS = {"+15550001001": "scheduling", "+15550001002": "support", "+15550001003": "sales"}
@@ -55,7 +55,7 @@ def sim_settings(tmp_path: Path, port: int, **values: Any) -> Settings:
 
 
 def text_speech() -> Overrides:
-    """Instant fake speech that carries its text in the audio (see ``sim_speech``)."""
+    """Instant fake speech that carries its text in the audio (see ``tests.fakes.speech``)."""
     return Overrides(recognizer=TextRecognizer(), synthesizer=TextSynthesizer(), vad_factory=TextVad)
 
 

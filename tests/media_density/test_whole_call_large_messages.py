@@ -12,7 +12,8 @@ from server.settings import Settings
 from telephony.audio import SILENCE_FRAME
 from telephony.speech import Final
 from telephony.vad import EnergyVad
-from tests.fakes.scripted_call import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
+from tests.fakes.scripted_runner import ScriptedRunner
+from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 from tests.telephony.harness import TwilioMediaClient, new_call, new_sids, serve
 
 GREETING = "Hello, you reached Acme Dental. How can I help?"

@@ -14,10 +14,11 @@ from server.call_store import get_call, record_call, transcript
 from server.db import Database
 from server.services import Overrides
 from server.settings import Settings
-from telephony.reply_progress import ReplyProgressWriter, take_heard
+from telephony.reply_progress import ReplyProgressWriter, clear_heard, peek_heard
 from telephony.speech import Final
 from telephony.vad import EnergyVad
-from tests.fakes.scripted_call import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
+from tests.fakes.scripted_runner import ScriptedRunner
+from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 from tests.telephony.harness import Served, TwilioMediaClient, expected_messages, new_call, new_sids, serve
 
 GREETING = "Hello, you reached Acme Dental. How can I help?"
@@ -165,22 +166,24 @@ async def test_every_calls_latest_value_goes_out_in_one_transaction(db: Database
     assert await stored(db, sids[2]) == "Bye."
 
 
-async def test_take_prefers_the_value_pending_here_and_happens_once(db: Database) -> None:
+async def test_peek_prefers_the_value_pending_here_and_a_clear_happens_once(db: Database) -> None:
     (sid,) = await new_calls(db, 1)
     async with ReplyProgressWriter(db, interval_s=60) as writer:
         writer.set(sid, "One.")
         await writer.flush_now()
         writer.set(sid, "One. Two.")  # not stored yet: the pause runs
-        assert await writer.take_heard(sid) == "One. Two."
+        assert await writer.peek_heard(sid) == "One. Two."
+        writer.clear_heard(sid, "One. Two.")  # repaired: the pending value goes, the row is cleared
+        assert await writer.peek_heard(sid) is None
+        await writer.flush_now()
         assert await stored(db, sid) is None
-        await writer.flush_now()  # the taken value is not written after all
-        assert await stored(db, sid) is None
-        assert await writer.take_heard(sid) is None  # a repair happens once
 
         writer.set(sid, "Three.")
         await writer.flush_now()
-    assert await take_heard(db, sid) == "Three."  # another instance: from the row alone
-    assert await take_heard(db, sid) is None
+    assert await peek_heard(db, sid) == "Three."  # another instance: from the row alone
+    assert await clear_heard(db, sid, "Three.")
+    assert not await clear_heard(db, sid, "Three.")  # a repair happens once
+    assert await peek_heard(db, sid) is None
 
 
 async def test_a_failed_round_keeps_its_values_for_the_next(tmp_path: Path) -> None:

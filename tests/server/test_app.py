@@ -15,7 +15,7 @@ from server.db import Database
 from server.services import Overrides
 from server.settings import Settings
 from telephony.vad import EnergyVad
-from tests.fakes.null_speech import NullRecognizer, NullSynthesizer
+from tests.fakes.speech import NullRecognizer, NullSynthesizer
 
 ROOT = Path(__file__).resolve().parents[2]
 

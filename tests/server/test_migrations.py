@@ -9,7 +9,15 @@ from server.cli import main as cli_main
 from server.db import Database
 from server.models import Base
 
-EXPECTED = {"calls", "call_events", "contacts", "appointments", "messages", "alembic_version"}
+EXPECTED = {
+    "calls",
+    "call_events",
+    "contacts",
+    "appointments",
+    "messages",
+    "consumed_stream_tokens",
+    "alembic_version",
+}
 
 
 async def test_upgrade_empty_database_to_head(database_url: str) -> None:

@@ -1,7 +1,7 @@
 """Whole calls of the three shipped flows through the simulator against the real server.
 
 The server runs with uvicorn on 127.0.0.1 (``create_app`` on SQLite, the real graphs and
-offline model); speech is the text-carrying fake (``tests.fakes.sim_speech``), so every
+offline model); speech is the text-carrying fake (``tests.fakes.speech``), so every
 word the simulated caller says reaches the graph exactly and the simulator "hears" exactly
 the audio the server sent, as Twilio would have played it.
 """
@@ -21,7 +21,7 @@ from telephony.simulator import SimulationResult, simulate
 from telephony.simulator_expect import Observed, check_expectations
 from telephony.simulator_scenario import AppointmentExpectation, load_scenario
 from tests.fakes.sim_server import LiveServer, live_server
-from tests.fakes.sim_speech import TextRecognizer, TextSynthesizer
+from tests.fakes.speech import TextRecognizer, TextSynthesizer
 
 
 async def run(server: LiveServer, name: str, out: Path) -> SimulationResult:

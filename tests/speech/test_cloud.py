@@ -16,7 +16,7 @@ from telephony.fallback import FallbackRecognizer, FallbackSynthesizer
 from telephony.speech import FRAME_BYTES, AudioChunk, Final, Interim, ProviderError, UtteranceEnd
 from tests.fakes.deepgram_server import DeepgramFake, word_audio
 from tests.fakes.elevenlabs_server import ElevenLabsFake, fake_audio
-from tests.fakes.h3_speech import ToneSynthesizer, WordCodeRecognizer, tone_audio
+from tests.fakes.speech import ToneSynthesizer, WordCodeRecognizer, tone_audio
 from tests.speech.conftest import VOCAB, phrase_source
 
 SENTENCE = ["i", "would", "like", "to", "book", "an", "appointment", "for", "tuesday", "at", "ten", "please"]

@@ -25,7 +25,7 @@ from telephony.speech import (
 )
 from tests.fakes.deepgram_server import DeepgramFake, word_audio
 from tests.fakes.elevenlabs_server import ElevenLabsFake
-from tests.fakes.h3_speech import ToneSynthesizer, WordCodeRecognizer
+from tests.fakes.speech import ToneSynthesizer, WordCodeRecognizer
 from tests.speech.conftest import OFFLINE, VOCAB, needs_espeak, phrase_source, similarity
 
 UTTERANCE = "i would like to book an appointment"

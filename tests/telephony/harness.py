@@ -8,10 +8,10 @@ import base64
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import uvicorn
@@ -251,6 +251,38 @@ class TwilioMediaClient:
 
     def audio(self, since: int = 0, until: int | None = None) -> list[bytes]:
         return [base64.b64decode(m["media"]["payload"]) for m in self.received[since:until] if m["event"] == "media"]
+
+
+class LiveCall(NamedTuple):
+    """A call whose media stream is open: the served app and Twilio's side of the stream
+    (``client.call_sid`` / ``client.stream_sid`` name the call)."""
+
+    served: Served
+    client: TwilioMediaClient
+
+
+@asynccontextmanager
+async def connected_call(
+    settings: Settings,
+    overrides: Overrides,
+    *,
+    signal: str = "",
+    prepare: Callable[[Served], Awaitable[None]] | None = None,
+    start: bool = True,
+) -> AsyncIterator[LiveCall]:
+    """Serve the app, record a new call as ``/twilio/voice`` would (its stream token
+    carrying ``signal``), run ``prepare`` (e.g. to break the database), open the call's
+    media stream with a signed handshake and, with ``start``, send ``connected`` and
+    ``start`` with the call's token."""
+    call_sid, stream_sid = new_sids()
+    async with serve(settings, overrides) as served:
+        token = await new_call(settings, served.app, call_sid=call_sid, signal=signal)
+        if prepare is not None:
+            await prepare(served)
+        async with TwilioMediaClient.connect(served.url, settings, call_sid=call_sid, stream_sid=stream_sid) as client:
+            if start:
+                await client.start(token)
+            yield LiveCall(served, client)
 
 
 def expected_messages(stream_sid: str, phrases_audio: list[bytes], generation: int) -> list[dict[str, Any]]:

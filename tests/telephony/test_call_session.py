@@ -15,11 +15,13 @@ from server.settings import Settings
 from telephony.audio import SILENCE_FRAME
 from telephony.speech import Final, Interim
 from telephony.vad import EnergyVad
-from tests.fakes.scripted_call import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer, phrase_byte
+from tests.fakes.scripted_runner import ScriptedRunner
+from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer, phrase_byte
 from tests.telephony.harness import (
     LOUD_FRAME,
     Served,
     TwilioMediaClient,
+    connected_call,
     expected_messages,
     new_call,
     new_sids,
@@ -81,21 +83,18 @@ async def test_a_whole_call_sends_exact_messages_and_records_the_call(
         "I need a cleaning": "Sure. Which day suits you best?",
         "no that's all, bye": [TextChunk("Thanks for calling, "), TextChunk("goodbye!"), EndCallRequest("done")],
     }
-    call_sid, stream_sid = new_sids()
-    async with serve(settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(settings, served.app, call_sid=call_sid)
-        async with TwilioMediaClient.connect(served.url, settings, call_sid=call_sid, stream_sid=stream_sid) as client:
-            await client.start(token)
-            await play_out(client, 0, synth, generation=1)
-            assert synth.phrases == ["Hello, you reached Acme Dental.", "How can I help?"]
+    async with connected_call(settings, overrides(recognizer, synth, runner)) as (served, client):
+        call_sid, stream_sid = client.call_sid, client.stream_sid
+        await play_out(client, 0, synth, generation=1)
+        assert synth.phrases == ["Hello, you reached Acme Dental.", "How can I help?"]
 
-            await client.media(SILENCE_FRAME, 10)
-            await play_out(client, 2, synth, generation=2)
-            await client.media(SILENCE_FRAME, 10)
-            await play_out(client, 4, synth, generation=3)
-            assert synth.phrases[4:] == ["Thanks for calling, goodbye!"]
-            # After its goodbye has played (marks echoed), the session closes the stream.
-            assert await client.drain_until_closed() == 1000
+        await client.media(SILENCE_FRAME, 10)
+        await play_out(client, 2, synth, generation=2)
+        await client.media(SILENCE_FRAME, 10)
+        await play_out(client, 4, synth, generation=3)
+        assert synth.phrases[4:] == ["Thanks for calling, goodbye!"]
+        # After its goodbye has played (marks echoed), the session closes the stream.
+        assert await client.drain_until_closed() == 1000
         session = await served.session_done(call_sid)
 
         db = served.app.state.services.db
@@ -146,37 +145,31 @@ async def test_barge_in_clears_drops_old_audio_and_records_only_heard_words(
         (25, Final("what about Sunday", 0.2, 0.5, speech_final=True)),
     ]
     runner.replies = {"when are you open": long_reply, "what about Sunday": "Closed on Sundays."}
-    call_sid, stream_sid = new_sids()
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(sqlite_settings, served.app, call_sid=call_sid)
-        async with TwilioMediaClient.connect(
-            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
-        ) as client:
-            await client.start(token)
-            await play_out(client, 0, synth, generation=1)
-            await client.media(SILENCE_FRAME, 10)  # -> "when are you open"
+    async with connected_call(sqlite_settings, overrides(recognizer, synth, runner)) as (served, client):
+        await play_out(client, 0, synth, generation=1)
+        await client.media(SILENCE_FRAME, 10)  # -> "when are you open"
 
-            # The caller hears the first 7 marks (one word each: 800 bytes a word), then talks.
-            reply_start = len(client.received)
-            await client.until_mark("g2.6")
-            for name in [f"g2.{i}" for i in range(7)]:
+        # The caller hears the first 7 marks (one word each: 800 bytes a word), then talks.
+        reply_start = len(client.received)
+        await client.until_mark("g2.6")
+        for name in [f"g2.{i}" for i in range(7)]:
+            await client.echo_mark(name)
+        await client.media(LOUD_FRAME, 15)  # 300 ms of speech: barge-in at 200 ms
+        clear = await client.until(lambda m: m["event"] == "clear")
+        assert clear == {"event": "clear", "streamSid": client.stream_sid}
+        clear_at = client.received.index(clear)
+        # Twilio returns every pending mark on clear: they must not count as heard.
+        for name in client.marks(reply_start):
+            if name not in {f"g2.{i}" for i in range(7)}:
                 await client.echo_mark(name)
-            await client.media(LOUD_FRAME, 15)  # 300 ms of speech: barge-in at 200 ms
-            clear = await client.until(lambda m: m["event"] == "clear")
-            assert clear == {"event": "clear", "streamSid": stream_sid}
-            clear_at = client.received.index(clear)
-            # Twilio returns every pending mark on clear: they must not count as heard.
-            for name in client.marks(reply_start):
-                if name not in {f"g2.{i}" for i in range(7)}:
-                    await client.echo_mark(name)
 
-            # The new turn's reply, in a new generation, arrives after the clear.
-            new_reply = await client.until(lambda m: m["event"] == "mark" and m["mark"]["name"].startswith("g4."))
-            assert new_reply is not None
-            await client.stop()
-            await client.drain_until_closed()
-        await served.session_done(call_sid)
-        events = await transcript(served.app.state.services.db, call_sid)
+        # The new turn's reply, in a new generation, arrives after the clear.
+        new_reply = await client.until(lambda m: m["event"] == "mark" and m["mark"]["name"].startswith("g4."))
+        assert new_reply is not None
+        await client.stop()
+        await client.drain_until_closed()
+        await served.session_done(client.call_sid)
+        events = await transcript(served.app.state.services.db, client.call_sid)
 
     old_serials = {phrase_byte(s) for s, p in enumerate(synth.phrases) if p in long_reply}
     after_clear = client.audio(clear_at)
@@ -200,24 +193,18 @@ async def test_dtmf_reaches_the_graph_and_a_transfer_is_recorded_before_the_stre
             TransferRequest(target="front_desk", reason="caller pressed 0", summary="Caller wants a human."),
         ]
     }
-    call_sid, stream_sid = new_sids()
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(sqlite_settings, served.app, call_sid=call_sid)
-        async with TwilioMediaClient.connect(
-            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
-        ) as client:
-            await client.start(token)
-            await client.until(lambda m: m["event"] == "media")
-            await client.dtmf("0")  # during the greeting: interrupts it
-            await client.until(lambda m: m["event"] == "clear")
-            clear_at = len(client.received)
-            start = await play_out(client, 2, synth, generation=3)
-            assert start >= clear_at
-            assert await client.drain_until_closed() == 1000
-        await served.session_done(call_sid)
+    async with connected_call(sqlite_settings, overrides(recognizer, synth, runner)) as (served, client):
+        await client.until(lambda m: m["event"] == "media")
+        await client.dtmf("0")  # during the greeting: interrupts it
+        await client.until(lambda m: m["event"] == "clear")
+        clear_at = len(client.received)
+        start = await play_out(client, 2, synth, generation=3)
+        assert start >= clear_at
+        assert await client.drain_until_closed() == 1000
+        await served.session_done(client.call_sid)
         db = served.app.state.services.db
-        call = await get_call(db, call_sid)
-        events = await transcript(db, call_sid)
+        call = await get_call(db, client.call_sid)
+        events = await transcript(db, client.call_sid)
 
     assert runner.inputs[-1] == ("respond", CallerDigits("0"))
     assert call is not None
@@ -236,17 +223,12 @@ async def test_a_returning_stream_resumes_with_the_tokens_signal(
 ) -> None:
     recognizer, synth, runner = fakes
     runner.replies = {"signal:transfer_failed:busy": "Nobody is free right now. Shall I take a message?"}
-    call_sid, stream_sid = new_sids()
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(sqlite_settings, served.app, call_sid=call_sid, signal="transfer_failed:busy")
-        async with TwilioMediaClient.connect(
-            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
-        ) as client:
-            await client.start(token)
-            await play_out(client, 0, synth, generation=1)
-            await client.stop()
-            await client.drain_until_closed()
-        await served.session_done(call_sid)
+    providers = overrides(recognizer, synth, runner)
+    async with connected_call(sqlite_settings, providers, signal="transfer_failed:busy") as (served, client):
+        await play_out(client, 0, synth, generation=1)
+        await client.stop()
+        await client.drain_until_closed()
+        await served.session_done(client.call_sid)
     assert runner.inputs == [("respond", CallSignal("transfer_failed", "busy"))]
     assert synth.phrases == ["Nobody is free right now.", "Shall I take a message?"]
 
@@ -255,23 +237,17 @@ async def test_gaps_are_filled_with_silence_and_duplicates_dropped(
     sqlite_settings: Settings, fakes: tuple[ScriptedRecognizer, ScriptedSynthesizer, ScriptedRunner]
 ) -> None:
     recognizer, synth, runner = fakes
-    call_sid, stream_sid = new_sids()
     frames = [bytes([0x10 + i]) * 160 for i in range(6)]
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(sqlite_settings, served.app, call_sid=call_sid)
-        async with TwilioMediaClient.connect(
-            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
-        ) as client:
-            await client.start(token)
-            await client.send(client.media_message(frames[0], chunk=1, ts=0))
-            await client.send(client.media_message(frames[1], chunk=2, ts=20))
-            await client.send(client.media_message(frames[1], chunk=2, ts=20))  # duplicate
-            await client.send(client.media_message(frames[4], chunk=5, ts=80))  # chunks 3, 4 lost
-            await client.send(client.media_message(frames[5], chunk=6, ts=160))  # 60 ms timestamp gap
-            await client.send(client.media_message(frames[2], chunk=3, ts=40))  # late: dropped
-            await client.stop()
-            await client.drain_until_closed()
-        session = await served.session_done(call_sid)
+    async with connected_call(sqlite_settings, overrides(recognizer, synth, runner)) as (served, client):
+        await client.send(client.media_message(frames[0], chunk=1, ts=0))
+        await client.send(client.media_message(frames[1], chunk=2, ts=20))
+        await client.send(client.media_message(frames[1], chunk=2, ts=20))  # duplicate
+        await client.send(client.media_message(frames[4], chunk=5, ts=80))  # chunks 3, 4 lost
+        await client.send(client.media_message(frames[5], chunk=6, ts=160))  # 60 ms timestamp gap
+        await client.send(client.media_message(frames[2], chunk=3, ts=40))  # late: dropped
+        await client.stop()
+        await client.drain_until_closed()
+        session = await served.session_done(client.call_sid)
     silence = SILENCE_FRAME
     assert bytes(recognizer.streams[0].audio) == b"".join(
         [frames[0], frames[1], silence, silence, frames[4], silence, silence, silence, frames[5]]
@@ -303,27 +279,23 @@ async def test_a_socket_without_a_valid_token_is_closed_before_any_provider_is_t
     from server.security import issue_stream_token
 
     recognizer, synth, runner = fakes
-    call_sid, stream_sid = new_sids()
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
-        token: str | None = await new_call(sqlite_settings, served.app, call_sid=call_sid)
+    # The call is recorded and its socket signed; only what its start message carries is wrong.
+    async with connected_call(sqlite_settings, overrides(recognizer, synth, runner), start=False) as (_, client):
+        call_sid = client.call_sid
         secret = sqlite_settings.stream_token_secret.get_secret_value()
-        if case == "missing":
-            token = None
-        elif case == "forged":
+        token: str | None = None  # "missing"
+        if case == "forged":
             token = issue_stream_token("another secret", call_sid=call_sid, thread_id=call_sid, flow="x", ttl_s=60)
         elif case == "other call":
             token = issue_stream_token(secret, call_sid="CA" + "9" * 32, thread_id=call_sid, flow="x", ttl_s=60)
         elif case == "expired":
             token = issue_stream_token(secret, call_sid=call_sid, thread_id=call_sid, flow="x", ttl_s=10, now=1e9)
-        async with TwilioMediaClient.connect(
-            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
-        ) as client:
-            if case == "garbage start":
-                await client.send('{"event": "start"}')
-            else:
-                await client.start(token)
-            assert await client.drain_until_closed() == 1008
-            assert client.received == []
+        if case == "garbage start":
+            await client.send('{"event": "start"}')
+        else:
+            await client.start(token)
+        assert await client.drain_until_closed() == 1008
+        assert client.received == []
     assert recognizer.streams == [] and runner.inputs == []
 
 

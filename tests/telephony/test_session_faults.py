@@ -19,13 +19,15 @@ from server.call_store import get_call, record_call, transcript, update_call
 from server.db import Database
 from server.settings import FlowSettings, Settings
 from telephony.audio import SILENCE_FRAME
+from telephony.call_log import CallEventWriter
 from telephony.reply_progress import ReplyProgressWriter
 from telephony.session import APOLOGY, CallSession
 from telephony.speech import AudioChunk, Final, ProviderError
 from telephony.turn_policy import TurnPolicy
 from telephony.vad import EnergyVad
-from tests.fakes.scripted_call import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
-from tests.telephony.harness import WAIT_S, TwilioMediaClient, new_call, new_sids, serve
+from tests.fakes.scripted_runner import ScriptedRunner
+from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
+from tests.telephony.harness import WAIT_S, Served, TwilioMediaClient, connected_call, new_call, new_sids, serve
 from tests.telephony.test_call_session import GREETING, overrides, play_out
 
 
@@ -86,7 +88,12 @@ class BreakingSynthesizer(ScriptedSynthesizer):
         self.fail_serial = fail_serial
 
     async def synthesize(
-        self, phrases: AsyncIterable[str], *, voice: str | None = None, language: str | None = None
+        self,
+        phrases: AsyncIterable[str],
+        *,
+        voice: str | None = None,
+        language: str | None = None,
+        model: str | None = None,
     ) -> AsyncIterator[AudioChunk]:
         index = 0
         async for phrase in phrases:
@@ -103,21 +110,15 @@ class BreakingSynthesizer(ScriptedSynthesizer):
 async def test_keys_pressed_during_the_greeting_repair_it_before_the_new_turn_runs(sqlite_settings: Settings) -> None:
     recognizer, synth = ScriptedRecognizer(), ScriptedSynthesizer()
     runner = FaultyRunner(greeting=GREETING, replies={"digits:5": "You pressed five."})
-    call_sid, stream_sid = new_sids()
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(sqlite_settings, served.app, call_sid=call_sid)
-        async with TwilioMediaClient.connect(
-            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
-        ) as client:
-            await client.start(token)
-            await client.until(lambda m: m["event"] == "media")
-            await client.dtmf("5")  # interrupts the greeting AND is the next turn, in one event
-            await client.until(lambda m: m["event"] == "clear")
-            await play_out(client, 2, synth, generation=3)
-            await client.stop()
-            assert await client.drain_until_closed() == 1000
-        await served.session_done(call_sid)
-        call = await get_call(served.app.state.services.db, call_sid)
+    async with connected_call(sqlite_settings, overrides(recognizer, synth, runner)) as (served, client):
+        await client.until(lambda m: m["event"] == "media")
+        await client.dtmf("5")  # interrupts the greeting AND is the next turn, in one event
+        await client.until(lambda m: m["event"] == "clear")
+        await play_out(client, 2, synth, generation=3)
+        await client.stop()
+        assert await client.drain_until_closed() == 1000
+        await served.session_done(client.call_sid)
+        call = await get_call(served.app.state.services.db, client.call_sid)
     # The greeting's history is cut to what was heard (nothing) before the digit's run reads it.
     assert runner.calls == ["start", "record_heard", "respond"]
     assert runner.heard == [""]
@@ -132,23 +133,17 @@ async def test_a_failing_graph_run_apologises_and_the_call_goes_on(sqlite_settin
         (30, Final("tomorrow", 0.4, 0.6, speech_final=True)),
     ]
     runner = FaultyRunner(greeting=GREETING, fail_after={"book me in": "Let me check that for you. The"})
-    call_sid, stream_sid = new_sids()
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(sqlite_settings, served.app, call_sid=call_sid)
-        async with TwilioMediaClient.connect(
-            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
-        ) as client:
-            await client.start(token)
-            await play_out(client, 0, synth, generation=1)
-            await client.media(SILENCE_FRAME, 10)  # -> "book me in": the run fails after one sentence
-            await play_out(client, 2, synth, generation=2)
-            assert synth.phrases[2:] == ["Let me check that for you.", APOLOGY]
-            await client.media(SILENCE_FRAME, 20)  # -> "tomorrow": the next turn is answered
-            await play_out(client, 4, synth, generation=3)
-            await client.stop()
-            assert await client.drain_until_closed() == 1000
-        session = await served.session_done(call_sid)
-        events = await transcript(served.app.state.services.db, call_sid)
+    async with connected_call(sqlite_settings, overrides(recognizer, synth, runner)) as (served, client):
+        await play_out(client, 0, synth, generation=1)
+        await client.media(SILENCE_FRAME, 10)  # -> "book me in": the run fails after one sentence
+        await play_out(client, 2, synth, generation=2)
+        assert synth.phrases[2:] == ["Let me check that for you.", APOLOGY]
+        await client.media(SILENCE_FRAME, 20)  # -> "tomorrow": the next turn is answered
+        await play_out(client, 4, synth, generation=3)
+        await client.stop()
+        assert await client.drain_until_closed() == 1000
+        session = await served.session_done(client.call_sid)
+        events = await transcript(served.app.state.services.db, client.call_sid)
     assert session.state.end_reason == "stop"
     assert runner.inputs[-1] == ("respond", CallerText("tomorrow"))
     # The failed run's history keeps what was said of it; the apology is no part of it.
@@ -167,27 +162,21 @@ async def test_speech_failing_mid_reply_records_only_what_played(sqlite_settings
     ]
     reply = "We are open at nine. We close at five. Never on Sundays."
     runner = FaultyRunner(greeting=GREETING, replies={"when are you open": reply})
-    call_sid, stream_sid = new_sids()
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(sqlite_settings, served.app, call_sid=call_sid)
-        async with TwilioMediaClient.connect(
-            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
-        ) as client:
-            await client.start(token)
-            await play_out(client, 0, synth, generation=1)
-            await client.media(SILENCE_FRAME, 10)  # -> "when are you open"
-            start = len(client.received)
-            await client.until_mark("g2.4")  # the end of "We are open at nine." (5 words, 5 marks)
-            for name in client.marks(start):
-                await client.echo_mark(name)
-            async with asyncio.timeout(WAIT_S):  # the cut reply is settled (and being repaired)
-                await runner.heard_tried.wait()
-            await client.media(SILENCE_FRAME, 20)  # -> "thanks": answered after the failed reply
-            await client.until(lambda m: m["event"] == "mark" and m["mark"]["name"].startswith("g3."))
-            await client.stop()
-            assert await client.drain_until_closed() == 1000
-        await served.session_done(call_sid)
-        events = await transcript(served.app.state.services.db, call_sid)
+    async with connected_call(sqlite_settings, overrides(recognizer, synth, runner)) as (served, client):
+        await play_out(client, 0, synth, generation=1)
+        await client.media(SILENCE_FRAME, 10)  # -> "when are you open"
+        start = len(client.received)
+        await client.until_mark("g2.4")  # the end of "We are open at nine." (5 words, 5 marks)
+        for name in client.marks(start):
+            await client.echo_mark(name)
+        async with asyncio.timeout(WAIT_S):  # the cut reply is settled (and being repaired)
+            await runner.heard_tried.wait()
+        await client.media(SILENCE_FRAME, 20)  # -> "thanks": answered after the failed reply
+        await client.until(lambda m: m["event"] == "mark" and m["mark"]["name"].startswith("g3."))
+        await client.stop()
+        assert await client.drain_until_closed() == 1000
+        await served.session_done(client.call_sid)
+        events = await transcript(served.app.state.services.db, client.call_sid)
     assert runner.heard == ["We are open at nine."]
     assert runner.calls == ["start", "respond", "record_heard", "respond"]
     assert runner.inputs[-1] == ("respond", CallerText("thanks"))
@@ -198,20 +187,14 @@ async def test_speech_failing_mid_reply_records_only_what_played(sqlite_settings
 async def test_a_failing_repair_does_not_end_the_call(sqlite_settings: Settings) -> None:
     recognizer, synth = ScriptedRecognizer(), ScriptedSynthesizer()
     runner = FaultyRunner(greeting=GREETING, replies={"digits:5": "You pressed five."}, heard_failures=1)
-    call_sid, stream_sid = new_sids()
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(sqlite_settings, served.app, call_sid=call_sid)
-        async with TwilioMediaClient.connect(
-            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
-        ) as client:
-            await client.start(token)
-            await client.until(lambda m: m["event"] == "media")
-            await client.dtmf("5")
-            await client.until(lambda m: m["event"] == "clear")
-            await play_out(client, 2, synth, generation=3)
-            await client.stop()
-            assert await client.drain_until_closed() == 1000
-        session = await served.session_done(call_sid)
+    async with connected_call(sqlite_settings, overrides(recognizer, synth, runner)) as (served, client):
+        await client.until(lambda m: m["event"] == "media")
+        await client.dtmf("5")
+        await client.until(lambda m: m["event"] == "clear")
+        await play_out(client, 2, synth, generation=3)
+        await client.stop()
+        assert await client.drain_until_closed() == 1000
+        session = await served.session_done(client.call_sid)
     assert session.state.end_reason == "stop"
     assert runner.calls == ["start", "record_heard", "respond"]
 
@@ -222,28 +205,25 @@ async def test_a_transfer_still_ends_the_stream_when_its_outcome_cannot_be_store
         greeting=GREETING,
         replies={"digits:0": [TextChunk("Putting you through."), TransferRequest("front_desk", "pressed 0", "")]},
     )
-    call_sid, stream_sid = new_sids()
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(sqlite_settings, served.app, call_sid=call_sid)
-        db = served.app.state.services.db
-        async with db.engine.begin() as conn:  # a real database error on the outcome's write
+
+    async def outcome_writes_fail(served: Served) -> None:  # a real database error on the outcome's write
+        async with served.app.state.services.db.engine.begin() as conn:
             await conn.execute(
                 text(
                     "CREATE TRIGGER no_outcome BEFORE UPDATE OF outcome ON calls "
                     "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
                 )
             )
-        async with TwilioMediaClient.connect(
-            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
-        ) as client:
-            await client.start(token)
-            await play_out(client, 0, synth, generation=1)
-            await client.dtmf("0")
-            await play_out(client, 2, synth, generation=2)
-            # Closed normally (Twilio then asks <Connect action> for the plan), not 1011.
-            assert await client.drain_until_closed() == 1000
-        session = await served.session_done(call_sid)
-        events = await transcript(db, call_sid)
+
+    providers = overrides(recognizer, synth, runner)
+    async with connected_call(sqlite_settings, providers, prepare=outcome_writes_fail) as (served, client):
+        await play_out(client, 0, synth, generation=1)
+        await client.dtmf("0")
+        await play_out(client, 2, synth, generation=2)
+        # Closed normally (Twilio then asks <Connect action> for the plan), not 1011.
+        assert await client.drain_until_closed() == 1000
+        session = await served.session_done(client.call_sid)
+        events = await transcript(served.app.state.services.db, client.call_sid)
     assert session.state.end_reason == "transfer"
     assert [e.kind for e in events][-1] == "transfer"
 
@@ -258,12 +238,10 @@ async def test_a_transfer_retries_a_failed_outcome_write(tmp_path: Path, pg_dsn:
         greeting=GREETING,
         replies={"digits:0": [TextChunk("Putting you through."), TransferRequest("front_desk", "pressed 0", "")]},
     )
-    call_sid, stream_sid = new_sids()
-    async with serve(settings, overrides(recognizer, synth, runner)) as served:
-        token = await new_call(settings, served.app, call_sid=call_sid)
-        db = served.app.state.services.db
-        async with db.engine.begin() as conn:  # the first write of an outcome fails (a sequence
-            await conn.execute(text("CREATE SEQUENCE outcome_writes"))  # is not rolled back)
+
+    async def first_outcome_write_fails(served: Served) -> None:
+        async with served.app.state.services.db.engine.begin() as conn:  # a sequence is not rolled back
+            await conn.execute(text("CREATE SEQUENCE outcome_writes"))
             await conn.execute(
                 text(
                     "CREATE FUNCTION fail_first() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
@@ -277,14 +255,15 @@ async def test_a_transfer_retries_a_failed_outcome_write(tmp_path: Path, pg_dsn:
                     "FOR EACH ROW EXECUTE FUNCTION fail_first()"
                 )
             )
-        async with TwilioMediaClient.connect(served.url, settings, call_sid=call_sid, stream_sid=stream_sid) as client:
-            await client.start(token)
-            await play_out(client, 0, synth, generation=1)
-            await client.dtmf("0")
-            await play_out(client, 2, synth, generation=2)
-            assert await client.drain_until_closed() == 1000
-        await served.session_done(call_sid)
-        call = await get_call(db, call_sid)
+
+    providers = overrides(recognizer, synth, runner)
+    async with connected_call(settings, providers, prepare=first_outcome_write_fails) as (served, client):
+        await play_out(client, 0, synth, generation=1)
+        await client.dtmf("0")
+        await play_out(client, 2, synth, generation=2)
+        assert await client.drain_until_closed() == 1000
+        await served.session_done(client.call_sid)
+        call = await get_call(served.app.state.services.db, client.call_sid)
     assert call is not None
     assert (call.outcome, call.transfer_target) == ("transfer_requested", "front_desk")
 
@@ -298,6 +277,8 @@ async def test_heard_text_survives_a_failed_repair_on_resume(sqlite_settings: Se
         token = await new_call(sqlite_settings, served.app, call_sid=call_sid, signal="reconnected")
         await update_call(db, call_sid, reply_heard="We are open Monday to")
         for attempt in range(2):
+            if attempt:  # a stream token opens one socket: /stream-ended hands out a fresh one
+                token = await new_call(sqlite_settings, served.app, call_sid=call_sid, signal="reconnected")
             stream_sid = new_sids()[1]
             runner.heard_tried.clear()
             async with TwilioMediaClient.connect(
@@ -335,7 +316,7 @@ async def test_a_silent_socket_ends_its_session(sqlite_url: str) -> None:
     socket = HalfOpenSocket()
     recognizer = ScriptedRecognizer()
     try:
-        async with ReplyProgressWriter(db) as progress:
+        async with ReplyProgressWriter(db) as progress, CallEventWriter(db) as call_events:
             session = CallSession(
                 socket=socket,
                 ctx=CallContext(call_sid, call_sid, "+14155550100", "+15550009999", "x", FlowSettings()),
@@ -347,6 +328,7 @@ async def test_a_silent_socket_ends_its_session(sqlite_url: str) -> None:
                 runner=ScriptedRunner(greeting=GREETING),
                 policy=TurnPolicy(),
                 progress=progress,
+                call_events=call_events,
                 inbound_timeout_s=0.4,
             )
             async with asyncio.timeout(WAIT_S):  # a safety net: without the watchdog, forever

@@ -17,7 +17,7 @@ from server.services import Overrides
 from server.settings import FlowSettings, Settings, TransferTarget
 from telephony.call_control import build_call_control
 from telephony.vad import EnergyVad
-from tests.fakes.null_speech import NullRecognizer, NullSynthesizer
+from tests.fakes.speech import NullRecognizer, NullSynthesizer
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.fakes.twilio_webhooks import TwilioWebhookClient
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -132,8 +137,38 @@ def test_token_round_trip() -> None:
     assert token.replace(".", "").replace("-", "").replace("_", "").isalnum()
     claims = verify_stream_token("s3cret", token, now=1059.9)
     assert claims == StreamClaims(
-        call_sid=SID, thread_id="thread-1", flow="support", signal="transfer_failed:busy", expires_at=1060
+        call_sid=SID,
+        thread_id="thread-1",
+        flow="support",
+        signal="transfer_failed:busy",
+        expires_at=1060,
+        jti=claims.jti,
     )
+    assert len(claims.jti) >= 16
+
+
+def test_every_token_has_its_own_id() -> None:
+    tokens = {
+        issue_stream_token("s3cret", call_sid=SID, thread_id=SID, flow="f", ttl_s=60, now=1000) for _ in range(50)
+    }
+    assert len({verify_stream_token("s3cret", t, now=1001).jti for t in tokens}) == 50
+
+
+def signed_token(secret: str, claims: dict[str, object]) -> str:
+    """A token with any claims, signed the way the server signs (to test what it accepts)."""
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    mac = hmac.new(secret.encode(), f"v1.{body}".encode(), hashlib.sha256).digest()
+    return f"v1.{body}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+@pytest.mark.parametrize("jti", [None, "", 7])
+def test_a_token_without_an_id_is_refused(jti: object) -> None:
+    claims: dict[str, object] = {"c": SID, "t": SID, "f": "support", "s": "", "e": 2000}
+    assert verify_stream_token("s3cret", signed_token("s3cret", {**claims, "j": "abc"}), now=1000).jti == "abc"
+    if jti is not None:
+        claims["j"] = jti
+    with pytest.raises(InvalidStreamToken, match="malformed"):
+        verify_stream_token("s3cret", signed_token("s3cret", claims), now=1000)
 
 
 def test_token_expiry() -> None:
