@@ -63,7 +63,7 @@ FRAME_S = 0.02
 
 
 # --- server process(es) ---------------------------------------------------------------------
-def _settings(data_dir: Path, lead_ms: int = 120) -> Any:
+def _settings(data_dir: Path, lead_ms: int = 200) -> Any:
     from pydantic import SecretStr
 
     from server.settings import Settings

@@ -234,7 +234,9 @@ class Settings(BaseSettings):
     flows: dict[str, FlowSettings] = Field(default_factory=_default_flows)
     barge_in_min_ms: int = Field(default=200, ge=0, le=2000)
     barge_in_min_words: int = Field(default=0, ge=0, le=10)
-    playback_lead_ms: int = Field(default=120, ge=20, le=200, description="audio sent ahead of real time")
+    playback_lead_ms: int = Field(
+        default=200, ge=20, le=200, description="audio sent ahead of real time; 200: 100 ms messages, 120: 20 ms"
+    )
     max_reconnects: int = Field(default=3, ge=0, le=20)
     callback_window_hours: float = Field(default=72, ge=0)
     checkpoint_retention_days: float = Field(default=30, gt=0)

@@ -2,7 +2,7 @@
 
 ``OutboundPacer.run()`` is the only coroutine that writes to the socket. Control messages
 (``clear``, closing the socket) overtake queued audio. Audio goes out as ``media``
-messages of ``message_bytes`` (20 ms by default; Twilio plays any size in order), each
+messages of ``message_bytes`` (100 ms with the default 200 ms lead; Twilio plays any size in order), each
 sent once the audio already sent, this message included, is at most ``lead_s`` ahead of
 playback (Twilio buffers it). So a barge-in has at most ``lead_s`` of audio to clear, and
 a loop hiccup shorter than ``lead_s`` minus one message is never heard. After each message
@@ -35,8 +35,8 @@ MAX_MESSAGE_MS = 100  # marks come every 100 ms at most, one per message at this
 
 def message_ms_for(lead_ms: int) -> int:
     """The largest whole-frame message (20..100 ms) that still leaves ``MIN_SLACK_MS`` of
-    audio buffered when the next one is due: 20 ms for the default 120 ms lead, 100 ms
-    for a 200 ms lead."""
+    audio buffered when the next one is due: 20 ms for a 120 ms lead, 100 ms for the
+    default 200 ms lead."""
     return max(20, min(MAX_MESSAGE_MS, (lead_ms - MIN_SLACK_MS) // 20 * 20))
 
 

@@ -98,7 +98,7 @@ class CallSession:
         progress: ReplyProgressWriter,
         call_events: CallEventWriter,
         signal: str = "",
-        playback_lead_ms: int = 120,
+        playback_lead_ms: int = 200,
         clock: Callable[[], float] = time.monotonic,
         on_finished: Callable[[CallSession], None] | None = None,
         inbound_timeout_s: float = 10.0,

@@ -14,7 +14,7 @@ from telephony.speech import Final
 from telephony.vad import EnergyVad
 from tests.fakes.scripted_runner import ScriptedRunner
 from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
-from tests.telephony.harness import TwilioMediaClient, new_call, new_sids, serve
+from tests.telephony.harness import TwilioMediaClient, expected_messages, new_call, new_sids, serve
 
 GREETING = "Hello, you reached Acme Dental. How can I help?"
 
@@ -25,18 +25,6 @@ class CountingVad(EnergyVad):
     def speech_probability(self, frame: bytes) -> float:
         CountingVad.frames += 1
         return super().speech_probability(frame)
-
-
-def expected(stream_sid: str, phrases: list[bytes], generation: int) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    n = 0
-    for audio in phrases:
-        for offset in range(0, len(audio), 800):
-            payload = base64.b64encode(audio[offset : offset + 800]).decode()
-            out.append({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}})
-            out.append({"event": "mark", "streamSid": stream_sid, "mark": {"name": f"g{generation}.{n}"}})
-            n += 1
-    return out
 
 
 def twilio_frame(client: TwilioMediaClient, chunk: int) -> str:
@@ -53,7 +41,9 @@ async def play_reply(client: TwilioMediaClient, synth: ScriptedSynthesizer, seri
     while True:  # the phrases are known once synthesized: read until the reply's last mark
         msg = await client.until(lambda m: m["event"] == "mark")
         if len(synth.phrases) >= serials.stop:
-            want = expected(client.stream_sid, [synth.audio_for(s) for s in serials], generation)
+            want = expected_messages(
+                client.stream_sid, [synth.audio_for(s) for s in serials], generation, message_bytes=800
+            )
             if msg == want[-1] and len(client.received) - start == len(want):
                 break
     assert client.received[start:] == want

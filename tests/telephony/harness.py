@@ -26,6 +26,7 @@ from server.security import issue_stream_token
 from server.services import Overrides
 from server.settings import Settings
 from telephony.audio import SILENCE_FRAME, pcm16_to_ulaw
+from telephony.outbound import mark_every_bytes_for, message_ms_for
 from telephony.session import CallSession
 
 ACCOUNT = "AC" + "1" * 32
@@ -285,20 +286,28 @@ async def connected_call(
             yield LiveCall(served, client)
 
 
-def expected_messages(stream_sid: str, phrases_audio: list[bytes], generation: int) -> list[dict[str, Any]]:
-    """What the session must send for one reply: 20 ms media frames, a mark every 100 ms of
-    audio and at each phrase end, named ``g<generation>.<n>``."""
+# What the server sends by default: messages of this many bytes (``playback_lead_ms``).
+DEFAULT_MESSAGE_BYTES = message_ms_for(Settings.model_fields["playback_lead_ms"].default) * 8
+
+
+def expected_messages(
+    stream_sid: str, phrases_audio: list[bytes], generation: int, *, message_bytes: int = DEFAULT_MESSAGE_BYTES
+) -> list[dict[str, Any]]:
+    """What the session must send for one reply: media messages of ``message_bytes`` (the
+    last of a phrase shorter), a mark every <= 100 ms of audio and at each phrase end,
+    named ``g<generation>.<n>``."""
+    mark_every = mark_every_bytes_for(message_bytes)
     out: list[dict[str, Any]] = []
     n = 0
     for audio in phrases_audio:
         since = 0
-        for offset in range(0, len(audio), 160):
-            frame = audio[offset : offset + 160]
+        for offset in range(0, len(audio), message_bytes):
+            chunk = audio[offset : offset + message_bytes]
             out.append(
-                {"event": "media", "streamSid": stream_sid, "media": {"payload": base64.b64encode(frame).decode()}}
+                {"event": "media", "streamSid": stream_sid, "media": {"payload": base64.b64encode(chunk).decode()}}
             )
-            since += len(frame)
-            if since >= 800 or offset + 160 >= len(audio):
+            since += len(chunk)
+            if since >= mark_every or offset + message_bytes >= len(audio):
                 out.append({"event": "mark", "streamSid": stream_sid, "mark": {"name": f"g{generation}.{n}"}})
                 n += 1
                 since = 0
