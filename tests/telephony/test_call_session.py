@@ -13,11 +13,13 @@ from server.call_store import get_call, transcript
 from server.services import Overrides
 from server.settings import Settings
 from telephony.audio import SILENCE_FRAME
+from telephony.outbound import message_ms_for
 from telephony.speech import Final, Interim
 from telephony.vad import EnergyVad
 from tests.fakes.scripted_runner import ScriptedRunner
 from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer, phrase_byte
 from tests.telephony.harness import (
+    DEFAULT_MESSAGE_BYTES,
     LOUD_FRAME,
     Served,
     TwilioMediaClient,
@@ -51,7 +53,14 @@ def fakes() -> tuple[ScriptedRecognizer, ScriptedSynthesizer, ScriptedRunner]:
     return ScriptedRecognizer(), ScriptedSynthesizer(), ScriptedRunner(greeting=GREETING)
 
 
-async def play_out(client: TwilioMediaClient, first_serial: int, synth: ScriptedSynthesizer, generation: int) -> int:
+async def play_out(
+    client: TwilioMediaClient,
+    first_serial: int,
+    synth: ScriptedSynthesizer,
+    generation: int,
+    *,
+    message_bytes: int = DEFAULT_MESSAGE_BYTES,
+) -> int:
     """Read one whole reply, assert it message by message, echo its marks; returns the
     index in ``client.received`` where the reply began."""
     start = len(client.received)
@@ -61,7 +70,8 @@ async def play_out(client: TwilioMediaClient, first_serial: int, synth: Scripted
     while True:
         msg = await client.until(lambda m: m["event"] == "mark")
         serials = range(first_serial, len(synth.phrases))
-        expected_so_far = expected_messages(client.stream_sid, [synth.audio_for(s) for s in serials], generation)
+        audio = [synth.audio_for(s) for s in serials]
+        expected_so_far = expected_messages(client.stream_sid, audio, generation, message_bytes=message_bytes)
         if msg == expected_so_far[-1] and len(client.received) - start == len(expected_so_far):
             break
     assert client.received[start:] == expected_so_far
@@ -70,9 +80,12 @@ async def play_out(client: TwilioMediaClient, first_serial: int, synth: Scripted
     return start
 
 
+@pytest.mark.parametrize("lead_ms", [200, 120])  # the default (100 ms messages), and 20 ms frames
 async def test_a_whole_call_sends_exact_messages_and_records_the_call(
-    settings: Settings, fakes: tuple[ScriptedRecognizer, ScriptedSynthesizer, ScriptedRunner]
+    settings: Settings, fakes: tuple[ScriptedRecognizer, ScriptedSynthesizer, ScriptedRunner], lead_ms: int
 ) -> None:
+    settings = settings.model_copy(update={"playback_lead_ms": lead_ms})
+    message_bytes = message_ms_for(lead_ms) * 8
     recognizer, synth, runner = fakes
     recognizer.script = [
         (8, Interim("I need a", 0.0, 0.1)),
@@ -85,13 +98,13 @@ async def test_a_whole_call_sends_exact_messages_and_records_the_call(
     }
     async with connected_call(settings, overrides(recognizer, synth, runner)) as (served, client):
         call_sid, stream_sid = client.call_sid, client.stream_sid
-        await play_out(client, 0, synth, generation=1)
+        await play_out(client, 0, synth, generation=1, message_bytes=message_bytes)
         assert synth.phrases == ["Hello, you reached Acme Dental.", "How can I help?"]
 
         await client.media(SILENCE_FRAME, 10)
-        await play_out(client, 2, synth, generation=2)
+        await play_out(client, 2, synth, generation=2, message_bytes=message_bytes)
         await client.media(SILENCE_FRAME, 10)
-        await play_out(client, 4, synth, generation=3)
+        await play_out(client, 4, synth, generation=3, message_bytes=message_bytes)
         assert synth.phrases[4:] == ["Thanks for calling, goodbye!"]
         # After its goodbye has played (marks echoed), the session closes the stream.
         assert await client.drain_until_closed() == 1000
