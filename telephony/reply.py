@@ -5,6 +5,14 @@ chunker) and a synth task (phrases -> TTS -> 20 ms frames for the ``OutboundPace
 reply whose run or synthesis raised ends like an interrupted one (the run's failure adds an
 apology). A cut reply's history is repaired to what the caller heard (``repair_after``);
 repairs and graph runs go through ``_runner_lock`` in order (``_repair``).
+
+A repair on resume that fails keeps its heard text (``_unrepaired``) until a repair with it
+succeeds. ``record_heard`` makes the thread's *latest turn* end with the text it is given,
+and the reconnection line (a signal run: no caller words) joins that turn; so the kept text
+goes in front of every later heard value, stored (``set_heard``) or repaired with
+(``_repair_reply``): the turn then ends with all the caller heard of it. The caller's next
+turn would start a new one, so it gets one last try just before that run (``_last_try``);
+if that fails too the text is given up rather than cut into the new reply.
 """
 
 from __future__ import annotations
@@ -33,6 +41,10 @@ class _Unattributed(str):
 
 
 _APOLOGY = _Unattributed(APOLOGY)
+
+
+def _joined(before: str, heard: str) -> str:
+    return f"{before} {heard}" if before and heard else before or heard
 
 
 class ReplyPipeline:
@@ -64,6 +76,10 @@ class ReplyPipeline:
         # The latest heard-text repair: the next graph run waits for it (so the history it reads
         # is repaired), and so does the next repair (repairs in order).
         self._repair: asyncio.Task[None] | None = None
+        # What the caller heard of this turn that the checkpoint still lacks: a repair on resume
+        # that has not succeeded (None: nothing). ``_unrecorded``: the part no transcript holds.
+        self._unrepaired: str | None = None
+        self._unrecorded = ""
 
     def start(self, tg: asyncio.TaskGroup, reply: Reply, events: Callable[[], AsyncIterator[RunnerEvent]]) -> None:
         sid = self._state.call_sid
@@ -76,24 +92,17 @@ class ReplyPipeline:
         """After a drop: first repair the reply the previous stream (maybe another, dead
         instance) was playing with what the caller heard of it, then the reconnection line.
         The stored heard text is cleared only once the repair is done, and only if it still
-        holds what was read: a failure or a crash anywhere leaves it for the next stream."""
-        sid = self._state.call_sid
-        repaired: str | None = None
+        holds what was read: a failure or a crash anywhere leaves it for the next stream,
+        and this session keeps it (``_unrepaired``) so no later value replaces it."""
         try:
-            heard = await self._progress.peek_heard(sid)
+            heard = await self._progress.peek_heard(self._state.call_sid)
             if heard is not None:
+                self._unrepaired = self._unrecorded = heard  # kept, even if the repair is cut short
                 await self._runner.record_heard(self._ctx, heard)
-                self._progress.clear_heard(sid, heard)  # queued: nothing here to cancel it
-                repaired = heard
+                self._settle_unrepaired()
+                self._log.info("interrupted reply repaired after a drop", heard_chars=len(heard))
         except Exception:  # the reconnection line must go out whatever the repair did
             self._log.exception("could not repair the interrupted reply")
-        if repaired is not None:
-            self._record(
-                CallEvent(
-                    call_sid=sid, kind="turn", role="agent", text=repaired, interrupted=True, data={"trigger": "drop"}
-                )
-            )
-            self._log.info("interrupted reply repaired after a drop", heard_chars=len(repaired))
         events = self._runner.respond(self._ctx, signal)
         try:
             async for event in events:
@@ -111,6 +120,8 @@ class ReplyPipeline:
             if repair is not None:  # a cut reply's history is repaired before this run reads it
                 await asyncio.wait((repair,))
             async with self._runner_lock:
+                if self._unrepaired is not None:  # the turn it ends is repaired now or never
+                    await self._last_try()
                 stream = events()
                 try:
                     async for event in stream:
@@ -197,13 +208,25 @@ class ReplyPipeline:
         reply.request = None
         self._record(CallEvent(call_sid=self._state.call_sid, kind="error", role="system", data={"stage": stage}))
 
+    def set_heard(self, heard: str | None) -> None:
+        """Store what the caller has heard of the reply in progress ("" = its audio began;
+        None = it played to the end: nothing of it to repair). After a failed repair the kept
+        text goes in front, and a reply played to the end joins it whole."""
+        kept = self._unrepaired
+        if kept is not None:
+            if heard is None:
+                heard = self._unrepaired = _joined(kept, self._tracker.full_text())
+            else:
+                heard = _joined(kept, heard)
+        self._progress.set(self._state.call_sid, heard)
+
     def repair_after(self, tg: asyncio.TaskGroup | None, reply: Reply, heard: str) -> None:
         """Make the history say what the caller heard of ``reply``, once its tasks are done
         and in order with every other graph run and repair (``_repair``). ``tg`` is the
         session's task group, None once the call is over."""
         st = self._state
         if st.first_audio_gen == reply.generation:  # until repaired, a resume repairs it
-            self._progress.set(st.call_sid, heard)
+            self.set_heard(heard)
         if tg is None:  # the call is over: the stored heard text is the repair
             return
         previous = self._repair
@@ -214,12 +237,19 @@ class ReplyPipeline:
         # The cut graph run has stopped, and earlier repairs are done, before this one.
         await asyncio.wait(reply.tasks if previous is None else (*reply.tasks, previous))
         st = self._state
+        kept = self._unrepaired
+        text = heard if kept is None else _joined(kept, heard)
         try:
             async with self._runner_lock:
-                await self._runner.record_heard(self._ctx, heard)
+                await self._runner.record_heard(self._ctx, text)
         except Exception:  # the stored heard text stays: a resume may still repair it
             self._log.exception("could not record what the caller heard")
+            if kept is not None:
+                self._unrepaired = text
         else:
+            if kept is not None:
+                self._unrepaired = text
+                self._settle_unrepaired()
             if st.first_audio_gen <= reply.generation:  # never wipe a later reply's progress
                 self._progress.set(st.call_sid, None)
         self._record(
@@ -231,5 +261,32 @@ class ReplyPipeline:
                 interrupted=True,
                 latency_ms=reply.timing.latency_ms,
                 data={"trigger": reply.timing.trigger, **({"failed": reply.failed} if reply.failed else {})},
+            )
+        )
+
+    async def _last_try(self) -> None:
+        """Before the caller's next turn runs: repair the turn it ends with the kept text.
+        After that run ``record_heard`` would cut the new reply instead, so a failure here
+        gives the text up (cleared from the row; the transcript still has it)."""
+        assert self._unrepaired is not None
+        try:
+            await self._runner.record_heard(self._ctx, self._unrepaired)
+        except Exception:
+            self._log.exception("could not repair the interrupted reply: what the caller heard of it is lost")
+        else:
+            self._log.info("interrupted reply repaired before the next turn", heard_chars=len(self._unrepaired))
+        self._settle_unrepaired()
+
+    def _settle_unrepaired(self) -> None:
+        """The kept text is repaired (or given up): clear it from the row if the row still
+        holds it, and put the part no transcript event holds into the transcript."""
+        text, unrecorded = self._unrepaired, self._unrecorded
+        assert text is not None
+        self._unrepaired, self._unrecorded = None, ""
+        sid = self._state.call_sid
+        self._progress.clear_heard(sid, text)  # queued: nothing here to cancel it
+        self._record(
+            CallEvent(
+                call_sid=sid, kind="turn", role="agent", text=unrecorded, interrupted=True, data={"trigger": "drop"}
             )
         )

@@ -9,7 +9,9 @@ repaired. The session that picks the call up after a drop (any instance) reads t
 (``peek_heard``), repairs the checkpoint with it before its reconnection line, and only
 then clears it if it still holds what was read (``clear_heard``): a process that dies
 anywhere in between leaves it for the next stream (the repair is idempotent), and a newer
-value is never cleared.
+value is never cleared. A session whose repair failed keeps the text in front of every value
+it stores after it (``ReplyPipeline.set_heard``): "" for its next reply then stores the kept
+text, not "", so a second drop cannot lose it.
 
 Cost: ONE ``ReplyProgressWriter`` per process, built in the app lifespan. ``set`` is a dict
 assignment (the latest value of a call wins); one background task writes every changed

@@ -14,10 +14,11 @@ One session per call owns its state (``CallState``) and its tasks, all in ONE
   one transaction a round), flushed before the call row gets its outcome and on the way out.
 * watchdog -- ends the call when no frame arrived for ``inbound_timeout_s`` (a dead socket).
 * progress -- ``calls.reply_heard``: what the caller has heard of the reply in progress,
-  set on the process-wide ``telephony.reply_progress.ReplyProgressWriter`` (no task here;
-  its last value is flushed on the way out), so a session on another instance can repair
-  the checkpoint if this process dies mid-reply; a ``reconnected`` stream does that
-  repair before its reconnection line.
+  set through ``ReplyPipeline.set_heard`` on the process-wide
+  ``telephony.reply_progress.ReplyProgressWriter`` (no task here; its last value is flushed
+  on the way out), so a session on another instance can repair the checkpoint if this
+  process dies mid-reply; a ``reconnected`` stream does that repair before its
+  reconnection line (and keeps the text in front of later values while the repair fails).
 * per reply: a runner task (graph events -> phrase chunker) and a synth task (phrases ->
   TTS -> 20 ms frames on the outbound deque), run by ``telephony.reply.ReplyPipeline``.
   Barge-in cancels both, clears Twilio's buffer, drops queued audio, bumps the generation
@@ -242,7 +243,7 @@ class CallSession:
                         self._reply_played()
                     elif self.tracker.phrases_heard != self._phrases_heard:
                         self._phrases_heard = self.tracker.phrases_heard
-                        self._progress.set(self.state.call_sid, self.tracker.heard_text())
+                        self._replies.set_heard(self.tracker.heard_text())
             elif isinstance(event, codec.Dtmf):
                 self._on_dtmf(event.digit)
             elif isinstance(event, codec.Stop):
@@ -358,7 +359,7 @@ class CallSession:
             reply.timing.interrupted = True
             self._replies.repair_after(self._tg, reply, self.tracker.heard_text())
             return
-        self._progress.set(self.state.call_sid, None)
+        self._replies.set_heard(None)
         self._record(
             CallEvent(
                 call_sid=self.state.call_sid,
@@ -431,7 +432,7 @@ class CallSession:
             st.first_audio_gen = generation
             if st.reply is not None and st.reply.generation == generation:
                 st.reply.timing.first_audio_at = self._clock()
-                self._progress.set(st.call_sid, "")
+                self._replies.set_heard("")
             self.policy.agent_audio_started()
         return self.tracker.frame_sent(phrase, nbytes, phrase_end)
 

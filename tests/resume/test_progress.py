@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import event
 
 from graphs.events import CallSignal
-from server.call_store import get_call, record_call, transcript
+from server.call_store import get_call, record_call, transcript, update_call
 from server.db import Database
 from server.services import Overrides
 from server.settings import Settings
@@ -19,7 +19,8 @@ from telephony.speech import Final
 from telephony.vad import EnergyVad
 from tests.fakes.scripted_runner import ScriptedRunner
 from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
-from tests.telephony.harness import Served, TwilioMediaClient, expected_messages, new_call, new_sids, serve
+from tests.telephony.harness import WAIT_S, Served, TwilioMediaClient, expected_messages, new_call, new_sids, serve
+from tests.telephony.test_session_faults import FaultyRunner
 
 GREETING = "Hello, you reached Acme Dental. How can I help?"
 ANSWER = "Sure thing. Which day suits you best?"
@@ -112,6 +113,64 @@ async def test_heard_progress_is_stored_and_repaired_after_a_drop(settings: Sett
     assert runner.inputs[-1] == ("respond", CallSignal("reconnected"))
     drop = [e for e in events if e.interrupted]
     assert [(e.role, e.text, (e.data or {}).get("trigger")) for e in drop] == [("agent", "Sure thing.", "drop")]
+
+
+async def test_a_failed_repair_survives_a_second_drop_during_the_reconnection_line(settings: Settings) -> None:
+    heard = "Sure thing. We have Monday at"  # left by a stream that dropped mid-reply
+    line = "Sorry about that. We were cut off."
+    synth = ScriptedSynthesizer()
+    runner = FaultyRunner(replies={"signal:reconnected": line}, heard_failures=1)
+    overrides = Overrides(
+        recognizer=ScriptedRecognizer(),
+        synthesizer=synth,
+        vad_factory=EnergyVad,
+        runners={"scheduling": runner, "support": runner, "sales": runner},
+        call_control=object(),
+    )
+    call_sid = new_sids()[0]
+    async with serve(settings, overrides) as served:
+        db: Database = served.app.state.services.db
+        token = await new_call(settings, served.app, call_sid=call_sid, signal="reconnected")
+        await update_call(db, call_sid, reply_heard=heard)
+
+        # The repair fails; the reconnection line's audio begins, its first phrase is heard, and
+        # the line drops again. What the caller heard of the turn is kept, the line's part after it.
+        async with TwilioMediaClient.connect(
+            served.url, settings, call_sid=call_sid, stream_sid=new_sids()[1]
+        ) as client:
+            await client.start(token)
+            await client.until(lambda m: m["event"] == "media")
+            n = first_phrase_marks(client, synth, 0, 1)
+            await client.until_mark(f"g1.{n - 1}")
+            for name in client.marks()[:n]:
+                await client.echo_mark(name)
+            await heard_becomes(db, call_sid, f"{heard} Sorry about that.")
+            client.ws.transport.abort()
+        await sessions_finished(served, 1)
+        assert (await get_call(db, call_sid)).reply_heard == f"{heard} Sorry about that."  # type: ignore[union-attr]
+
+        # The next stream repairs the turn with all of it, then says its own line.
+        runner.heard_tried.clear()
+        token = await new_call(settings, served.app, call_sid=call_sid, signal="reconnected")
+        async with TwilioMediaClient.connect(
+            served.url, settings, call_sid=call_sid, stream_sid=new_sids()[1]
+        ) as client:
+            await client.start(token)
+            async with asyncio.timeout(WAIT_S):
+                await runner.heard_tried.wait()
+            await client.until(lambda m: m["event"] == "media")
+            await client.stop()
+        await sessions_finished(served, 2)
+        events = await transcript(db, call_sid)
+        call = await get_call(db, call_sid)
+
+    assert runner.calls == ["record_heard", "respond", "record_heard", "respond"]
+    assert runner.heard == [f"{heard} Sorry about that."]
+    assert call is not None and call.reply_heard == ""  # the new line's audio began; nothing of it heard
+    drop = [e for e in events if e.interrupted]
+    assert [(e.role, e.text, (e.data or {}).get("trigger")) for e in drop] == [
+        ("agent", f"{heard} Sorry about that.", "drop")
+    ]
 
 
 async def new_calls(db: Database, count: int) -> list[str]:

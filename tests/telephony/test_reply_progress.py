@@ -53,8 +53,14 @@ async def stored(db: Database, sid: str) -> str | None:
     return call.reply_heard
 
 
-async def resume(sid: str, runner: ScriptedRunner, progress: ReplyProgressWriter, recorded: list[CallEvent]) -> str:
-    """A reconnected stream's first reply, as ``CallSession`` starts it; returns its text."""
+def new_pipeline(
+    sid: str,
+    runner: ScriptedRunner,
+    progress: ReplyProgressWriter,
+    recorded: list[CallEvent],
+    tracker: PlaybackTracker | None = None,
+) -> ReplyPipeline:
+    """The reply pipeline of a new stream of call ``sid``, as ``CallSession`` builds it."""
 
     async def nothing(*_: object) -> None:
         return None
@@ -68,10 +74,10 @@ async def resume(sid: str, runner: ScriptedRunner, progress: ReplyProgressWriter
         on_frame=lambda *_: None,
         on_reply_end=lambda _: None,
     )
-    replies = ReplyPipeline(
+    return ReplyPipeline(
         ctx=CallContext(sid, sid, "+14155550100", "+15550009999", "scheduling", FlowSettings()),
         state=state,
-        tracker=PlaybackTracker(),
+        tracker=tracker or PlaybackTracker(),
         out=out,
         synthesizer=ScriptedSynthesizer(),
         runner=runner,
@@ -79,6 +85,17 @@ async def resume(sid: str, runner: ScriptedRunner, progress: ReplyProgressWriter
         record=recorded.append,
         log=structlog.get_logger(),
     )
+
+
+async def resume(
+    sid: str,
+    runner: ScriptedRunner,
+    progress: ReplyProgressWriter,
+    recorded: list[CallEvent],
+    replies: ReplyPipeline | None = None,
+) -> str:
+    """A reconnected stream's first reply, as ``CallSession`` starts it; returns its text."""
+    replies = replies or new_pipeline(sid, runner, progress, recorded)
     return "".join([e.text async for e in replies.resume(CallSignal("reconnected")) if isinstance(e, TextChunk)])
 
 
@@ -106,6 +123,43 @@ async def test_a_failed_repair_leaves_the_heard_text_in_place_for_the_next_strea
     assert runner.heard == [HEARD]
     assert await stored(db, sid) is None
     assert [(e.role, e.text, e.interrupted) for e in recorded] == [("agent", HEARD, True)]
+
+
+async def test_a_failed_repairs_text_stays_in_front_of_the_next_replys_progress(db: Database) -> None:
+    sid = await new_call(db)
+    await update_call(db, sid, reply_heard=HEARD)
+    runner = ShakyRunner(replies={"signal:reconnected": RECONNECTED}, heard_failures=1)
+    recorded: list[CallEvent] = []
+    tracker = PlaybackTracker()
+    async with ReplyProgressWriter(db, interval_s=60) as progress:
+        replies = new_pipeline(sid, runner, progress, recorded, tracker)
+        assert await resume(sid, runner, progress, recorded, replies) == RECONNECTED  # the repair failed
+        # The reconnection line, as the session reports it: its audio begins ("" = nothing
+        # heard of it yet), its first phrase is heard, it plays to the end (None).
+        tracker.start_reply(1)
+        for phrase in ("Sorry,", "we were cut off."):
+            tracker.add_phrase(phrase)
+        values = []
+        for heard in ("", "Sorry,", None):
+            replies.set_heard(heard)
+            await progress.flush_now()
+            values.append(await stored(db, sid))
+        assert values == [HEARD, f"{HEARD} Sorry,", f"{HEARD} {RECONNECTED}"]
+        assert (runner.heard, recorded) == ([], [])
+
+        # The next stream repairs the turn with all the caller heard of it; then "" is a new
+        # reply's start again.
+        replies = new_pipeline(sid, runner, progress, recorded, tracker)
+        assert await resume(sid, runner, progress, recorded, replies) == RECONNECTED
+        await progress.flush_now()
+        assert await stored(db, sid) is None
+        replies.set_heard("")
+        await progress.flush_now()
+        assert await stored(db, sid) == ""
+    assert runner.heard == [f"{HEARD} {RECONNECTED}"]
+    assert [(e.role, e.text, e.interrupted, e.data) for e in recorded] == [
+        ("agent", f"{HEARD} {RECONNECTED}", True, {"trigger": "drop"})
+    ]
 
 
 async def test_a_value_written_after_the_peek_is_not_cleared(db: Database) -> None:

@@ -300,6 +300,77 @@ async def test_heard_text_survives_a_failed_repair_on_resume(sqlite_settings: Se
     assert call is not None and call.reply_heard is None
 
 
+async def reply_heard_becomes(db: Database, call_sid: str, want: str) -> None:
+    """Until the call row holds ``want`` (heard progress is written asynchronously)."""
+    async with asyncio.timeout(WAIT_S):
+        while (call := await get_call(db, call_sid)) is None or call.reply_heard != want:
+            await asyncio.sleep(0.02)
+
+
+KEPT = "We are open Monday to"  # left by a stream that dropped mid-reply
+LINE = "Sorry about that. We were cut off."
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+async def test_the_callers_next_turn_first_repairs_what_a_failed_repair_kept(settings: Settings, failures: int) -> None:
+    recognizer, synth = ScriptedRecognizer(), ScriptedSynthesizer()
+    recognizer.script = [(10, Final("yes please", 0.0, 0.2, speech_final=True))]
+    runner = FaultyRunner(replies={"signal:reconnected": LINE, "yes please": "Great."}, heard_failures=failures)
+
+    async with connected_call(settings, overrides(recognizer, synth, runner), signal="reconnected", start=False) as (
+        served,
+        client,
+    ):
+        db = served.app.state.services.db
+        await update_call(db, client.call_sid, reply_heard=KEPT)  # before ``start``: a fresh token for it
+        token = await new_call(settings, served.app, call_sid=client.call_sid, signal="reconnected")
+        await client.start(token)
+        await play_out(client, 0, synth, generation=1)  # the repair failed; the line plays to the end
+        await reply_heard_becomes(db, client.call_sid, f"{KEPT} {LINE}")  # kept, the whole line after it
+        await client.media(SILENCE_FRAME, 10)  # -> "yes please": its run waits for one last repair
+        await play_out(client, 2, synth, generation=2)
+        await client.stop()
+        assert await client.drain_until_closed() == 1000
+        session = await served.session_done(client.call_sid)
+        events = await transcript(db, client.call_sid)
+        call = await get_call(db, client.call_sid)
+    assert session.state.end_reason == "stop"
+    assert runner.calls == ["record_heard", "respond", "record_heard", "respond"]
+    assert runner.inputs[-1] == ("respond", CallerText("yes please"))
+    # Repaired before the caller's turn ran, or given up: never left to cut a later reply.
+    assert runner.heard == ([f"{KEPT} {LINE}"] if failures == 1 else [])
+    assert call is not None and call.reply_heard is None
+    agent = [(e.text, e.interrupted) for e in events if e.kind == "turn" and e.role == "agent"]
+    # The kept text joins the transcript once, when it is settled (after the line it preceded).
+    assert agent == [(LINE, False), (KEPT, True), ("Great.", False)]
+
+
+async def test_a_barge_in_on_the_reconnection_line_repairs_what_a_failed_repair_kept(settings: Settings) -> None:
+    recognizer, synth = ScriptedRecognizer(), ScriptedSynthesizer()
+    runner = FaultyRunner(replies={"signal:reconnected": LINE, "digits:5": "You pressed five."}, heard_failures=1)
+    async with connected_call(settings, overrides(recognizer, synth, runner), signal="reconnected", start=False) as (
+        served,
+        client,
+    ):
+        db = served.app.state.services.db
+        await update_call(db, client.call_sid, reply_heard=KEPT)
+        token = await new_call(settings, served.app, call_sid=client.call_sid, signal="reconnected")
+        await client.start(token)
+        await client.until(lambda m: m["event"] == "media")
+        await client.dtmf("5")  # cuts the line before a word of it was heard
+        await client.until(lambda m: m["event"] == "clear")
+        await play_out(client, 2, synth, generation=3)
+        await client.stop()
+        assert await client.drain_until_closed() == 1000
+        await served.session_done(client.call_sid)
+        call = await get_call(db, client.call_sid)
+    # The cut line's repair carries the kept text: the turn ends with all the caller heard.
+    assert runner.calls == ["record_heard", "respond", "record_heard", "respond"]
+    assert runner.heard == [KEPT]
+    assert runner.inputs[-1] == ("respond", CallerDigits("5"))
+    assert call is not None and call.reply_heard is None
+
+
 async def test_a_silent_socket_ends_its_session(sqlite_url: str) -> None:
     db = Database(sqlite_url)
     await db.upgrade()
