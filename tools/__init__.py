@@ -19,7 +19,7 @@ from tools.contacts import contact_tools
 from tools.handoff import handoff_tools
 from tools.knowledge import KnowledgeLibrary, knowledge_tools
 from tools.messages import message_tools
-from tools.runtime import utc_clock
+from tools.runtime import model_args_schema, utc_clock
 
 TOOL_NAMES = (
     "find_free_slots",
@@ -47,7 +47,7 @@ def build_tools(*, db: Database, clock: Callable[[], dt.datetime] | None = None)
         *message_tools(db=db),
         *handoff_tools(),
     ]
-    return {t.name: t for t in tools}
+    return {t.name: model_args_schema(t) for t in tools}
 
 
 __all__ = ["TOOL_NAMES", "build_tools"]

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel
 
 from graphs.context import CallContext
 
@@ -70,3 +72,22 @@ def clean(value: str | None, limit: int = 256) -> str | None:
 
 def sorry(what: str) -> str:
     return f"Sorry, I couldn't {what} just now because of a system problem. Offer to take a message instead."
+
+
+def model_args_schema(tool: BaseTool) -> BaseTool:
+    """Validate a tool call against the arguments the model gives, not the injected runtime.
+
+    LangChain validates tool input with the tool's full argument schema and then
+    ``model_dump``s the result (langchain-ai/langchain#34770), which walks the injected
+    ``ToolRuntime``: the whole call state, every message, on every tool call. The
+    model-facing schema (``tool_call_schema``) holds the same arguments the model sees;
+    the runtime is still injected (LangChain re-adds it from the function's signature).
+    A tool the model calls without arguments keeps its schema: LangChain calls a tool whose
+    schema has no fields with no arguments at all, the runtime included.
+    """
+    if not tool._injected_args_keys or tool.args_schema is None or isinstance(tool.args_schema, dict):
+        return tool
+    model_schema = tool.tool_call_schema
+    if isinstance(model_schema, type) and issubclass(model_schema, BaseModel) and model_schema.model_fields:
+        tool.args_schema = model_schema
+    return tool

@@ -12,9 +12,10 @@
 The greeting, the reconnection line, the "nobody is free" line and keypad transfers are
 fixed sentences (no model call: spoken at once, same on every model). ``agent`` is the
 flow's model with its tools and prompt; on a new caller turn it also labels the turn's
-``intent`` by keywords (no model call). ``tools`` runs the tool calls and, in the same
-step, turns their artifacts (``TransferRequest``, ``EndCallRequest``) into state the
-runner hands to the call session once the reply is out. Every step is a checkpoint
+``intent`` by keywords (no model call), and routes itself on its reply (a ``Command``:
+a conditional edge would rebuild the whole state to read it). ``tools`` runs the tool
+calls and, in the same step, turns their artifacts (``TransferRequest``,
+``EndCallRequest``) into state the runner hands to the call session once the reply is out. Every step is a checkpoint
 write, so work that needs no step of its own shares one: a turn answered through one
 tool round trip writes five checkpoints (input, start, agent, tools, agent). Per-call
 facts come from the run's ``CallContext``; the model sees the flow's prompt, the local
@@ -39,6 +40,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from graphs.context import CallContext
 from graphs.events import EndCallRequest, TransferRequest
@@ -130,11 +132,10 @@ def route_entry(state: CallState) -> Literal["greeting", "signal", "keypad", "ag
     return "agent"
 
 
-def route_after_agent(state: CallState) -> Literal["tools", "__end__"]:
-    last = state["messages"][-1] if state.get("messages") else None
-    if isinstance(last, AIMessage) and last.tool_calls:
-        return "tools"
-    return "__end__"
+def route_after_agent(reply: AnyMessage) -> Literal["tools", "__end__"]:
+    """Where the agent's reply goes. The agent node routes itself with it (a ``Command``):
+    a conditional edge would rebuild the whole state, history and all, just to read it."""
+    return "tools" if isinstance(reply, AIMessage) and reply.tool_calls else "__end__"
 
 
 def route_after_signal(state: CallState) -> Literal["agent", "__end__"]:
@@ -247,7 +248,7 @@ def build_flow_graph(
         line = _ai(KEYPAD_TRANSFER.format(desc=target_desc(flow, target)), "keypad_transfer")
         return {"messages": [line], "keypad": None, "pending_transfer": transfer, "last_transfer": transfer}
 
-    async def agent(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
+    async def agent(state: CallState, runtime: Runtime[CallContext]) -> Command[Literal["tools", "__end__"]]:
         flow = runtime.context.flow_settings
         messages = state.get("messages", [])
         update: dict[str, Any] = {"agent_turns": state.get("agent_turns", 0) + 1}
@@ -257,8 +258,9 @@ def build_flow_graph(
                 update["intent"] = label
         role = (flow.prompt or spec.prompt).replace("{company}", flow.company)
         prompt = f"{role}\n\n{VOICE_RULES}\n\n{facts_block(flow, state, now())}"
-        update["messages"] = [await bound.ainvoke([SystemMessage(prompt), *messages])]
-        return update
+        reply = await bound.ainvoke([SystemMessage(prompt), *messages])
+        update["messages"] = [reply]
+        return Command(update=update, goto=route_after_agent(reply))
 
     tool_node = ToolNode(flow_tools, handle_tool_errors=True)
 
@@ -273,13 +275,12 @@ def build_flow_graph(
     graph.add_node("greeting", greeting)
     graph.add_node("signal", signal)
     graph.add_node("keypad", keypad)
-    graph.add_node("agent", agent)
+    graph.add_node("agent", agent, destinations=("tools", END))
     graph.add_node("tools", run_tools)
     graph.add_conditional_edges(START, route_entry)
     graph.add_edge("greeting", END)
     graph.add_conditional_edges("signal", route_after_signal)
     graph.add_conditional_edges("keypad", route_after_keypad)
-    graph.add_conditional_edges("agent", route_after_agent)
     graph.add_edge("tools", "agent")
     return graph.compile(checkpointer=checkpointer, name=spec.name)
 

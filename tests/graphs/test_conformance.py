@@ -1,5 +1,6 @@
 """The official checkpointer conformance suite against the savers exactly as
-``graphs.checkpoint.checkpointer`` configures them (SQLite file; pooled, lock-free Postgres)."""
+``graphs.checkpoint.checkpointer`` configures them (SQLite file, one trip per call;
+pooled, lock-free Postgres)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import BASE_CAPABILITIES
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from graphs.checkpoint import PooledPostgresSaver, checkpointer
+from graphs.checkpoint import OneTripSqliteSaver, PooledPostgresSaver, checkpointer
 
 BASE = {c.value for c in BASE_CAPABILITIES}
 
@@ -42,7 +42,7 @@ async def _run_suite(name: str, url_for: object, expected: type) -> None:
 
 
 async def test_sqlite_saver_conformance(tmp_path: Path) -> None:
-    await _run_suite("sqlite", lambda i: f"sqlite+aiosqlite:///{tmp_path / f'cp{i}.db'}", AsyncSqliteSaver)
+    await _run_suite("sqlite", lambda i: f"sqlite+aiosqlite:///{tmp_path / f'cp{i}.db'}", OneTripSqliteSaver)
 
 
 @pytest.mark.postgres
