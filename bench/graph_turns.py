@@ -36,15 +36,15 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from graphs.checkpoint import checkpointer  # noqa: E402
-from graphs.context import CallContext  # noqa: E402
-from graphs.events import CallerText, TextChunk  # noqa: E402
-from graphs.flows.support import build_support_graph  # noqa: E402
-from graphs.model import build_chat_model  # noqa: E402
-from graphs.runner import GraphRunner  # noqa: E402
-from server.db import Database  # noqa: E402
-from server.settings import Settings  # noqa: E402
-from tools import build_tools  # noqa: E402
+from dialgraph.graphs.checkpoint import checkpointer  # noqa: E402
+from dialgraph.graphs.flows.support import build_support_graph  # noqa: E402
+from dialgraph.graphs.model import build_chat_model  # noqa: E402
+from dialgraph.graphs.runner import GraphRunner  # noqa: E402
+from dialgraph.server.core.context import CallContext  # noqa: E402
+from dialgraph.server.core.db import Database  # noqa: E402
+from dialgraph.server.core.settings import Settings  # noqa: E402
+from dialgraph.server.core.turns import CallerText, TextChunk  # noqa: E402
+from dialgraph.tools import build_tools  # noqa: E402
 
 QUESTIONS = (
     "Is there parking?",

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from telephony.simulator_load import load  # noqa: E402
+from dialgraph.telephony.simulator.load import load  # noqa: E402
 from tests.fakes.speech import TextSynthesizer  # noqa: E402
 
 SCENARIO = ROOT / "bench" / "scenarios" / "load_support.yaml"

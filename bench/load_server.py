@@ -17,8 +17,8 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.app import create_app  # noqa: E402
-from server.settings import Settings  # noqa: E402
+from dialgraph.server.app import create_app  # noqa: E402
+from dialgraph.server.core.settings import Settings  # noqa: E402
 from tests.fakes.sim_server import SCENARIO_NUMBERS, text_speech  # noqa: E402
 
 

@@ -66,7 +66,7 @@ FRAME_S = 0.02
 def _settings(data_dir: Path, lead_ms: int = 200) -> Any:
     from pydantic import SecretStr
 
-    from server.settings import Settings
+    from dialgraph.server.core.settings import Settings
 
     return Settings(
         data_dir=data_dir,
@@ -123,20 +123,20 @@ class _Instrumented:
 def bench_app() -> Any:
     """The uvicorn factory of every server process (configured by the environment the
     bench's parent process sets: this is a bench, not the app)."""
-    from server.app import create_app
-    from server.services import Overrides
-    from telephony.speech import Final
+    from dialgraph.server.app import create_app
+    from dialgraph.server.services import Overrides
+    from dialgraph.telephony.speech.base import Final
     from tests.fakes.scripted_runner import ScriptedRunner
     from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 
     data_dir = Path(os.environ["MEDIA_BENCH_DATA_DIR"])
     if os.environ.get("MEDIA_BENCH_VAD") == "silero":
-        from telephony.vad import SileroVad
+        from dialgraph.telephony.speech.vad import SileroVad
 
         SileroVad.preload()
         vad_factory: Any = SileroVad
     else:
-        from telephony.vad import EnergyVad
+        from dialgraph.telephony.speech.vad import EnergyVad
 
         vad_factory = EnergyVad
     overrides = Overrides(
@@ -183,7 +183,7 @@ def serve(port: int, workers: int, profile: str = "") -> None:
 
 # --- Twilio side --------------------------------------------------------------------------------
 def _speech_frames() -> list[bytes]:
-    from telephony.audio import pcm16_to_ulaw
+    from dialgraph.telephony.audio import pcm16_to_ulaw
 
     rng = random.Random(7)
     frames = []
@@ -279,8 +279,8 @@ class BenchCall:
 
 
 async def _record_calls(data_dir: Path, calls: list[BenchCall]) -> None:
-    from server.call_store import record_call
-    from server.db import Database
+    from dialgraph.server.core.call_store import record_call
+    from dialgraph.server.core.db import Database
 
     db = Database(_settings(data_dir).effective_database_url)
     for c in calls:
@@ -300,7 +300,7 @@ async def _record_calls(data_dir: Path, calls: list[BenchCall]) -> None:
 async def _open(port: int, c: BenchCall) -> None:
     from twilio.request_validator import RequestValidator
 
-    from server.security import issue_stream_token
+    from dialgraph.server.core.security import issue_stream_token
 
     sig = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL.replace("http://", "ws://") + "/twilio/media", {})
     c.proto = await open_media_client(
@@ -439,7 +439,7 @@ def run_one(n: int, seconds: float, *, workers: int, lead_ms: int, vad: str, pro
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         port = _free_port()
-        from server.db import upgrade
+        from dialgraph.server.core.db import upgrade
 
         upgrade(_settings(data_dir).effective_database_url)  # once, before workers start (as the CLI does)
         env = {

@@ -102,8 +102,8 @@ def drop_database(admin_dsn: str, name: str) -> None:
 async def main_async(args: argparse.Namespace) -> int:
     from contextlib import AsyncExitStack
 
-    from graphs.checkpoint import checkpointer
-    from server.db import Database
+    from dialgraph.graphs.checkpoint import checkpointer
+    from dialgraph.server.core.db import Database
 
     created = None
     url = args.database_url

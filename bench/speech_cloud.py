@@ -17,9 +17,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from telephony.deepgram_asr import DeepgramRecognizer
-from telephony.elevenlabs_tts import ElevenLabsSynthesizer
-from telephony.speech import FRAME_BYTES, Final
+from dialgraph.telephony.speech.base import FRAME_BYTES, Final
+from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
+from dialgraph.telephony.speech.elevenlabs import ElevenLabsSynthesizer
 from tests.fakes.deepgram_server import DeepgramFake, word_audio
 from tests.fakes.elevenlabs_server import ElevenLabsFake
 

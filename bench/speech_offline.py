@@ -26,13 +26,15 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from telephony.audio import silence  # noqa: E402
-from telephony.audio_compat import audioop  # noqa: E402
-from telephony.offline_asr import WhisperRecognizer, decode_segment, load_whisper  # noqa: E402
-from telephony.offline_tts import OfflineSynthesizer, load_piper, pipelined, render_piper, split_head  # noqa: E402
-from telephony.speech import FRAME_BYTES, FRAME_MS, Final  # noqa: E402
-from telephony.speech_workers import SpeechWorkers  # noqa: E402
-from telephony.vad import SileroVad  # noqa: E402
+from dialgraph.telephony.audio import (
+    audioop,  # noqa: E402
+    silence,  # noqa: E402
+)
+from dialgraph.telephony.speech.base import FRAME_BYTES, FRAME_MS, Final  # noqa: E402
+from dialgraph.telephony.speech.offline_asr import WhisperRecognizer, decode_segment, load_whisper  # noqa: E402
+from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer, load_piper, pipelined, render_piper, split_head  # noqa: E402
+from dialgraph.telephony.speech.vad import SileroVad  # noqa: E402
+from dialgraph.telephony.speech.workers import SpeechWorkers  # noqa: E402
 
 PHRASES = [
     "Hello, thanks for calling Acme Dental.",

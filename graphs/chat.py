@@ -16,11 +16,19 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import TextIO
 
-from graphs.context import CallContext
-from graphs.events import CallerDigits, CallerInput, CallerText, EndCallRequest, RunnerEvent, TextChunk, TransferRequest
-from graphs.runtime import build_runners
-from server.db import Database
-from server.settings import Settings
+from dialgraph.graphs.runtime import build_runners
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.core.turns import (
+    CallerDigits,
+    CallerInput,
+    CallerText,
+    EndCallRequest,
+    RunnerEvent,
+    TextChunk,
+    TransferRequest,
+)
 
 
 async def stdin_lines() -> AsyncIterator[str]:

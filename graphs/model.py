@@ -20,7 +20,7 @@ from collections.abc import Callable
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
-from server.settings import Settings
+from dialgraph.server.core.settings import Settings
 
 REQUEST_TIMEOUT_S = 10.0
 STREAM_CHUNK_TIMEOUT_S = 5.0
@@ -42,7 +42,7 @@ def build_chat_model(
     ``clock`` only matters to the offline model (what "tomorrow" means in tests).
     """
     if spec == "offline":
-        from graphs.offline_model import OfflineChatModel
+        from dialgraph.graphs.offline_model import OfflineChatModel
 
         return OfflineChatModel(clock=clock)
     if spec.startswith("openai:"):

@@ -33,7 +33,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
-from graphs.offline_policy import Reply, decide, frame_metadata
+from dialgraph.graphs.offline_policy import Reply, decide, frame_metadata
 
 _ZONE_RE = re.compile(r"Time zone: ([A-Za-z_]+(?:/[A-Za-z_+\-0-9]+)*)")
 

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from graphs.intents import classify, extract_name, is_no, is_yes, pick_ordinal
-from graphs.spoken_time import When, normalise, parse_date, parse_time, parse_when
+from dialgraph.graphs.intents import classify, extract_name, is_no, is_yes, pick_ordinal
+from dialgraph.graphs.spoken_time import When, normalise, parse_date, parse_time, parse_when
 
 FRAME_KEY = "offline_frame"
 

@@ -31,14 +31,14 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMes
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy import select
 
-from graphs.context import CallContext
-from graphs.flows.base import DIALOG_ACT
-from graphs.state import CallbackState
-from server.db import Database
-from server.models import Contact
-from tools.calendar import Calendar
-from tools.runtime import caller_number, utc_clock
-from tools.speech_format import spoken_datetime
+from dialgraph.graphs.flows.base import DIALOG_ACT
+from dialgraph.graphs.state import CallbackState
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Contact
+from dialgraph.tools.calendar import Calendar
+from dialgraph.tools.runtime import caller_number, utc_clock
+from dialgraph.tools.speech_format import spoken_datetime
 
 log = structlog.get_logger(__name__)
 

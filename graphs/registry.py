@@ -35,7 +35,7 @@ def graph_factory(name: str) -> GraphFactory:
     if ":" in name:
         module_name, _, attr = name.partition(":")
     elif _NAME.match(name):
-        module_name, attr = f"graphs.flows.{name}", f"build_{name}_graph"
+        module_name, attr = f"dialgraph.graphs.flows.{name}", f"build_{name}_graph"
     else:
         raise UnknownFlowError(f"bad graph name {name!r}")
     try:

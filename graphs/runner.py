@@ -38,8 +38,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, Human
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
-from graphs.context import CallContext
-from graphs.events import (
+from dialgraph.graphs.state import CallbackState
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.turns import (
     CallerDigits,
     CallerInput,
     CallerText,
@@ -49,7 +50,6 @@ from graphs.events import (
     TextChunk,
     TransferRequest,
 )
-from graphs.state import CallbackState
 
 log = structlog.get_logger(__name__)
 

@@ -10,15 +10,15 @@ from contextlib import AsyncExitStack
 import structlog
 from langchain_core.language_models import BaseChatModel
 
-from graphs.checkpoint import checkpointer
-from graphs.model import build_chat_model
-from graphs.recall import build_recall
-from graphs.registry import graph_factory
-from graphs.runner import GraphRunner
-from graphs.spoken_time import parse_when
-from server.db import Database
-from server.settings import Settings
-from tools import build_tools
+from dialgraph.graphs.checkpoint import checkpointer
+from dialgraph.graphs.model import build_chat_model
+from dialgraph.graphs.recall import build_recall
+from dialgraph.graphs.registry import graph_factory
+from dialgraph.graphs.runner import GraphRunner
+from dialgraph.graphs.spoken_time import parse_when
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
+from dialgraph.tools import build_tools
 
 log = structlog.get_logger(__name__)
 

@@ -24,11 +24,11 @@ from typing import Any
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
-from graphs.context import CallContext
-from graphs.model import build_chat_model
-from graphs.registry import graph_factory
-from server.db import Database, upgrade
-from server.settings import Settings
+from dialgraph.graphs.model import build_chat_model
+from dialgraph.graphs.registry import graph_factory
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.db import Database, upgrade
+from dialgraph.server.core.settings import Settings
 
 _SETUP = threading.Lock()
 _ZONES: list[zoneinfo.ZoneInfo] = []
@@ -36,8 +36,8 @@ _ZONES: list[zoneinfo.ZoneInfo] = []
 
 @functools.cache
 def _parts_once() -> tuple[Settings, Any, Any]:
-    from graphs.runtime import warm_date_parsing
-    from tools import build_tools
+    from dialgraph.graphs.runtime import warm_date_parsing
+    from dialgraph.tools import build_tools
 
     settings = Settings()
     if settings.effective_database_url.startswith("sqlite"):

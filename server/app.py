@@ -9,13 +9,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from server.db import Database
-from server.logging import configure_logging
-from server.routes import health
-from server.services import Overrides, Services
-from server.settings import Settings
-from telephony.call_log import CallEventWriter
-from telephony.reply_progress import ReplyProgressWriter
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.logging import configure_logging
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.routes import health
+from dialgraph.server.services import Overrides, Services
+from dialgraph.telephony.call.call_log import CallEventWriter
+from dialgraph.telephony.call.reply_progress import ReplyProgressWriter
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
     synthesizer = overrides.synthesizer
     vad_factory = overrides.vad_factory
     if recognizer is None or synthesizer is None or vad_factory is None:
-        from telephony import providers
+        from dialgraph.telephony.speech import providers
 
         if recognizer is None:
             recognizer = await providers.build_recognizer(settings, stack)
@@ -49,13 +49,13 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
 
     runners = overrides.runners
     if runners is None:
-        from graphs.runtime import build_runners
+        from dialgraph.graphs.runtime import build_runners
 
         runners = await build_runners(settings, db, stack)
 
     call_control = overrides.call_control
     if call_control is None:
-        from telephony.call_control import build_call_control
+        from dialgraph.telephony.twilio.call_control import build_call_control
 
         call_control = build_call_control(settings)
         stack.push_async_callback(call_control.aclose)
@@ -100,13 +100,13 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
             try:
                 yield
             finally:
-                from server.routes.media import close_active_calls
+                from dialgraph.server.routes.media import close_active_calls
 
                 await close_active_calls(app)
 
     app = FastAPI(title="dialgraph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    from server.routes import admin, media, twilio
+    from dialgraph.server.routes import admin, media, twilio
 
     app.include_router(health.router)
     app.include_router(twilio.router)

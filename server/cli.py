@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from server.settings import Settings
+from dialgraph.server.core.settings import Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "proxy_headers": True,
     }
     if args.workers <= 1:
-        from server.app import create_app
+        from dialgraph.server.app import create_app
 
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
         return 0
@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["DIALGRAPH_CONFIG"] = str(Path(args.config).resolve())
     if settings.env == "dev":  # migrate once here, not racing in every worker's startup
         cmd_db_upgrade(args)
-    uvicorn.run("server.app:create_app_from_env", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
+    uvicorn.run("dialgraph.server.app:create_app_from_env", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
     return 0
 
 
@@ -82,8 +82,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from server.db import upgrade
-    from server.settings import mask_url
+    from dialgraph.server.core.db import upgrade
+    from dialgraph.server.core.settings import mask_url
 
     settings = _settings(args)
     url = settings.effective_database_url
@@ -95,7 +95,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_prune(args: argparse.Namespace) -> int:
-    from server.maintenance import prune
+    from dialgraph.server.maintenance import prune
 
     settings = _settings(args)
     removed = asyncio.run(prune(settings))
@@ -104,7 +104,7 @@ def cmd_db_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from graphs.chat import run_chat
+    from dialgraph.graphs.chat import run_chat
 
     settings = _settings(args)
     if args.flow not in settings.flows:
@@ -114,7 +114,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
-    from telephony.simulator import simulate_main
+    from dialgraph.telephony.simulator.cli import simulate_main
 
     return simulate_main([args.scenario, "--url", args.url, *rest])
 
@@ -122,7 +122,7 @@ def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from server.demo import run_demo
+    from dialgraph.server.demo import run_demo
 
     return run_demo(_settings(args), out_dir=Path(args.out).resolve())
 

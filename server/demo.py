@@ -18,9 +18,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from server.settings import Settings
+from dialgraph.server.core.settings import Settings
 
-SCENARIO = Path(__file__).resolve().parents[1] / "telephony" / "scenarios" / "scheduling_demo.yaml"
+SCENARIO = Path(__file__).resolve().parents[1] / "telephony" / "simulator" / "scenarios" / "scheduling_demo.yaml"
 
 
 def _free_port() -> int:
@@ -66,14 +66,14 @@ def run_demo(settings: Settings, *, out_dir: Path, scenario: Path = SCENARIO) ->
     print(f"dialgraph demo: starting the server on {url} (log: {log_path})", flush=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "dialgraph.server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
             _wait_ready(url, proc, timeout_s=180)
-            from telephony.simulator import simulate_main
+            from dialgraph.telephony.simulator.cli import simulate_main
 
             return simulate_main(
                 [

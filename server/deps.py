@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from server.db import Database
-from server.services import Services
-from server.settings import Settings
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.services import Services
 
 
 def get_services(request: Request) -> Services:

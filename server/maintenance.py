@@ -18,11 +18,11 @@ from contextlib import AsyncExitStack
 
 import structlog
 
-from graphs.checkpoint import checkpointer, prune_threads
-from server.call_store import prune_consumed_stream_tokens
-from server.db import Database
-from server.models import utcnow
-from server.settings import Settings
+from dialgraph.graphs.checkpoint import checkpointer, prune_threads
+from dialgraph.server.core.call_store import prune_consumed_stream_tokens
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import utcnow
+from dialgraph.server.core.settings import Settings
 
 log = structlog.get_logger(__name__)
 

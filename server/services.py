@@ -13,12 +13,12 @@ from typing import Any
 
 import structlog
 
-from graphs.events import TurnRunner
-from server.db import Database
-from server.settings import Settings
-from telephony.call_log import CallEventWriter
-from telephony.reply_progress import ReplyProgressWriter
-from telephony.speech import SpeechRecognizer, SpeechSynthesizer, VoiceActivityDetector
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.core.turns import TurnRunner
+from dialgraph.telephony.call.call_log import CallEventWriter
+from dialgraph.telephony.call.reply_progress import ReplyProgressWriter
+from dialgraph.telephony.speech.base import SpeechRecognizer, SpeechSynthesizer, VoiceActivityDetector
 
 log = structlog.get_logger(__name__)
 

@@ -8,11 +8,23 @@ instance belongs to one audio stream (one call's TTS, one recording) and never a
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import soxr
 
-from telephony.audio_compat import audioop
-from telephony.speech import FRAME_BYTES, SAMPLE_RATE
+if sys.version_info >= (3, 13):  # pragma: no cover - depends on the interpreter
+    import audioop  # the audioop-lts backport installs under the stdlib's name
+else:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+
+SAMPLE_RATE = 8000  # Twilio Media Streams: 8 kHz mu-law, mono
+FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
+FRAME_MS = 20
 
 # 0xFF is mu-law for the zero sample (0x7F is "negative zero"); both decode to 0.
 ULAW_SILENCE_BYTE = 0xFF

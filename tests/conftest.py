@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from server.db import Database
-from server.settings import Settings
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
 
 PG_ADMIN_DSN = os.environ.get("DIALGRAPH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES", "") not in ("", "0", "false")
@@ -93,7 +93,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see none of the developer's dialgraph or provider variables (a stray
     OPENAI_BASE_URL or DIALGRAPH_CONFIG must not change what a test does or reach out)."""
-    from server.settings import ENV_NAMES
+    from dialgraph.server.core.settings import ENV_NAMES
 
     keep = {"DIALGRAPH_TEST_PG"}
     for name in list(os.environ):

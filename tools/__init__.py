@@ -13,13 +13,13 @@ from collections.abc import Callable
 
 from langchain_core.tools import BaseTool
 
-from server.db import Database
-from tools.booking import calendar_tools
-from tools.contacts import contact_tools
-from tools.handoff import handoff_tools
-from tools.knowledge import KnowledgeLibrary, knowledge_tools
-from tools.messages import message_tools
-from tools.runtime import model_args_schema, utc_clock
+from dialgraph.server.core.db import Database
+from dialgraph.tools.booking import calendar_tools
+from dialgraph.tools.contacts import contact_tools
+from dialgraph.tools.handoff import handoff_tools
+from dialgraph.tools.knowledge import KnowledgeLibrary, knowledge_tools
+from dialgraph.tools.messages import message_tools
+from dialgraph.tools.runtime import model_args_schema, utc_clock
 
 TOOL_NAMES = (
     "find_free_slots",

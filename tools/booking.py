@@ -9,12 +9,12 @@ import datetime as dt
 from langchain_core.tools import BaseTool, tool
 from langgraph.prebuilt import ToolRuntime
 
-from graphs.context import CallContext
-from server.db import Database
-from tools.calendar import AppointmentView, Calendar, Outcome
-from tools.runtime import NO_CALLER_ID, Clock, caller_number, clean, sorry, speak_errors
-from tools.speech_format import spoken_date, spoken_datetime, spoken_list, spoken_time
-from tools.timeparse import (
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.db import Database
+from dialgraph.tools.calendar import AppointmentView, Calendar, Outcome
+from dialgraph.tools.runtime import NO_CALLER_ID, Clock, caller_number, clean, sorry, speak_errors
+from dialgraph.tools.speech_format import spoken_date, spoken_datetime, spoken_list, spoken_time
+from dialgraph.tools.timeparse import (
     NewStart,
     RequestedTime,
     TimeParseError,

@@ -25,11 +25,11 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db import Database
-from server.models import Appointment, Contact
-from server.settings import FlowSettings
-from tools.runtime import Clock, now_utc
-from tools.timeparse import NewStart, RequestedTime, TimeParseError, localize, parse_when
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Appointment, Contact
+from dialgraph.server.core.settings import FlowSettings
+from dialgraph.tools.runtime import Clock, now_utc
+from dialgraph.tools.timeparse import NewStart, RequestedTime, TimeParseError, localize, parse_when
 
 DEFAULT_CALENDAR = "default"
 DAYS_BEFORE, DAYS_AFTER = 7, 21  # search window around a requested time

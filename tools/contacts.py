@@ -15,12 +15,12 @@ from langgraph.prebuilt import ToolRuntime
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from graphs.context import CallContext
-from server.db import Database
-from server.models import Call, Contact, utcnow
-from tools.calendar import Calendar
-from tools.runtime import NO_CALLER_ID, Clock, caller_number, clean, sorry, speak_errors
-from tools.speech_format import spoken_datetime, spoken_list
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Call, Contact, utcnow
+from dialgraph.tools.calendar import Calendar
+from dialgraph.tools.runtime import NO_CALLER_ID, Clock, caller_number, clean, sorry, speak_errors
+from dialgraph.tools.speech_format import spoken_datetime, spoken_list
 
 LEAD_FIELDS = ("need", "timeline", "budget", "decision_maker")
 _LEAD_WORDS = {"need": "what they need", "timeline": "timeline", "budget": "budget", "decision_maker": "who decides"}

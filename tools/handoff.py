@@ -13,10 +13,10 @@ import structlog
 from langchain_core.tools import BaseTool, tool
 from langgraph.prebuilt import ToolRuntime
 
-from graphs.context import CallContext
-from graphs.events import EndCallRequest, TransferRequest
-from server.settings import TransferTarget
-from tools.speech_format import spoken_list
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.settings import TransferTarget
+from dialgraph.server.core.turns import EndCallRequest, TransferRequest
+from dialgraph.tools.speech_format import spoken_list
 
 log = structlog.get_logger(__name__)
 

@@ -28,8 +28,8 @@ from langchain_core.tools import BaseTool, tool
 from langgraph.prebuilt import ToolRuntime
 from rank_bm25 import BM25Okapi
 
-from graphs.context import CallContext
-from tools.runtime import speak_errors
+from dialgraph.server.core.context import CallContext
+from dialgraph.tools.runtime import speak_errors
 
 DEFAULT_KNOWLEDGE_FILE = Path(__file__).with_name("data") / "support_faq.yaml"
 MIN_SCORE = 1.5

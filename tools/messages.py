@@ -7,11 +7,11 @@ import re
 from langchain_core.tools import BaseTool, tool
 from langgraph.prebuilt import ToolRuntime
 
-from graphs.context import CallContext
-from server.db import Database
-from server.models import Message
-from tools.runtime import caller_number, clean, sorry, speak_errors
-from tools.speech_format import spoken_digits
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Message
+from dialgraph.tools.runtime import caller_number, clean, sorry, speak_errors
+from dialgraph.tools.speech_format import spoken_digits
 
 MAX_BODY = 2000
 

@@ -16,7 +16,7 @@ import structlog
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel
 
-from graphs.context import CallContext
+from dialgraph.server.core.context import CallContext
 
 log = structlog.get_logger(__name__)
 

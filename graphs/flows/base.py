@@ -42,13 +42,13 @@ from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from graphs.context import CallContext
-from graphs.events import EndCallRequest, TransferRequest
-from graphs.intents import classify
-from graphs.runner import INTERRUPTED, UNSAID
-from graphs.spoken_time import normalise
-from graphs.state import CallbackState, CallState, TransferState
-from server.settings import FlowSettings
+from dialgraph.graphs.intents import classify
+from dialgraph.graphs.runner import INTERRUPTED, UNSAID
+from dialgraph.graphs.spoken_time import normalise
+from dialgraph.graphs.state import CallbackState, CallState, TransferState
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.settings import FlowSettings
+from dialgraph.server.core.turns import EndCallRequest, TransferRequest
 
 VOICE_RULES = """You are on a live phone call, so speak like a friendly, efficient receptionist:
 short sentences, one question at a time, no lists, no markdown, no emojis, never read out IDs.

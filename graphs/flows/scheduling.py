@@ -11,7 +11,7 @@ from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 
-from graphs.flows.base import FlowSpec, build_flow_graph
+from dialgraph.graphs.flows.base import FlowSpec, build_flow_graph
 
 SPEC = FlowSpec(
     name="scheduling",

@@ -15,11 +15,11 @@ import structlog
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.call_store import TERMINAL_STATUSES, add_events, get_call, transcript, update_call
-from server.deps import DbDep, ServicesDep, SettingsDep
-from server.models import Call, CallEvent
-from telephony import twiml
-from telephony.call_control import CallControlError
+from dialgraph.server.core.call_store import TERMINAL_STATUSES, add_events, get_call, transcript, update_call
+from dialgraph.server.core.models import Call, CallEvent
+from dialgraph.server.deps import DbDep, ServicesDep, SettingsDep
+from dialgraph.telephony.twilio import twiml
+from dialgraph.telephony.twilio.call_control import CallControlError
 
 log = structlog.get_logger(__name__)
 

@@ -22,15 +22,21 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from graphs.context import CallContext
-from server.call_store import consume_stream_token, get_call
-from server.db import Database
-from server.security import SIGNATURE_HEADER, InvalidStreamToken, StreamClaims, verify_stream_token, ws_signature_ok
-from server.services import Services
-from server.settings import Settings
-from telephony import media_codec as codec
-from telephony.session import CallSession, SocketClosed
-from telephony.turn_policy import TurnPolicy
+from dialgraph.server.core.call_store import consume_stream_token, get_call
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.security import (
+    SIGNATURE_HEADER,
+    InvalidStreamToken,
+    StreamClaims,
+    verify_stream_token,
+    ws_signature_ok,
+)
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.services import Services
+from dialgraph.telephony.call.session import CallSession, SocketClosed
+from dialgraph.telephony.call.turn_policy import TurnPolicy
+from dialgraph.telephony.twilio import codec
 
 log = structlog.get_logger(__name__)
 

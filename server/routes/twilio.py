@@ -24,12 +24,19 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, Depends, Response
 
-from server.call_store import TERMINAL_STATUSES, add_events, get_call, last_call_from, record_call, update_call
-from server.deps import DbDep, SettingsDep
-from server.models import Call, CallEvent
-from server.security import require_twilio_signature
-from server.settings import Settings
-from telephony import twiml
+from dialgraph.server.core.call_store import (
+    TERMINAL_STATUSES,
+    add_events,
+    get_call,
+    last_call_from,
+    record_call,
+    update_call,
+)
+from dialgraph.server.core.models import Call, CallEvent
+from dialgraph.server.core.security import require_twilio_signature
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.deps import DbDep, SettingsDep
+from dialgraph.telephony.twilio import twiml
 
 log = structlog.get_logger(__name__)
 

@@ -6,8 +6,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from graphs.context import CallContext
-from graphs.events import (
+from dialgraph.graphs.runner import GraphRunner
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.settings import FlowSettings, Settings, TransferTarget
+from dialgraph.server.core.turns import (
     CallerDigits,
     CallerInput,
     CallerText,
@@ -17,8 +19,6 @@ from graphs.events import (
     TextChunk,
     TransferRequest,
 )
-from graphs.runner import GraphRunner
-from server.settings import FlowSettings, Settings, TransferTarget
 
 # Friday 20 November 2026, 15:00 UTC (10:00 in New York).
 NOW = dt.datetime(2026, 11, 20, 15, 0, tzinfo=dt.UTC)

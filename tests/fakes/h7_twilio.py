@@ -77,7 +77,7 @@ class ServerProcess:
         log = self.log_path.open("wb")
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "server.cli", "serve", "--port", str(self.port),
+                sys.executable, "-m", "dialgraph.server.cli", "serve", "--port", str(self.port),
                 cwd=str(ROOT), env=self.env, stdout=log, stderr=asyncio.subprocess.STDOUT,
             )  # fmt: skip
         finally:

@@ -7,8 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from graphs.context import CallContext
-from graphs.events import CallerDigits, CallerInput, CallerText, CallSignal, RunnerEvent, TextChunk
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.turns import CallerDigits, CallerInput, CallerText, CallSignal, RunnerEvent, TextChunk
 
 Reply = str | Sequence[RunnerEvent]
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import uvicorn
 
-from server.app import create_app
-from server.services import Overrides
-from server.settings import Settings
+from dialgraph.server.app import create_app
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.services import Overrides
 from tests.fakes.speech import TextRecognizer, TextSynthesizer, TextVad
 
 # The shipped scenarios dial these numbers (telephony/scenarios/*.yaml).

@@ -25,7 +25,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
-from telephony.speech import (
+from dialgraph.telephony.speech.base import (
     FRAME_BYTES,
     AudioChunk,
     Final,

@@ -16,8 +16,8 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
-from graphs.context import CallContext
-from server.settings import FlowSettings
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.settings import FlowSettings
 
 _ids = itertools.count(1)
 

@@ -8,8 +8,8 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from graphs.chat import run_chat
-from server.settings import Settings
+from dialgraph.graphs.chat import run_chat
+from dialgraph.server.core.settings import Settings
 from tests.fakes.graph_calls import graph_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +45,7 @@ async def test_chat_holds_and_resumes_a_conversation(tmp_path: Path, sqlite_url:
 def test_chat_cli_reads_piped_stdin(tmp_path: Path) -> None:
     env = {"DIALGRAPH_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "DIALGRAPH_LOG_LEVEL": "WARNING"}
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "chat", "--flow", "support", "--from", "+15551234567"],
+        [sys.executable, "-m", "dialgraph.server.cli", "chat", "--flow", "support", "--from", "+15551234567"],
         input="Is there parking?\nthat's all, bye\n",
         capture_output=True,
         text=True,

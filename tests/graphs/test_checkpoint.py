@@ -9,14 +9,14 @@ from contextlib import AsyncExitStack
 from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import select
 
-from graphs.checkpoint import checkpointer, prune_threads
-from graphs.events import CallerText, TextChunk
-from graphs.model import build_chat_model
-from graphs.runner import GraphRunner
-from graphs.runtime import build_runners
-from server.db import Database
-from server.models import Appointment
-from server.settings import Settings
+from dialgraph.graphs.checkpoint import checkpointer, prune_threads
+from dialgraph.graphs.model import build_chat_model
+from dialgraph.graphs.runner import GraphRunner
+from dialgraph.graphs.runtime import build_runners
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Appointment
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.core.turns import CallerText, TextChunk
 from tests.fakes.graph_calls import Call, fixed_clock
 from tests.fakes.openai_server import FakeOpenAIServer, ScriptedReply
 

@@ -15,7 +15,7 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import BASE_CAPABILITIES
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-from graphs.checkpoint import OneTripSqliteSaver, PooledPostgresSaver, checkpointer
+from dialgraph.graphs.checkpoint import OneTripSqliteSaver, PooledPostgresSaver, checkpointer
 
 BASE = {c.value for c in BASE_CAPABILITIES}
 

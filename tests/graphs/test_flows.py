@@ -14,13 +14,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from graphs.runner import GraphRunner
-from graphs.runtime import build_runners
-from server.db import Database
-from server.models import Appointment, Message
-from server.settings import FlowSettings, Settings
+from dialgraph.graphs.runner import GraphRunner
+from dialgraph.graphs.runtime import build_runners
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Appointment, Message
+from dialgraph.server.core.settings import FlowSettings, Settings
+from dialgraph.tools.speech_format import spoken_time
 from tests.fakes.graph_calls import Call, fixed_clock
-from tools.speech_format import spoken_time
 
 NY = ZoneInfo("America/New_York")
 LA = ZoneInfo("America/Los_Angeles")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from graphs.flows.base import caller_intent
-from graphs.runner import GraphRunner
-from server.settings import Settings
+from dialgraph.graphs.flows.base import caller_intent
+from dialgraph.graphs.runner import GraphRunner
+from dialgraph.server.core.settings import Settings
 from tests.fakes.graph_calls import Call
 
 

@@ -10,10 +10,10 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Sys
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
-from graphs.model import ModelSpecError, build_chat_model
-from graphs.offline_model import OfflineChatModel
-from graphs.registry import UnknownFlowError, graph_factory
-from server.settings import Settings
+from dialgraph.graphs.model import ModelSpecError, build_chat_model
+from dialgraph.graphs.offline_model import OfflineChatModel
+from dialgraph.graphs.registry import UnknownFlowError, graph_factory
+from dialgraph.server.core.settings import Settings
 
 SYSTEM = SystemMessage(
     "You answer the phone.\nCompany: Acme Dental.\nLocal time now: 2026-11-20T10:00 (Friday). Time zone: America/New_York.\n"
@@ -61,8 +61,8 @@ def test_factory_specs(tmp_path: object) -> None:
 
 def test_registry_finds_flows_by_module_name() -> None:
     assert graph_factory("scheduling").__name__ == "build_scheduling_graph"
-    assert graph_factory("graphs.flows.sales:build_sales_graph").__name__ == "build_sales_graph"
-    for bad in ("nope", "../x", "graphs.flows.sales:missing"):
+    assert graph_factory("dialgraph.graphs.flows.sales:build_sales_graph").__name__ == "build_sales_graph"
+    for bad in ("nope", "../x", "dialgraph.graphs.flows.sales:missing"):
         with pytest.raises(UnknownFlowError):
             graph_factory(bad)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
 
-from graphs.offline_model import OfflineChatModel
-from graphs.offline_policy import read_facts
-from graphs.runner import GraphRunner
-from server.settings import Settings
+from dialgraph.graphs.offline_model import OfflineChatModel
+from dialgraph.graphs.offline_policy import read_facts
+from dialgraph.graphs.runner import GraphRunner
+from dialgraph.server.core.settings import Settings
 from tests.fakes.graph_calls import Call
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,8 +53,8 @@ def test_build_runners_warms_dateparser(tmp_path: Path) -> None:
         import asyncio, contextlib
         from pathlib import Path
         from dateparser.languages.loader import LocaleDataLoader
-        from graphs.runtime import build_runners
-        from server.db import Database
+        from dialgraph.graphs.runtime import build_runners
+        from dialgraph.server.core.db import Database
         from tests.fakes.graph_calls import fixed_clock, graph_settings
 
         async def main():

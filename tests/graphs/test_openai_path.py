@@ -9,11 +9,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from graphs.model import build_chat_model
-from graphs.runtime import build_runners
-from server.db import Database
-from server.models import Appointment
-from server.settings import Settings
+from dialgraph.graphs.model import build_chat_model
+from dialgraph.graphs.runtime import build_runners
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Appointment
+from dialgraph.server.core.settings import Settings
 from tests.fakes.graph_calls import Call, fixed_clock
 from tests.fakes.openai_server import FakeOpenAIServer, ScriptedReply
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graphs.intents import classify, extract_name, is_no, is_yes, pick_ordinal
-from graphs.spoken_time import MONTH_NAMES, WEEKDAY_NAMES, normalise, parse_when
+from dialgraph.graphs.intents import classify, extract_name, is_no, is_yes, pick_ordinal
+from dialgraph.graphs.spoken_time import MONTH_NAMES, WEEKDAY_NAMES, normalise, parse_when
 
 NOW = dt.datetime(2026, 11, 20, 10, 0)  # a Friday
 UNITS = [

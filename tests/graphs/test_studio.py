@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     # The studio module reads its settings like `langgraph dev` gives them: from the environment.
     monkeypatch.setenv("DIALGRAPH_DATA_DIR", str(tmp_path))
-    from graphs import studio
+    from dialgraph.graphs import studio
 
     studio._parts_once.cache_clear()
     yield studio
@@ -31,7 +31,7 @@ def studio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_langgraph_json_names_every_shipped_flow() -> None:
-    from graphs.registry import SHIPPED
+    from dialgraph.graphs.registry import SHIPPED
 
     spec = json.loads((ROOT / "langgraph.json").read_text())
     assert set(spec["graphs"]) == set(SHIPPED)

@@ -16,18 +16,18 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from graphs.checkpoint import MessageMemoSerializer, OneTripSqliteSaver
-from graphs.runner import GraphRunner
-from server.db import Database
-from server.settings import Settings
+from dialgraph.graphs.checkpoint import MessageMemoSerializer, OneTripSqliteSaver
+from dialgraph.graphs.runner import GraphRunner
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
+from dialgraph.tools import build_tools
+from dialgraph.tools.booking import calendar_tools
+from dialgraph.tools.contacts import contact_tools
+from dialgraph.tools.handoff import handoff_tools
+from dialgraph.tools.knowledge import knowledge_tools
+from dialgraph.tools.messages import message_tools
+from dialgraph.tools.runtime import utc_clock
 from tests.fakes.graph_calls import Call
-from tools import build_tools
-from tools.booking import calendar_tools
-from tools.contacts import contact_tools
-from tools.handoff import handoff_tools
-from tools.knowledge import knowledge_tools
-from tools.messages import message_tools
-from tools.runtime import utc_clock
 
 
 async def test_checkpoints_are_stored_as_langgraphs_own_bytes(

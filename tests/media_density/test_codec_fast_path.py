@@ -9,7 +9,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telephony import media_codec as codec
+from dialgraph.telephony.twilio import codec
 
 SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 # Twilio's documented example, serialized as Twilio sends it (compact, its key order).

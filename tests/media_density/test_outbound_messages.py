@@ -8,8 +8,8 @@ import base64
 import itertools
 import json
 
-from telephony.outbound import OutboundPacer, StreamClosedByServer, mark_every_bytes_for, message_ms_for
-from telephony.playback import PlaybackTracker
+from dialgraph.telephony.call.pacer import OutboundPacer, StreamClosedByServer, mark_every_bytes_for, message_ms_for
+from dialgraph.telephony.call.playback import PlaybackTracker
 
 SID = "MZ" + "a" * 32
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from server.services import Overrides
-from server.settings import Settings
-from telephony.audio import SILENCE_FRAME
-from telephony.speech import Final
-from telephony.vad import EnergyVad
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.services import Overrides
+from dialgraph.telephony.audio import SILENCE_FRAME
+from dialgraph.telephony.speech.base import Final
+from dialgraph.telephony.speech.vad import EnergyVad
 from tests.fakes.scripted_runner import ScriptedRunner
 from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 from tests.telephony.harness import TwilioMediaClient, expected_messages, new_call, new_sids, serve

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from graphs.runner import GraphRunner
-from graphs.runtime import build_runners
-from server.db import Database
-from server.settings import Settings
+from dialgraph.graphs.runner import GraphRunner
+from dialgraph.graphs.runtime import build_runners
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
 from tests.fakes.graph_calls import fixed_clock, graph_settings
 
 

@@ -9,12 +9,12 @@ import dataclasses
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from graphs.flows.base import OFFER_APPOINTMENT
-from graphs.runner import GraphRunner, content_text
-from server.db import Database
-from server.settings import Settings
+from dialgraph.graphs.flows.base import OFFER_APPOINTMENT
+from dialgraph.graphs.runner import GraphRunner, content_text
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
+from dialgraph.tools.contacts import update_contact
 from tests.fakes.graph_calls import Call
-from tools.contacts import update_contact
 
 CALLER = "+15551234567"
 

@@ -21,16 +21,16 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import select
 
-from graphs.checkpoint import checkpointer
-from graphs.flows.base import NOBODY_FREE, OFFER_APPOINTMENT, RECONNECTED
-from graphs.runner import INTERRUPTED, UNSAID
-from server.db import Database
-from server.models import Appointment, Call, CallEvent
+from dialgraph.graphs.checkpoint import checkpointer
+from dialgraph.graphs.flows.base import NOBODY_FREE, OFFER_APPOINTMENT, RECONNECTED
+from dialgraph.graphs.runner import INTERRUPTED, UNSAID
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Appointment, Call, CallEvent
+from dialgraph.tools.speech_format import spoken_datetime
 from tests.fakes.deepgram_server import DeepgramFake, word_audio
 from tests.fakes.elevenlabs_server import ElevenLabsFake, fake_audio
 from tests.fakes.h7_twilio import ServerProcess, TwilioLeg, server_env, stream_parameters
 from tests.fakes.twilio_webhooks import TwilioWebhookClient, call_params, new_call_sid
-from tools.speech_format import spoken_datetime
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from langgraph.checkpoint.base import empty_checkpoint
 
-from graphs.checkpoint import checkpoint_time, checkpointer
-from server.db import Database
-from server.maintenance import prune
-from server.settings import Settings
+from dialgraph.graphs.checkpoint import checkpoint_time, checkpointer
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.maintenance import prune
 
 EPOCH = dt.datetime(1582, 10, 15, tzinfo=dt.UTC)
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from sqlalchemy import event
 
-from graphs.events import CallSignal
-from server.call_store import get_call, record_call, transcript, update_call
-from server.db import Database
-from server.services import Overrides
-from server.settings import Settings
-from telephony.reply_progress import ReplyProgressWriter, clear_heard, peek_heard
-from telephony.speech import Final
-from telephony.vad import EnergyVad
+from dialgraph.server.core.call_store import get_call, record_call, transcript, update_call
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.core.turns import CallSignal
+from dialgraph.server.services import Overrides
+from dialgraph.telephony.call.reply_progress import ReplyProgressWriter, clear_heard, peek_heard
+from dialgraph.telephony.speech.base import Final
+from dialgraph.telephony.speech.vad import EnergyVad
 from tests.fakes.scripted_runner import ScriptedRunner
 from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 from tests.telephony.harness import WAIT_S, Served, TwilioMediaClient, expected_messages, new_call, new_sids, serve

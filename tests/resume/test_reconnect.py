@@ -8,11 +8,11 @@ from contextlib import AsyncExitStack
 
 from langchain_core.messages import AIMessage, HumanMessage
 
-from graphs.flows.base import RECONNECTED
-from graphs.runner import INTERRUPTED, UNSAID, GraphRunner, unsaid_rest
-from graphs.runtime import build_runners
-from server.db import Database
-from server.settings import Settings
+from dialgraph.graphs.flows.base import RECONNECTED
+from dialgraph.graphs.runner import INTERRUPTED, UNSAID, GraphRunner, unsaid_rest
+from dialgraph.graphs.runtime import build_runners
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
 from tests.fakes.graph_calls import Call, fixed_clock
 
 BOOKED = (

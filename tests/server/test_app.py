@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 
-from server.app import create_app
-from server.db import Database
-from server.services import Overrides
-from server.settings import Settings
-from telephony.vad import EnergyVad
+from dialgraph.server.app import create_app
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.services import Overrides
+from dialgraph.telephony.speech.vad import EnergyVad
 from tests.fakes.speech import NullRecognizer, NullSynthesizer
 
 ROOT = Path(__file__).resolve().parents[2]

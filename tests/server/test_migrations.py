@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect
 
-from server.cli import main as cli_main
-from server.db import Database
-from server.models import Base
+from dialgraph.server.cli import main as cli_main
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Base
 
 EXPECTED = {
     "calls",

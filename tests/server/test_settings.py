@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from server.cli import main as cli_main
-from server.settings import Settings
+from dialgraph.server.cli import main as cli_main
+from dialgraph.server.core.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "dialgraph.toml.example"
 

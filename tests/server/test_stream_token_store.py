@@ -9,11 +9,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from server.call_store import consume_stream_token
-from server.db import Database
-from server.maintenance import TOKEN_CLOCK_MARGIN, prune
-from server.models import ConsumedStreamToken
-from server.settings import Settings
+from dialgraph.server.core.call_store import consume_stream_token
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import ConsumedStreamToken
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.maintenance import TOKEN_CLOCK_MARGIN, prune
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 SID = "CA" + "0123456789abcdef" * 2

@@ -15,11 +15,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from server.db import Database
-from server.models import Appointment, Call, CallEvent, Message
-from telephony.simulator import SimulationResult, simulate
-from telephony.simulator_expect import Observed, check_expectations
-from telephony.simulator_scenario import AppointmentExpectation, load_scenario
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Appointment, Call, CallEvent, Message
+from dialgraph.telephony.simulator.cli import SimulationResult, simulate
+from dialgraph.telephony.simulator.expect import Observed, check_expectations
+from dialgraph.telephony.simulator.scenario import AppointmentExpectation, load_scenario
 from tests.fakes.sim_server import LiveServer, live_server
 from tests.fakes.speech import TextRecognizer, TextSynthesizer
 

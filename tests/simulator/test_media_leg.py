@@ -10,8 +10,8 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from telephony.simulator_caller import Phone
-from telephony.simulator_media import MediaLeg, Violation
+from dialgraph.telephony.simulator.caller import Phone
+from dialgraph.telephony.simulator.media import MediaLeg, Violation
 
 STREAM = "MZ" + "1" * 32
 Script = Callable[["Peer"], Awaitable[None]]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from server.services import Overrides
-from telephony.simulator import simulate
-from telephony.simulator_scenario import parse_scenario
+from dialgraph.server.services import Overrides
+from dialgraph.telephony.simulator.cli import simulate
+from dialgraph.telephony.simulator.scenario import parse_scenario
 from tests.fakes.sim_server import live_server
 
 pytestmark = [

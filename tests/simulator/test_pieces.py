@@ -7,13 +7,12 @@ import json
 
 import pytest
 
-from server.security import is_valid_twilio_signature, ws_signature_ok
-from telephony import twiml
-from telephony.simulator_caller import Recorder, to_frames
-from telephony.simulator_expect import appointment_matches, parse_local_spec
-from telephony.simulator_media import ClearOut, MarkOut, MediaOut, PlaybackBuffer, check_server_message
-from telephony.simulator_report import agent_segments, percentile
-from telephony.simulator_scenario import (
+from dialgraph.server.core.security import is_valid_twilio_signature, ws_signature_ok
+from dialgraph.telephony.simulator.caller import Recorder, to_frames
+from dialgraph.telephony.simulator.expect import appointment_matches, parse_local_spec
+from dialgraph.telephony.simulator.media import ClearOut, MarkOut, MediaOut, PlaybackBuffer, check_server_message
+from dialgraph.telephony.simulator.report import agent_segments, percentile
+from dialgraph.telephony.simulator.scenario import (
     AppointmentExpectation,
     BargeIn,
     Dtmf,
@@ -24,7 +23,7 @@ from telephony.simulator_scenario import (
     parse_scenario,
     shipped_scenarios,
 )
-from telephony.simulator_twiml import (
+from dialgraph.telephony.simulator.twiml import (
     ConnectVerb,
     DialVerb,
     HangupVerb,
@@ -34,10 +33,11 @@ from telephony.simulator_twiml import (
     Unsupported,
     parse_twiml,
 )
+from dialgraph.telephony.twilio import twiml
 
 
 def test_server_twiml_parses_into_verbs() -> None:
-    from server.settings import Settings
+    from dialgraph.server.core.settings import Settings
 
     s = Settings(public_url="https://calls.example.com", _env_file=None)  # type: ignore[call-arg]
     verbs = parse_twiml(twiml.connect_stream(s, call_sid="CA1", thread_id="CA1", flow="sales"), base_url=s.public_url)

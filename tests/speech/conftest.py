@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from telephony.speech_workers import SpeechWorkers
+from dialgraph.telephony.speech.workers import SpeechWorkers
 
 VOCAB = [
     "i",
@@ -64,7 +64,7 @@ def workers() -> Iterator[SpeechWorkers]:
 def whisper_model() -> Any:
     if not OFFLINE:
         pytest.skip("offline speech extra not installed")
-    from telephony.offline_asr import load_whisper
+    from dialgraph.telephony.speech.offline_asr import load_whisper
 
     return load_whisper(workers=2)
 
@@ -73,6 +73,6 @@ def whisper_model() -> Any:
 def piper_voice() -> Any:
     if not OFFLINE:
         pytest.skip("offline speech extra not installed")
-    from telephony.offline_tts import load_piper
+    from dialgraph.telephony.speech.offline_tts import load_piper
 
     return load_piper()

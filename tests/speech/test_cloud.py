@@ -10,10 +10,10 @@ from deepgram import AsyncDeepgramClient
 from deepgram.core.api_error import ApiError
 from deepgram.environment import DeepgramClientEnvironment
 
-from telephony.deepgram_asr import DeepgramRecognizer
-from telephony.elevenlabs_tts import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer
-from telephony.fallback import FallbackRecognizer, FallbackSynthesizer
-from telephony.speech import FRAME_BYTES, AudioChunk, Final, Interim, ProviderError, UtteranceEnd
+from dialgraph.telephony.speech.base import FRAME_BYTES, AudioChunk, Final, Interim, ProviderError, UtteranceEnd
+from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
+from dialgraph.telephony.speech.elevenlabs import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer
+from dialgraph.telephony.speech.fallback import FallbackRecognizer, FallbackSynthesizer
 from tests.fakes.deepgram_server import DeepgramFake, word_audio
 from tests.fakes.elevenlabs_server import ElevenLabsFake, fake_audio
 from tests.fakes.speech import ToneSynthesizer, WordCodeRecognizer, tone_audio

@@ -10,11 +10,8 @@ from typing import Any
 
 import pytest
 
-from telephony.audio import silence
-from telephony.deepgram_asr import DeepgramRecognizer
-from telephony.elevenlabs_tts import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer
-from telephony.fallback import FallbackRecognizer, FallbackSynthesizer
-from telephony.speech import (
+from dialgraph.telephony.audio import silence
+from dialgraph.telephony.speech.base import (
     FRAME_BYTES,
     AudioChunk,
     Final,
@@ -23,6 +20,9 @@ from telephony.speech import (
     SpeechStarted,
     SpeechSynthesizer,
 )
+from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
+from dialgraph.telephony.speech.elevenlabs import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer
+from dialgraph.telephony.speech.fallback import FallbackRecognizer, FallbackSynthesizer
 from tests.fakes.deepgram_server import DeepgramFake, word_audio
 from tests.fakes.elevenlabs_server import ElevenLabsFake
 from tests.fakes.speech import ToneSynthesizer, WordCodeRecognizer
@@ -63,9 +63,9 @@ async def asr_case(request: pytest.FixtureRequest) -> AsyncIterator[Case]:
             primary = DeepgramRecognizer("dg-test-key", url=fake.url, max_reconnects=0)
             yield FallbackRecognizer(primary, WordCodeRecognizer(VOCAB)), coded, 1.0
         else:
-            from telephony.offline_asr import WhisperRecognizer
-            from telephony.offline_tts import OfflineSynthesizer
-            from telephony.vad import SileroVad
+            from dialgraph.telephony.speech.offline_asr import WhisperRecognizer
+            from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer
+            from dialgraph.telephony.speech.vad import SileroVad
 
             workers = request.getfixturevalue("workers")
             tts = OfflineSynthesizer(voice=request.getfixturevalue("piper_voice"), workers=workers, variation=False)
@@ -158,13 +158,13 @@ async def synth(request: pytest.FixtureRequest) -> AsyncIterator[SpeechSynthesiz
                 fake.refuse = True
                 yield FallbackSynthesizer(ElevenLabsSynthesizer("el-test-key", url=fake.url), ToneSynthesizer())
         elif name == "piper":
-            from telephony.offline_tts import OfflineSynthesizer
+            from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer
 
             yield OfflineSynthesizer(
                 voice=request.getfixturevalue("piper_voice"), workers=request.getfixturevalue("workers")
             )
         else:
-            from telephony.offline_tts import OfflineSynthesizer
+            from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer
 
             yield OfflineSynthesizer(engine="espeak")
 

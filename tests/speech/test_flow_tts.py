@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from server.services import Overrides
-from server.settings import FlowSettings, Settings
-from telephony.elevenlabs_tts import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer
-from telephony.fallback import FallbackSynthesizer
-from telephony.vad import EnergyVad
+from dialgraph.server.core.settings import FlowSettings, Settings
+from dialgraph.server.services import Overrides
+from dialgraph.telephony.speech.elevenlabs import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer
+from dialgraph.telephony.speech.fallback import FallbackSynthesizer
+from dialgraph.telephony.speech.vad import EnergyVad
 from tests.fakes.elevenlabs_server import ElevenLabsFake, fake_audio
 from tests.fakes.scripted_runner import ScriptedRunner
 from tests.fakes.speech import ScriptedRecognizer

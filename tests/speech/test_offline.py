@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telephony.audio import silence
-from telephony.offline_tts import parse_wav
-from telephony.speech import FRAME_BYTES, Final, SpeechStarted
-from telephony.speech_workers import ModelIntegrityError, SpeechWorkers, verify_model_files
+from dialgraph.telephony.audio import silence
+from dialgraph.telephony.speech.base import FRAME_BYTES, Final, SpeechStarted
+from dialgraph.telephony.speech.offline_tts import parse_wav
+from dialgraph.telephony.speech.workers import ModelIntegrityError, SpeechWorkers, verify_model_files
 from tests.speech.conftest import needs_offline, phrase_source, similarity, words_of
 
 ROUND_TRIP = [
@@ -27,9 +27,9 @@ ROUND_TRIP = [
 @pytest.mark.slow
 @needs_offline
 async def test_round_trip_piper_to_whisper(piper_voice: Any, whisper_model: Any, workers: SpeechWorkers) -> None:
-    from telephony.offline_asr import WhisperRecognizer
-    from telephony.offline_tts import OfflineSynthesizer
-    from telephony.vad import SileroVad
+    from dialgraph.telephony.speech.offline_asr import WhisperRecognizer
+    from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer
+    from dialgraph.telephony.speech.vad import SileroVad
 
     tts = OfflineSynthesizer(voice=piper_voice, workers=workers, variation=False)
     chunks = [c async for c in tts.synthesize(phrase_source(ROUND_TRIP))]
@@ -54,9 +54,9 @@ async def test_round_trip_piper_to_whisper(piper_voice: Any, whisper_model: Any,
 def test_silero_tells_speech_from_silence_and_noise(piper_voice: Any) -> None:
     import numpy as np
 
-    from telephony.audio_compat import audioop
-    from telephony.offline_tts import render_piper
-    from telephony.vad import SileroVad, WebRtcVad
+    from dialgraph.telephony.audio import audioop
+    from dialgraph.telephony.speech.offline_tts import render_piper
+    from dialgraph.telephony.speech.vad import SileroVad, WebRtcVad
 
     speech = render_piper(piper_voice, "Hello, I would like to speak to someone about my bill.", variation=False)
     rng = np.random.default_rng(1)
@@ -129,7 +129,7 @@ async def _settle(pool: SpeechWorkers) -> None:
 
 def _trim_tail(audio: bytes) -> bytes:
     """Drop piper's trailing near-silence (~200 ms), so a test controls the pause exactly."""
-    from telephony.audio_compat import audioop
+    from dialgraph.telephony.audio import audioop
 
     end = len(audio) - len(audio) % FRAME_BYTES
     while end > FRAME_BYTES and audioop.rms(audioop.ulaw2lin(audio[end - FRAME_BYTES : end], 2), 2) < 100:
@@ -145,10 +145,10 @@ def _push(stream: Any, audio: bytes) -> None:
 @pytest.mark.slow
 @needs_offline
 async def test_speculative_decode_is_the_final_or_is_dropped(piper_voice: Any, whisper_model: Any) -> None:
-    from telephony.offline_asr import WhisperRecognizer
-    from telephony.offline_tts import render_piper
-    from telephony.speech import UtteranceEnd
-    from telephony.vad import SileroVad
+    from dialgraph.telephony.speech.base import UtteranceEnd
+    from dialgraph.telephony.speech.offline_asr import WhisperRecognizer
+    from dialgraph.telephony.speech.offline_tts import render_piper
+    from dialgraph.telephony.speech.vad import SileroVad
 
     first = "I would like to book an appointment"
     second = "for next Tuesday afternoon please."
@@ -200,8 +200,8 @@ async def test_speculative_decode_is_the_final_or_is_dropped(piper_voice: Any, w
 @pytest.mark.slow
 @needs_offline
 def test_short_window_decodes_long_turns_without_repeating(piper_voice: Any, whisper_model: Any) -> None:
-    from telephony.offline_asr import decode_segment
-    from telephony.offline_tts import render_piper
+    from dialgraph.telephony.speech.offline_asr import decode_segment
+    from dialgraph.telephony.speech.offline_tts import render_piper
 
     turn = " ".join(ROUND_TRIP[:3])  # ~8 s: the 20 s window
     audio = b"".join(render_piper(piper_voice, p, variation=False) + silence(250) for p in ROUND_TRIP[:3])
@@ -212,7 +212,7 @@ def test_short_window_decodes_long_turns_without_repeating(piper_voice: Any, whi
 
 
 def test_split_head_cuts_at_an_early_clause_only() -> None:
-    from telephony.offline_tts import split_head
+    from dialgraph.telephony.speech.offline_tts import split_head
 
     assert split_head("Sure, I have booked you in for Tuesday.") == ["Sure,", "I have booked you in for Tuesday."]
     assert split_head("Okay. What day suits you best?") == ["Okay.", "What day suits you best?"]
@@ -232,7 +232,7 @@ def test_split_head_cuts_at_an_early_clause_only() -> None:
     )
 )
 def test_split_head_keeps_every_word(tokens: list[str]) -> None:
-    from telephony.offline_tts import split_head
+    from dialgraph.telephony.speech.offline_tts import split_head
 
     text = " ".join(tokens)
     pieces = split_head(text)
@@ -243,8 +243,8 @@ def test_split_head_keeps_every_word(tokens: list[str]) -> None:
 @pytest.mark.slow
 @needs_offline
 async def test_split_first_phrase_plays_whole(piper_voice: Any, whisper_model: Any, workers: SpeechWorkers) -> None:
-    from telephony.offline_asr import decode_segment
-    from telephony.offline_tts import OfflineSynthesizer
+    from dialgraph.telephony.speech.offline_asr import decode_segment
+    from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer
 
     phrases = ["Sure, I have booked you in for Tuesday morning.", "Anything else?"]
     chunks = [
@@ -264,7 +264,7 @@ async def test_split_first_phrase_plays_whole(piper_voice: Any, whisper_model: A
 @needs_offline
 def test_piper_variation_is_a_choice(piper_voice: Any) -> None:
     """The agent's voice varies from one rendering to the next; the scripted caller's does not."""
-    from telephony.offline_tts import render_piper
+    from dialgraph.telephony.speech.offline_tts import render_piper
 
     text = "I would like to book an appointment."
     assert render_piper(piper_voice, text, variation=False) == render_piper(piper_voice, text, variation=False)

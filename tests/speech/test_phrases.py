@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telephony.phrases import PhraseChunker
+from dialgraph.telephony.call.phrases import PhraseChunker
 
 PROTECTED = [
     "3.50",

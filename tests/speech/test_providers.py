@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from server.settings import Settings
-from telephony.fallback import FallbackRecognizer, FallbackSynthesizer
-from telephony.providers import build_recognizer, build_synthesizer, build_vad_factory
-from telephony.speech import Final, SpeechRecognizer, SpeechSynthesizer
+from dialgraph.server.core.settings import Settings
+from dialgraph.telephony.speech.base import Final, SpeechRecognizer, SpeechSynthesizer
+from dialgraph.telephony.speech.fallback import FallbackRecognizer, FallbackSynthesizer
+from dialgraph.telephony.speech.providers import build_recognizer, build_synthesizer, build_vad_factory
 from tests.fakes.deepgram_server import DeepgramFake, word_audio
 from tests.fakes.elevenlabs_server import ElevenLabsFake, fake_audio
 from tests.speech.conftest import OFFLINE, VOCAB, needs_offline, phrase_source

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import telephony
-from server.settings import Settings
-from telephony.speech_workers import ModelIntegrityError
+import dialgraph.telephony.speech
+from dialgraph.server.core.settings import Settings
+from dialgraph.telephony.speech.workers import ModelIntegrityError
 from tests.speech.conftest import needs_offline
 
 needs_onnxruntime = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime")
-DATA = Path(telephony.__file__).resolve().parent / "data"
+DATA = Path(dialgraph.telephony.speech.__file__).resolve().parent / "data"
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def without_silero_package(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_model_and_its_licence_ship_in_the_package() -> None:
-    from telephony.vad import SILERO_ONNX_SHA256, silero_model_path
+    from dialgraph.telephony.speech.vad import SILERO_ONNX_SHA256, silero_model_path
 
     path = silero_model_path()
     assert path.parent == DATA
@@ -40,7 +40,7 @@ def test_the_model_and_its_licence_ship_in_the_package() -> None:
 
 @needs_onnxruntime
 def test_vad_factory_picks_silero_without_the_silero_package(tmp_path: Path, without_silero_package: None) -> None:
-    from telephony.providers import build_vad_factory
+    from dialgraph.telephony.speech.providers import build_vad_factory
 
     vad = build_vad_factory(Settings(data_dir=tmp_path, _env_file=None))()  # type: ignore[call-arg]
     assert type(vad).__name__ == "SileroVad"
@@ -51,7 +51,7 @@ def test_vad_factory_picks_silero_without_the_silero_package(tmp_path: Path, wit
 async def test_offline_recognizer_builds_without_the_silero_package(
     tmp_path: Path, without_silero_package: None
 ) -> None:
-    from telephony.providers import build_recognizer
+    from dialgraph.telephony.speech.providers import build_recognizer
 
     settings = Settings(data_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
     assert settings.asr_provider == "offline"
@@ -62,7 +62,7 @@ async def test_offline_recognizer_builds_without_the_silero_package(
 
 @needs_onnxruntime
 def test_a_tampered_model_file_is_refused(tmp_path: Path) -> None:
-    from telephony.vad import SileroVad, silero_model_path
+    from dialgraph.telephony.speech.vad import SileroVad, silero_model_path
 
     copy = tmp_path / "silero_vad.onnx"
     shutil.copyfile(silero_model_path(), copy)

@@ -20,14 +20,14 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from server.app import create_app
-from server.call_store import record_call
-from server.security import issue_stream_token
-from server.services import Overrides
-from server.settings import Settings
-from telephony.audio import SILENCE_FRAME, pcm16_to_ulaw
-from telephony.outbound import mark_every_bytes_for, message_ms_for
-from telephony.session import CallSession
+from dialgraph.server.app import create_app
+from dialgraph.server.core.call_store import record_call
+from dialgraph.server.core.security import issue_stream_token
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.services import Overrides
+from dialgraph.telephony.audio import SILENCE_FRAME, pcm16_to_ulaw
+from dialgraph.telephony.call.pacer import mark_every_bytes_for, message_ms_for
+from dialgraph.telephony.call.session import CallSession
 
 ACCOUNT = "AC" + "1" * 32
 LOUD_FRAME = pcm16_to_ulaw((np.sin(np.arange(160) * 2 * np.pi * 300 / 8000) * 12000).astype("<i2").tobytes())

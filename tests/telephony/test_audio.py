@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telephony import audio
+from dialgraph.telephony import audio
 
 
 def _sine(rate: int, hz: float, seconds: float, amplitude: float = 8000) -> np.ndarray:

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from graphs.events import CallerDigits, CallerText, CallSignal, EndCallRequest, TextChunk, TransferRequest
-from server.call_store import get_call, transcript
-from server.services import Overrides
-from server.settings import Settings
-from telephony.audio import SILENCE_FRAME
-from telephony.outbound import message_ms_for
-from telephony.speech import Final, Interim
-from telephony.vad import EnergyVad
+from dialgraph.server.core.call_store import get_call, transcript
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.core.turns import CallerDigits, CallerText, CallSignal, EndCallRequest, TextChunk, TransferRequest
+from dialgraph.server.services import Overrides
+from dialgraph.telephony.audio import SILENCE_FRAME
+from dialgraph.telephony.call.pacer import message_ms_for
+from dialgraph.telephony.speech.base import Final, Interim
+from dialgraph.telephony.speech.vad import EnergyVad
 from tests.fakes.scripted_runner import ScriptedRunner
 from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer, phrase_byte
 from tests.telephony.harness import (
@@ -289,7 +289,7 @@ async def test_handshake_without_a_valid_signature_is_refused(
 async def test_a_socket_without_a_valid_token_is_closed_before_any_provider_is_touched(
     sqlite_settings: Settings, fakes: tuple[ScriptedRecognizer, ScriptedSynthesizer, ScriptedRunner], case: str
 ) -> None:
-    from server.security import issue_stream_token
+    from dialgraph.server.core.security import issue_stream_token
 
     recognizer, synth, runner = fakes
     # The call is recorded and its socket signed; only what its start message carries is wrong.

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telephony import media_codec as codec
+from dialgraph.telephony.twilio import codec
 
 STREAM = "MZ18ad3ab5a668481ce02b83e7395059f0"
 CALL = "CA" + "0" * 32

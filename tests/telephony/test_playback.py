@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from telephony.playback import PlaybackTracker
+from dialgraph.telephony.call.playback import PlaybackTracker
 
 
 def play(tracker: PlaybackTracker, phrases: list[str], bytes_per_word: int = 800) -> list[str]:

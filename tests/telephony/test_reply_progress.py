@@ -9,17 +9,17 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import event
 
-from graphs.context import CallContext
-from graphs.events import CallSignal, TextChunk
-from server.call_store import get_call, record_call, update_call
-from server.db import Database
-from server.models import CallEvent
-from server.settings import FlowSettings
-from telephony.call_state import CallState
-from telephony.outbound import OutboundPacer
-from telephony.playback import PlaybackTracker
-from telephony.reply import ReplyPipeline
-from telephony.reply_progress import ReplyProgressWriter, clear_heard, peek_heard
+from dialgraph.server.core.call_store import get_call, record_call, update_call
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import CallEvent
+from dialgraph.server.core.settings import FlowSettings
+from dialgraph.server.core.turns import CallSignal, TextChunk
+from dialgraph.telephony.call.pacer import OutboundPacer
+from dialgraph.telephony.call.playback import PlaybackTracker
+from dialgraph.telephony.call.reply import ReplyPipeline
+from dialgraph.telephony.call.reply_progress import ReplyProgressWriter, clear_heard, peek_heard
+from dialgraph.telephony.call.state import CallState
 from tests.fakes.scripted_runner import ScriptedRunner
 from tests.fakes.speech import ScriptedSynthesizer
 from tests.telephony.harness import new_sids

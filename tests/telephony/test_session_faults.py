@@ -13,18 +13,18 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from graphs.context import CallContext
-from graphs.events import CallerDigits, CallerInput, CallerText, RunnerEvent, TextChunk, TransferRequest
-from server.call_store import get_call, record_call, transcript, update_call
-from server.db import Database
-from server.settings import FlowSettings, Settings
-from telephony.audio import SILENCE_FRAME
-from telephony.call_log import CallEventWriter
-from telephony.reply_progress import ReplyProgressWriter
-from telephony.session import APOLOGY, CallSession
-from telephony.speech import AudioChunk, Final, ProviderError
-from telephony.turn_policy import TurnPolicy
-from telephony.vad import EnergyVad
+from dialgraph.server.core.call_store import get_call, record_call, transcript, update_call
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import FlowSettings, Settings
+from dialgraph.server.core.turns import CallerDigits, CallerInput, CallerText, RunnerEvent, TextChunk, TransferRequest
+from dialgraph.telephony.audio import SILENCE_FRAME
+from dialgraph.telephony.call.call_log import CallEventWriter
+from dialgraph.telephony.call.reply_progress import ReplyProgressWriter
+from dialgraph.telephony.call.session import APOLOGY, CallSession
+from dialgraph.telephony.call.turn_policy import TurnPolicy
+from dialgraph.telephony.speech.base import AudioChunk, Final, ProviderError
+from dialgraph.telephony.speech.vad import EnergyVad
 from tests.fakes.scripted_runner import ScriptedRunner
 from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 from tests.telephony.harness import WAIT_S, Served, TwilioMediaClient, connected_call, new_call, new_sids, serve

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from telephony.speech import Final, Interim, SpeechStarted, UtteranceEnd
-from telephony.turn_policy import BARGE_IN, StartTurn, TurnPolicy, TurnState
+from dialgraph.telephony.call.turn_policy import BARGE_IN, StartTurn, TurnPolicy, TurnState
+from dialgraph.telephony.speech.base import Final, Interim, SpeechStarted, UtteranceEnd
 
 
 def speak(policy: TurnPolicy, start: float, ms: int, p: float = 0.9) -> list[float]:

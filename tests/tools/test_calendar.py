@@ -8,14 +8,14 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from server.db import Database
-from server.models import Appointment
-from server.settings import FlowSettings
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Appointment
+from dialgraph.server.core.settings import FlowSettings
+from dialgraph.tools import build_tools
+from dialgraph.tools.calendar import Calendar
+from dialgraph.tools.speech_format import spoken_time
+from dialgraph.tools.timeparse import RequestedTime
 from tests.fakes.tool_graph import FixedClock, ToolGraph, call_context
-from tools import build_tools
-from tools.calendar import Calendar
-from tools.speech_format import spoken_time
-from tools.timeparse import RequestedTime
 
 ALICE, BOB = "+15550100101", "+15550100202"
 ALL_DAY = {d: "00:00-24:00" for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}

@@ -8,12 +8,12 @@ import json
 import pytest
 from sqlalchemy import select
 
-from server.call_store import record_call, update_call
-from server.db import Database
-from server.models import Contact
-from server.settings import FlowSettings
+from dialgraph.server.core.call_store import record_call, update_call
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Contact
+from dialgraph.server.core.settings import FlowSettings
+from dialgraph.tools import build_tools
 from tests.fakes.tool_graph import FixedClock, ToolGraph, call_context
-from tools import build_tools
 
 ALICE, BOB = "+15550100101", "+15550100202"
 LONDON = FlowSettings(timezone="Europe/London")

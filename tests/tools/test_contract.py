@@ -7,9 +7,9 @@ from pathlib import Path
 
 import structlog
 
-from server.db import Database
+from dialgraph.server.core.db import Database
+from dialgraph.tools import TOOL_NAMES, build_tools
 from tests.fakes.tool_graph import FixedClock, ToolGraph, call_context
-from tools import TOOL_NAMES, build_tools
 
 EXPECTED_ARGS = {
     "find_free_slots": {"when", "count"},

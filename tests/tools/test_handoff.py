@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from graphs.events import EndCallRequest, TransferRequest
-from server.settings import FlowSettings, TransferTarget
+from dialgraph.server.core.settings import FlowSettings, TransferTarget
+from dialgraph.server.core.turns import EndCallRequest, TransferRequest
+from dialgraph.tools.handoff import handoff_tools, resolve_target
 from tests.fakes.tool_graph import ToolGraph, call_context
-from tools.handoff import handoff_tools, resolve_target
 
 SUPPORT = FlowSettings(
     transfer_targets={

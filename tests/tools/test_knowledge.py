@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import structlog
 
-from server.settings import FlowSettings
+from dialgraph.server.core.settings import FlowSettings
+from dialgraph.tools.knowledge import DEFAULT_KNOWLEDGE_FILE as SAMPLE
+from dialgraph.tools.knowledge import DONT_KNOW, KnowledgeBase, KnowledgeLibrary, knowledge_tools, load_entries
 from tests.fakes.tool_graph import ToolGraph, call_context
-from tools.knowledge import DEFAULT_KNOWLEDGE_FILE as SAMPLE
-from tools.knowledge import DONT_KNOW, KnowledgeBase, KnowledgeLibrary, knowledge_tools, load_entries
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from server.db import Database
-from server.models import Message
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Message
+from dialgraph.tools import build_tools
 from tests.fakes.tool_graph import FixedClock, ToolGraph, call_context
-from tools import build_tools
 
 ALICE = "+15550104567"
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tools.speech_format import (
+from dialgraph.tools.speech_format import (
     MONTH_NAMES,
     WEEKDAY_NAMES,
     ordinal,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tools.timeparse import NewStart, TimeParseError, parse_time_of_day, parse_when, parse_when_lenient
+from dialgraph.tools.timeparse import NewStart, TimeParseError, parse_time_of_day, parse_when, parse_when_lenient
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 NEW_YORK = ZoneInfo("America/New_York")

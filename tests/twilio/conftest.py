@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.app import create_app
-from server.db import Database
-from server.services import Overrides
-from server.settings import FlowSettings, Settings, TransferTarget
-from telephony.call_control import build_call_control
-from telephony.vad import EnergyVad
+from dialgraph.server.app import create_app
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import FlowSettings, Settings, TransferTarget
+from dialgraph.server.services import Overrides
+from dialgraph.telephony.speech.vad import EnergyVad
+from dialgraph.telephony.twilio.call_control import build_call_control
 from tests.fakes.speech import NullRecognizer, NullSynthesizer
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.fakes.twilio_webhooks import TwilioWebhookClient

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from server.settings import Settings
-from telephony.call_control import CallControl, CallControlError, build_call_control
+from dialgraph.server.core.settings import Settings
+from dialgraph.telephony.twilio.call_control import CallControl, CallControlError, build_call_control
 from tests.fakes.twilio_rest import FakeTwilioRest
 
 ACCOUNT = "AC" + "1" * 32

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from server.security import (
+from dialgraph.server.core.security import (
     InvalidStreamToken,
     StreamClaims,
     is_valid_twilio_signature,

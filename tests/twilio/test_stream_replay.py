@@ -11,13 +11,13 @@ from pathlib import Path
 from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
 
-from graphs.events import CallerText
-from server.db import Database
-from server.models import ConsumedStreamToken
-from server.security import issue_stream_token, verify_stream_token
-from server.settings import Settings
-from telephony.audio import SILENCE_FRAME
-from telephony.speech import Final
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import ConsumedStreamToken
+from dialgraph.server.core.security import issue_stream_token, verify_stream_token
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.core.turns import CallerText
+from dialgraph.telephony.audio import SILENCE_FRAME
+from dialgraph.telephony.speech.base import Final
 from tests.fakes.scripted_runner import ScriptedRunner
 from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 from tests.telephony.harness import TwilioMediaClient, new_call, new_sids, serve

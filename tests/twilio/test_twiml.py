@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from server.security import verify_stream_token
-from server.settings import Settings, TransferTarget
-from telephony import twiml
+from dialgraph.server.core.security import verify_stream_token
+from dialgraph.server.core.settings import Settings, TransferTarget
+from dialgraph.telephony.twilio import twiml
 
 
 @pytest.fixture

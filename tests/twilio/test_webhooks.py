@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from server.call_store import get_call, record_call, transcript, update_call
-from server.db import Database
-from server.models import Call
-from server.security import verify_stream_token
+from dialgraph.server.core.call_store import get_call, record_call, transcript, update_call
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.models import Call
+from dialgraph.server.core.security import verify_stream_token
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.fakes.twilio_webhooks import call_params, new_call_sid
 from tests.twilio.conftest import CALLER, PUBLIC_URL, STREAM_SECRET, SUPPORT_NUMBER, TwilioApp, make_settings, start_app

@@ -1,0 +1,1 @@
+"""The ground floor: settings, database, models, stores, security. Imports nothing else of dialgraph's."""

@@ -1,0 +1,1 @@
+"""The phone simulator: plays Twilio and a scripted caller against a running server."""

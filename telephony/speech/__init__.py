@@ -1,0 +1,1 @@
+"""Speech providers behind small interfaces: recognisers, synthesisers, VAD, fallback chains."""

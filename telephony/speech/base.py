@@ -1,0 +1,160 @@
+"""Speech interfaces: what the call session needs from ASR and TTS, and nothing more.
+
+Audio on both sides is 8 kHz mono mu-law bytes (Twilio's format), so no transcoding sits on
+the production path (Deepgram takes mu-law as is; ElevenLabs emits ``ulaw_8000``).
+
+Recognition: ``SpeechRecognizer.stream()`` opens one ``RecognitionStream`` per call. The
+session ``push``es 20 ms frames (never blocks, never awaits) and async-iterates events.
+
+Synthesis: ``SpeechSynthesizer.synthesize(phrases)`` turns an async stream of phrases into
+``AudioChunk``s tagged with the phrase index, so the session can map played audio (marks)
+back to text. Cancel by closing the returned iterator (``aclose()``) or cancelling the
+task that iterates it: implementations must stop work and release sockets promptly.
+
+Cloud, offline and fake implementations, and the retry/fallback wrappers, all implement
+these protocols and pass one contract test suite (``tests/speech/test_contract.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from dialgraph.telephony.audio import FRAME_BYTES as FRAME_BYTES
+from dialgraph.telephony.audio import FRAME_MS as FRAME_MS
+from dialgraph.telephony.audio import SAMPLE_RATE as SAMPLE_RATE
+
+
+# --- recognition events -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """Voice activity began (for barge-in). ``at`` is seconds since the stream began."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Interim:
+    """A partial hypothesis that may still change."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Final:
+    """A stable piece of transcript. ``speech_final`` marks the end of the caller's turn
+    (endpointing); a turn may consist of several finals, the last with speech_final."""
+
+    text: str
+    start: float
+    end: float
+    speech_final: bool = True
+    confidence: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceEnd:
+    """The recognizer saw the end of an utterance (a gap in speech) after ``last_word_end``."""
+
+    last_word_end: float
+
+
+RecognitionEvent = SpeechStarted | Interim | Final | UtteranceEnd
+
+
+@dataclass(frozen=True, slots=True)
+class RecognizerCapabilities:
+    streaming: bool
+    interim_results: bool
+    languages: tuple[str, ...] = ("en",)
+    vad_events: bool = False
+
+
+@runtime_checkable
+class RecognitionStream(Protocol):
+    def push(self, audio: bytes) -> None:
+        """Queue mu-law audio (any length, usually one 160-byte frame). Never blocks."""
+
+    async def end_input(self) -> None:
+        """No more audio: flush so pending speech comes out as a Final, then events end."""
+
+    async def aclose(self) -> None:
+        """Stop at once and release everything (sockets, workers). Idempotent."""
+
+    def __aiter__(self) -> AsyncIterator[RecognitionEvent]: ...
+
+
+@runtime_checkable
+class SpeechRecognizer(Protocol):
+    capabilities: RecognizerCapabilities
+
+    def stream(self, *, language: str | None = None) -> RecognitionStream:
+        """Open a per-call stream. Connection happens in the background; audio pushed
+        before it is ready is buffered, not lost."""
+
+    async def aclose(self) -> None:
+        """Release provider-wide resources (pools, clients)."""
+
+
+# --- synthesis -----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Mu-law 8 kHz audio belonging to phrase number ``phrase`` (0-based, in input order).
+    ``last`` is True on the final chunk of that phrase (it may carry no audio)."""
+
+    audio: bytes
+    phrase: int
+    last: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesizerCapabilities:
+    streaming_input: bool
+    languages: tuple[str, ...] = ("en",)
+    voices: tuple[str, ...] = field(default_factory=tuple)
+
+
+@runtime_checkable
+class SpeechSynthesizer(Protocol):
+    capabilities: SynthesizerCapabilities
+
+    def synthesize(
+        self,
+        phrases: AsyncIterable[str],
+        *,
+        voice: str | None = None,
+        language: str | None = None,
+        model: str | None = None,
+    ) -> AsyncIterator[AudioChunk]:
+        """Audio for each phrase, in order, starting as soon as the first phrase arrives.
+        ``voice`` and ``model`` are provider names (a flow's ``voice`` / ``tts_model``);
+        None or blank means the provider's configured default. A provider with a single
+        voice or model ignores them."""
+
+    async def aclose(self) -> None:
+        """Release provider-wide resources."""
+
+
+class ProviderError(Exception):
+    """A speech or model provider failed. ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, provider: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.retryable = retryable
+
+
+# --- voice activity ------------------------------------------------------------------------
+@runtime_checkable
+class VoiceActivityDetector(Protocol):
+    """Per-call, stateful. Fed every inbound 20 ms mu-law frame on the event loop, so an
+    implementation must cost well under a millisecond a frame."""
+
+    def speech_probability(self, frame: bytes) -> float:
+        """Probability in [0, 1] that ``frame`` (160 bytes mu-law) holds speech."""
+
+    def reset(self) -> None:
+        """Forget state (e.g. after a long gap)."""

@@ -1,0 +1,275 @@
+"""Deepgram live streaming ASR on deepgram-sdk 7.x (``AsyncDeepgramClient``).
+
+One WebSocket per call. Twilio's mu-law 8 kHz goes to Deepgram as is
+(``encoding=mulaw&sample_rate=8000``), coalesced into ``chunk_ms`` messages. Deepgram
+closes a socket after 10 s without audio, and the SDK sends no keepalives, so the sender
+sends ``KeepAlive`` when nothing was pushed for ``keepalive_s``. ``end_input`` sends any
+rest, ``Finalize`` and ``CloseStream``, and the events end when Deepgram closes.
+
+A socket that drops mid-call (not closed by us) is reopened up to ``max_reconnects`` times;
+the audio sent since the last final result is sent again first, so words the caller said
+around the drop are not lost. Deepgram's timestamps restart at 0 on each connection; the
+stream maps them back onto one timeline (seconds since the stream began).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from deepgram import AsyncDeepgramClient
+from deepgram.environment import DeepgramClientEnvironment
+from deepgram.listen.v1.types import (
+    ListenV1Results,
+    ListenV1SpeechStarted,
+    ListenV1UtteranceEnd,
+)
+
+from dialgraph.telephony.speech.base import (
+    SAMPLE_RATE,
+    Final,
+    Interim,
+    ProviderError,
+    RecognitionEvent,
+    RecognizerCapabilities,
+    SpeechStarted,
+    UtteranceEnd,
+)
+
+log = structlog.get_logger(__name__)
+_END = object()
+_BYTES_PER_S = SAMPLE_RATE  # mu-law: one byte a sample
+
+
+class DeepgramRecognizer:
+    """Deepgram streaming recognizer. ``url`` (ws://host:port) points it at a fake or proxy."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        url: str | None = None,
+        model: str = "nova-3",
+        language: str = "en",
+        endpointing_ms: int = 300,
+        utterance_end_ms: int = 1000,
+        interim_results: bool = True,
+        vad_events: bool = True,
+        smart_format: bool = True,
+        keepalive_s: float = 4.0,
+        connect_timeout_s: float = 3.0,
+        max_reconnects: int = 3,
+        chunk_ms: int = 40,
+        max_buffer_s: float = 30.0,
+    ) -> None:
+        env = DeepgramClientEnvironment.PRODUCTION
+        if url:
+            ws = url.rstrip("/").replace("https://", "wss://").replace("http://", "ws://")
+            env = DeepgramClientEnvironment(base=ws.replace("ws", "http", 1), production=ws, agent=ws, agent_rest=ws)
+        self._client = AsyncDeepgramClient(api_key=api_key, environment=env)
+        self.options: dict[str, Any] = {
+            "model": model,
+            "encoding": "mulaw",
+            "sample_rate": SAMPLE_RATE,
+            "channels": 1,
+            "interim_results": str(interim_results).lower(),
+            "endpointing": endpointing_ms,
+            "utterance_end_ms": utterance_end_ms,
+            "vad_events": str(vad_events).lower(),
+            "smart_format": str(smart_format).lower(),
+        }
+        self.language = language
+        self.keepalive_s = keepalive_s
+        self.connect_timeout_s = connect_timeout_s
+        self.max_reconnects = max_reconnects
+        self.chunk_bytes = max(160, SAMPLE_RATE * chunk_ms // 1000)
+        self.max_buffer_bytes = int(max_buffer_s * _BYTES_PER_S)
+        self.capabilities = RecognizerCapabilities(
+            streaming=True, interim_results=interim_results, languages=("en", "multi", "*"), vad_events=vad_events
+        )
+
+    def stream(self, *, language: str | None = None) -> DeepgramStream:
+        return DeepgramStream(self, language=language or self.language)
+
+    def connect(self, language: str) -> Any:
+        """The SDK's async context manager for one socket."""
+        return self._client.listen.v1.connect(language=language, **self.options)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class DeepgramStream:
+    """One call's Deepgram session (see the module docstring)."""
+
+    def __init__(self, owner: DeepgramRecognizer, *, language: str) -> None:
+        self._owner = owner
+        self._language = language
+        self._pending = bytearray()  # pushed, not yet sent
+        self._replay = bytearray()  # sent since the last final (resent after a reconnect)
+        self._replay_start = 0.0  # stream time of _replay[0]
+        self._conn_base = 0.0  # stream time of the current connection's t=0
+        self._wake = asyncio.Event()
+        self._ending = False
+        self._closed = False
+        # Set once a socket is open, or once the stream gave up (the error then comes out of
+        # the iterator): FallbackRecognizer waits on it, bounded by its connect timeout.
+        self.ready = asyncio.Event()
+        self.reconnects = 0
+        self._events: asyncio.Queue[Any] = asyncio.Queue()
+        self._run_task = asyncio.get_running_loop().create_task(self._run())
+
+    # --- the interface -------------------------------------------------------------------
+    def push(self, audio: bytes) -> None:
+        if self._ending or self._closed:
+            return
+        self._pending += audio
+        overflow = len(self._pending) + len(self._replay) - self._owner.max_buffer_bytes
+        if overflow > 0:
+            self._forget_oldest(overflow)
+        if len(self._pending) >= self._owner.chunk_bytes:
+            self._wake.set()
+
+    def _forget_oldest(self, count: int) -> None:
+        """Bound what we hold: drop ``count`` bytes, oldest first. The resend copy goes first
+        (a long utterance with no final yet only loses the oldest part of what a reconnect
+        would resend); unsent audio only when the socket has been down too long. Either way
+        the byte after the dropped ones becomes the start of the resend window."""
+        from_replay = min(count, len(self._replay))
+        del self._replay[:from_replay]
+        from_pending = min(count - from_replay, len(self._pending))
+        del self._pending[:from_pending]  # only when _replay is empty: it then starts at _pending[0]
+        self._replay_start += (from_replay + from_pending) / _BYTES_PER_S
+
+    async def end_input(self) -> None:
+        self._ending = True
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if not self._run_task.done():
+            self._run_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._run_task
+        self._events.put_nowait(_END)
+
+    def __aiter__(self) -> AsyncIterator[RecognitionEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[RecognitionEvent]:
+        while True:
+            item = await self._events.get()
+            if item is _END:
+                self._events.put_nowait(_END)
+                return
+            if isinstance(item, ProviderError):
+                self._events.put_nowait(_END)
+                if self._closed:
+                    return
+                raise item
+            yield item
+
+    # --- connection loop -----------------------------------------------------------------
+    async def _run(self) -> None:
+        failures = 0
+        try:
+            while True:
+                error: Exception | None = None
+                try:
+                    finished = await self._session()
+                except Exception as exc:  # OSError, timeout, websockets, SDK ApiError: dropped or refused
+                    finished, error = False, exc
+                if finished:
+                    return
+                failures += 1
+                if failures > self._owner.max_reconnects:
+                    raise ProviderError(
+                        f"deepgram: giving up after {failures} attempts: {error!r}", provider="deepgram"
+                    )
+                self.reconnects += 1
+                log.warning("deepgram socket lost, reconnecting", attempt=failures, error=repr(error))
+                await asyncio.sleep(min(0.05 * 2**failures, 1.0))
+                # Resend everything after the last final: it goes in front of the unsent audio.
+                self._pending[:0] = self._replay
+                self._replay.clear()
+                self._conn_base = self._replay_start
+        except ProviderError as exc:
+            self._events.put_nowait(exc)
+        finally:
+            self.ready.set()
+            self._events.put_nowait(_END)
+
+    async def _session(self) -> bool:
+        """One socket's life. True when the stream ended normally, False/raise on a drop."""
+        cm = self._owner.connect(self._language)
+        socket = await asyncio.wait_for(cm.__aenter__(), self._owner.connect_timeout_s)
+        try:
+            self.ready.set()
+            async with asyncio.TaskGroup() as tg:
+                sender_task = tg.create_task(self._send_loop(socket))
+                done = await self._receive_loop(socket)
+                if not done:
+                    sender_task.cancel()
+                    return False
+            return True
+        finally:
+            with contextlib.suppress(Exception):
+                await cm.__aexit__(None, None, None)
+
+    async def _send_loop(self, socket: Any) -> None:
+        keepalive_s = self._owner.keepalive_s
+        while True:
+            if not self._pending and not self._ending:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), keepalive_s)
+                except TimeoutError:
+                    await socket.send_keep_alive()
+                    continue
+            if self._pending:
+                chunk = bytes(self._pending)
+                self._pending.clear()
+                self._replay += chunk
+                await socket.send_media(chunk)
+            elif self._ending:
+                await socket.send_finalize()
+                await socket.send_close_stream()
+                return
+
+    async def _receive_loop(self, socket: Any) -> bool:
+        async for message in socket:
+            if isinstance(message, ListenV1Results):
+                self._on_results(message)
+            elif isinstance(message, ListenV1SpeechStarted):
+                self._events.put_nowait(SpeechStarted(at=self._conn_base + message.timestamp))
+            elif isinstance(message, ListenV1UtteranceEnd):
+                self._events.put_nowait(UtteranceEnd(last_word_end=self._conn_base + message.last_word_end))
+        # The server closed the socket: normal only if we asked for it.
+        return self._ending and not self._pending
+
+    def _on_results(self, msg: ListenV1Results) -> None:
+        alt = msg.channel.alternatives[0] if msg.channel.alternatives else None
+        text = alt.transcript.strip() if alt else ""
+        start = self._conn_base + msg.start
+        end = start + msg.duration
+        if msg.is_final:
+            # Everything up to the end of this final is settled: no need to resend it.
+            settled = min(int((end - self._replay_start) * _BYTES_PER_S), len(self._replay))
+            if settled > 0:
+                del self._replay[:settled]
+                self._replay_start += settled / _BYTES_PER_S
+            if text:
+                self._events.put_nowait(
+                    Final(
+                        text,
+                        start,
+                        end,
+                        speech_final=bool(msg.speech_final),
+                        confidence=alt.confidence if alt else None,
+                    )
+                )
+        elif text:
+            self._events.put_nowait(Interim(text, start, end))

