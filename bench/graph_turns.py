@@ -1,6 +1,6 @@
 """Graph turns through the GraphRunner with the offline model: latency, CPU and throughput.
 
-    .venv/bin/python bench/graph_turns.py [--turns 20] [--threads 50] [--calls 100] [--sync]
+    .venv/bin/python -m bench.graph_turns [--turns 20] [--threads 50] [--calls 100] [--sync]
         [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 
 1. One call at a time, on SQLite and PostgreSQL, durability "async" (the default; "sync"
@@ -24,7 +24,6 @@ import asyncio
 import logging
 import random
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -34,17 +33,15 @@ from pathlib import Path
 import psycopg
 import structlog
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dialgraph.graphs.checkpoint import checkpointer  # noqa: E402
-from dialgraph.graphs.flows.support import build_support_graph  # noqa: E402
-from dialgraph.graphs.model import build_chat_model  # noqa: E402
-from dialgraph.graphs.runner import GraphRunner  # noqa: E402
-from dialgraph.server.core.context import CallContext  # noqa: E402
-from dialgraph.server.core.db import Database  # noqa: E402
-from dialgraph.server.core.settings import Settings  # noqa: E402
-from dialgraph.server.core.turns import CallerText, TextChunk  # noqa: E402
-from dialgraph.tools import build_tools  # noqa: E402
+from dialgraph.graphs.checkpoint import checkpointer
+from dialgraph.graphs.flows.support import build_support_graph
+from dialgraph.graphs.model import build_chat_model
+from dialgraph.graphs.runner import GraphRunner
+from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.core.turns import CallerText, TextChunk
+from dialgraph.tools import build_tools
 
 QUESTIONS = (
     "Is there parking?",

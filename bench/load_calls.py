@@ -1,6 +1,6 @@
 """Concurrent simulated calls against one server process: latency, frame gaps, memory.
 
-Starts ``bench/load_server.py`` (real app, graphs and offline model; instant fake speech)
+Starts ``bench.load_server`` (real app, graphs and offline model; instant fake speech)
 as a separate process, then for each N runs N concurrent calls of a short support
 scenario through the phone simulator's load mode and prints:
 
@@ -12,7 +12,7 @@ scenario through the phone simulator's load mode and prints:
   simulated Twilio buffer running dry mid-reply);
 - server memory per call (peak RSS during the run minus RSS before, / N) and CPU.
 
-    .venv/bin/python bench/load_calls.py [--calls 50 100 250] [--database-url URL]
+    .venv/bin/python -m bench.load_calls [--calls 50 100 250] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,19 +27,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from dialgraph.telephony.simulator.load import load
+from dialgraph.telephony.simulator.process import free_port
+from dialgraph.telephony.simulator.text_speech import TextSynthesizer
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from dialgraph.telephony.simulator.load import load  # noqa: E402
-from tests.fakes.speech import TextSynthesizer  # noqa: E402
-
 SCENARIO = ROOT / "bench" / "scenarios" / "load_support.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kb(pid: int) -> int:
@@ -118,7 +110,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data:
-        cmd = [sys.executable, str(ROOT / "bench" / "load_server.py"), "--port", str(port), "--data-dir", data]
+        cmd = [sys.executable, "-m", "bench.load_server", "--port", str(port), "--data-dir", data]
         if args.database_url:
             cmd += ["--database-url", args.database_url]
         proc = subprocess.Popen(cmd, cwd=ROOT)

@@ -1,25 +1,24 @@
 """A dialgraph server for load benchmarks: the real app and graphs, fast fake speech.
 
-Speech is the text-carrying fake of ``tests.fakes.speech`` (instant ASR/TTS standing in
-for cloud providers answering at once); everything else (webhooks, signatures, the media
-session, the offline model, the checkpointer, the database) is the real thing.
+Speech is the simulator's text-carrying stand-in (``simulator.text_speech``: instant ASR/TTS
+standing in for cloud providers answering at once); everything else (webhooks, signatures,
+the media session, the offline model, the checkpointer, the database) is the real thing.
 
-    python bench/load_server.py --port 8765 --data-dir /tmp/x [--database-url URL]
+    python -m bench.load_server --port 8765 --data-dir /tmp/x [--database-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import uvicorn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dialgraph.server.app import create_app  # noqa: E402
-from dialgraph.server.core.settings import Settings  # noqa: E402
-from tests.fakes.sim_server import SCENARIO_NUMBERS, text_speech  # noqa: E402
+from dialgraph.server.app import create_app
+from dialgraph.server.core.settings import Settings
+from dialgraph.server.services import Overrides
+from dialgraph.telephony.simulator.scenario import SCENARIO_NUMBERS
+from dialgraph.telephony.simulator.text_speech import TextRecognizer, TextSynthesizer, TextVad
 
 
 def main() -> None:
@@ -36,7 +35,8 @@ def main() -> None:
         log_level="WARNING",
         _env_file=None,
     )
-    app = create_app(settings, overrides=text_speech())
+    speech = Overrides(recognizer=TextRecognizer(), synthesizer=TextSynthesizer(), vad_factory=TextVad)
+    app = create_app(settings, overrides=speech)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", ws_max_queue=64, backlog=2048)
 
 

@@ -3,14 +3,14 @@
 The server runs as its own process(es): ``uvicorn`` with ``--workers W`` semantics (one
 process, or a supervisor and W worker processes sharing the port, as ``dialgraph serve
 --workers W`` runs it), each worker building ``create_app`` with instant scripted providers
-(tests/fakes/speech.py and scripted_runner.py): the recognizer says a final every 4 s of caller audio, the
+(``dialgraph.telephony.simulator.scripted``): the recognizer says a final every 4 s of caller audio, the
 graph answers at once, TTS returns 2 s of audio at once. The VAD is the production one
 (silero, energy-gated) unless ``--vad energy``. So what is measured is our media path:
 inbound frame handling (parse, gap check, recognizer push, VAD, policy), outbound pacing
 and marks, the turn plumbing, heard-progress and transcript writes (SQLite).
 
-This process plays Twilio for every call (``bench/media_client.py``: hand-rolled framing,
-no JSON decoding of audio, so it stays cheap next to the server on the same cores): a
+This process plays Twilio for every call (the simulator's ``LeanLeg``: hand-rolled framing
+and no task per call, so it stays cheap next to the server on the same cores): a
 20 ms frame per call per tick (1.2 s of speech-like noise before each final, silence
 otherwise), marks echoed when their audio would have finished playing (a simulated
 playback buffer per call), arrival time and audio length of every media message kept.
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import random
@@ -50,7 +49,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.media_client import CLOSE_FRAME, MediaClient, client_frame, mark_echo, open_media_client
+from dialgraph.telephony.simulator.lean import LeanLeg
+from dialgraph.telephony.simulator.process import free_port
+from dialgraph.telephony.simulator.protocol import (
+    SILENCE_PAYLOAD,
+    AgentAudio,
+    AgentMark,
+    Received,
+    TwilioProtocol,
+    payload,
+)
+from dialgraph.telephony.simulator.webhooks import stream_signature
 
 AUTH_TOKEN = "bench-auth-token-0123456789"
 STREAM_SECRET = "bench-stream-secret-0123456789"
@@ -125,9 +134,8 @@ def bench_app() -> Any:
     bench's parent process sets: this is a bench, not the app)."""
     from dialgraph.server.app import create_app
     from dialgraph.server.services import Overrides
+    from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
     from dialgraph.telephony.speech.base import Final
-    from tests.fakes.scripted_runner import ScriptedRunner
-    from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 
     data_dir = Path(os.environ["MEDIA_BENCH_DATA_DIR"])
     if os.environ.get("MEDIA_BENCH_VAD") == "silero":
@@ -197,58 +205,34 @@ def _speech_frames() -> list[bytes]:
 
 
 class BenchCall:
-    __slots__ = (
-        "call_sid",
-        "stream_sid",
-        "proto",
-        "chunk",
-        "seq",
-        "play_end",
-        "marks",
-        "times",
-        "sizes",
-        "gens",
-        "measure_from",
-    )
+    """One call's script (speech-like noise before each final, silence otherwise) and the
+    arrival of every agent message, on a ``LeanLeg``."""
 
-    SILENCE = base64.b64encode(b"\xff" * 160).decode()
+    __slots__ = ("call_sid", "leg", "chunk", "times", "sizes", "gens", "measure_from")
+
     SPEECH: list[str] = []
 
     def __init__(self, call_sid: str, stream_sid: str) -> None:
-        self.call_sid, self.stream_sid = call_sid, stream_sid
-        self.proto: MediaClient | None = None
+        self.call_sid = call_sid
+        self.leg = LeanLeg(TwilioProtocol(stream_sid=stream_sid, call_sid=call_sid), self.on_event)
         self.chunk = 0
-        self.seq = 1
-        self.play_end = 0.0
-        self.marks: list[tuple[float, bytes]] = []  # (due, echo frame), in order
         self.times: list[float] = []  # arrival of each outbound media message
         self.sizes: list[int] = []  # its audio bytes
         self.gens: list[tuple[int, int]] = []  # (media messages received when a mark came, its generation)
         self.measure_from = 0.0
 
-    def media_frame(self) -> bytes:
-        """Twilio's next inbound ``media`` message, in Twilio's key order, as a ready frame."""
+    def next_payload(self) -> str:
+        """The caller's next 20 ms: speech-like noise for part of every turn, else silence."""
         self.chunk += 1
-        self.seq += 1
         n = self.chunk
-        payload = self.SPEECH[n % len(self.SPEECH)] if (n % TURN_FRAMES) in SPEECH_FRAMES else self.SILENCE
-        return client_frame(
-            f'{{"event":"media","sequenceNumber":"{self.seq}","media":{{"track":"inbound","chunk":"{n}",'
-            f'"timestamp":"{(n - 1) * 20}","payload":"{payload}"}},"streamSid":"{self.stream_sid}"}}'
-        )
+        return self.SPEECH[n % len(self.SPEECH)] if (n % TURN_FRAMES) in SPEECH_FRAMES else SILENCE_PAYLOAD
 
-    def on_media(self, now: float, nbytes: int) -> None:
-        self.times.append(now)
-        self.sizes.append(nbytes)
-        self.play_end = max(self.play_end, now) + nbytes / 8000
-
-    def on_mark(self, now: float, name: str) -> None:
-        self.gens.append((len(self.times), int(name[1 : name.index(".")])))
-        self.seq += 1
-        self.marks.append((max(self.play_end, now), mark_echo(self.stream_sid, self.seq, name)))
-
-    def on_clear(self, now: float) -> None:
-        self.play_end = now
+    def on_event(self, event: Received, now: float) -> None:
+        if isinstance(event, AgentAudio):
+            self.times.append(now)
+            self.sizes.append(len(event.audio))
+        elif isinstance(event, AgentMark):
+            self.gens.append((len(self.times), int(event.name[1 : event.name.index(".")])))
 
     def figures(self) -> tuple[list[float], list[float], list[float], int]:
         """Within one reply (generation): inter-arrival gaps, lateness (gap minus the
@@ -298,27 +282,11 @@ async def _record_calls(data_dir: Path, calls: list[BenchCall]) -> None:
 
 
 async def _open(port: int, c: BenchCall) -> None:
-    from twilio.request_validator import RequestValidator
-
     from dialgraph.server.core.security import issue_stream_token
 
-    sig = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL.replace("http://", "ws://") + "/twilio/media", {})
-    c.proto = await open_media_client(
-        "127.0.0.1", port, "/twilio/media", {"X-Twilio-Signature": sig}, c.on_media, c.on_mark, c.on_clear
-    )
     token = issue_stream_token(STREAM_SECRET, call_sid=c.call_sid, thread_id=c.call_sid, flow="scheduling", ttl_s=300)
-    c.proto.send(client_frame(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})))
-    start = {
-        "accountSid": "AC" + "1" * 32,
-        "streamSid": c.stream_sid,
-        "callSid": c.call_sid,
-        "tracks": ["inbound"],
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-        "customParameters": {"token": token},
-    }
-    c.proto.send(
-        client_frame(json.dumps({"event": "start", "sequenceNumber": "1", "start": start, "streamSid": c.stream_sid}))
-    )
+    signature = stream_signature(AUTH_TOKEN, PUBLIC_URL)
+    await c.leg.open("127.0.0.1", port, path="/twilio/media", signature=signature, parameters={"token": token})
 
 
 def _tree(pid: int) -> list[int]:
@@ -367,7 +335,7 @@ def _pct(values: list[float], q: float) -> float:
 
 async def drive(port: int, pid: int, n: int, seconds: float, data_dir: Path, warmup: float = 3.0) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    BenchCall.SPEECH = [base64.b64encode(f).decode() for f in _speech_frames()]
+    BenchCall.SPEECH = [payload(f) for f in _speech_frames()]
     calls = [BenchCall("CA" + uuid.uuid4().hex, "MZ" + uuid.uuid4().hex) for _ in range(n)]
     await _record_calls(data_dir, calls)
     pids = _tree(pid)
@@ -376,8 +344,7 @@ async def drive(port: int, pid: int, n: int, seconds: float, data_dir: Path, war
         await asyncio.gather(*(_open(port, c) for c in calls[i : i + 25]))
     # Stagger the calls' turns (real calls are not in step): call i starts i/n of a turn in.
     for i, c in enumerate(calls):
-        assert c.proto is not None
-        c.proto.send(b"".join(c.media_frame() for _ in range(i * TURN_FRAMES // n)))
+        c.leg.send_media([c.next_payload() for _ in range(i * TURN_FRAMES // n)])
     t0 = loop.time()
     tick = t0
     measuring = False
@@ -392,20 +359,15 @@ async def drive(port: int, pid: int, n: int, seconds: float, data_dir: Path, war
         if now - t0 >= warmup + seconds:
             break
         for c in calls:
-            frame = c.media_frame()
-            marks = c.marks
-            if marks and marks[0][0] <= now:
-                while marks and marks[0][0] <= now:
-                    frame += marks.pop(0)[1]
-            c.proto.send(frame)  # type: ignore[union-attr]
+            c.leg.tick(now, c.next_payload())
         tick += FRAME_S
         await asyncio.sleep(max(0.0, tick - loop.time()))
         lag.append(max(0.0, loop.time() - tick))
     cpu, wall, client_cpu = _cpu_s(pids) - cpu0, time.monotonic() - wall0, time.process_time() - client0
     rss = _rss_mb(pids)
     for c in calls:
-        c.proto.send(CLOSE_FRAME)  # type: ignore[union-attr]
-    await asyncio.wait([asyncio.ensure_future(c.proto.closed) for c in calls], timeout=10)  # type: ignore[union-attr]
+        c.leg.close()
+    await asyncio.wait([c.leg.closed for c in calls], timeout=10)
     per_call = [c.figures() for c in calls]
     gaps = sorted(g for f in per_call for g in f[0])
     late = sorted(x for f in per_call for x in f[1])
@@ -429,16 +391,10 @@ async def drive(port: int, pid: int, n: int, seconds: float, data_dir: Path, war
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_one(n: int, seconds: float, *, workers: int, lead_ms: int, vad: str, profile: str = "") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
-        port = _free_port()
+        port = free_port()
         from dialgraph.server.core.db import upgrade
 
         upgrade(_settings(data_dir).effective_database_url)  # once, before workers start (as the CLI does)

@@ -13,7 +13,7 @@ no close frame), and times on B, as Twilio would drive it:
 
 and prints p50 / p99 / max over the runs, with the webhook and the socket share apart.
 
-    .venv/bin/python bench/resume.py [--runs 30] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python -m bench.resume [--runs 30] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -30,13 +29,11 @@ from pathlib import Path
 
 import psycopg
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.fakes.deepgram_server import DeepgramFake, word_audio  # noqa: E402
-from tests.fakes.elevenlabs_server import ElevenLabsFake  # noqa: E402
-from tests.fakes.h7_twilio import ServerProcess, TwilioLeg, server_env, stream_parameters  # noqa: E402
-from tests.fakes.twilio_webhooks import TwilioWebhookClient, call_params, new_call_sid  # noqa: E402
+from dialgraph.telephony.simulator.leg import TwilioLeg
+from dialgraph.telephony.simulator.process import ServerProcess, server_env
+from dialgraph.telephony.simulator.twiml import stream_parameters
+from dialgraph.telephony.simulator.vendors import DeepgramFake, ElevenLabsFake, word_audio
+from dialgraph.telephony.simulator.webhooks import TwilioWebhookClient, call_params, new_call_sid
 
 PUBLIC_URL = "https://voice.example.com"
 AUTH_TOKEN = "twilio-auth-token-for-the-resume-bench"
@@ -128,10 +125,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 DIALGRAPH_MAX_RECONNECTS="20",
                 TWILIO_AUTH_TOKEN=AUTH_TOKEN,
                 DIALGRAPH_STREAM_TOKEN_SECRET="stream-secret-shared-by-instances",
-                DEEPGRAM_API_KEY=deepgram.api_key,
-                DEEPGRAM_URL=deepgram.url,
-                ELEVENLABS_API_KEY=elevenlabs.api_key,
-                ELEVENLABS_URL=elevenlabs.url,
+                **deepgram.env(),
+                **elevenlabs.env(),
             )
             a, b = ServerProcess("a", env, logs), ServerProcess("b", env, logs)
             try:

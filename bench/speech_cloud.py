@@ -5,7 +5,7 @@ CPU only: per call, 20 ms mu-law frames pushed in real time into a DeepgramRecog
 stream (events consumed), plus an ElevenLabs WebSocket reply of two phrases every 4 s
 (audio received and decoded).
 
-    .venv/bin/python bench/speech_cloud.py [--calls 20] [--seconds 10]
+    .venv/bin/python -m bench.speech_cloud [--calls 20] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from dialgraph.telephony.simulator.vendors import DeepgramFake, ElevenLabsFake, word_audio
 from dialgraph.telephony.speech.base import FRAME_BYTES, Final
 from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
 from dialgraph.telephony.speech.elevenlabs import ElevenLabsSynthesizer
-from tests.fakes.deepgram_server import DeepgramFake, word_audio
-from tests.fakes.elevenlabs_server import ElevenLabsFake
 
 VOCAB = ["i", "would", "like", "to", "book", "an", "appointment", "for", "tuesday", "please"]
 

@@ -3,7 +3,7 @@ the Final (audio paced in real time after the speech ends), piper time to first 
 cost per frame. "legacy" rows reproduce the previous pipeline (faster-whisper ``transcribe``
 in a 30 s window, 600 ms endpoint, no speculation) for comparison.
 
-    .venv/bin/python bench/speech_offline.py [--workers 2] [--repeat 3]
+    .venv/bin/python -m bench.speech_offline [--workers 2] [--repeat 3]
 
 Other work on the machine inflates every figure: run it a few times, read the medians.
 """
@@ -15,26 +15,22 @@ import asyncio
 import functools
 import os
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soxr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from dialgraph.telephony.audio import (
-    audioop,  # noqa: E402
-    silence,  # noqa: E402
+    audioop,
+    silence,
 )
-from dialgraph.telephony.speech.base import FRAME_BYTES, FRAME_MS, Final  # noqa: E402
-from dialgraph.telephony.speech.offline_asr import WhisperRecognizer, decode_segment, load_whisper  # noqa: E402
-from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer, load_piper, pipelined, render_piper, split_head  # noqa: E402
-from dialgraph.telephony.speech.vad import SileroVad  # noqa: E402
-from dialgraph.telephony.speech.workers import SpeechWorkers  # noqa: E402
+from dialgraph.telephony.speech.base import FRAME_BYTES, FRAME_MS, Final
+from dialgraph.telephony.speech.offline_asr import WhisperRecognizer, decode_segment, load_whisper
+from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer, load_piper, pipelined, render_piper, split_head
+from dialgraph.telephony.speech.vad import SileroVad
+from dialgraph.telephony.speech.workers import SpeechWorkers
 
 PHRASES = [
     "Hello, thanks for calling Acme Dental.",

@@ -7,6 +7,7 @@ Pure functions over ``spoken_time.normalise``d text. The graphs use ``classify``
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 _PATTERNS: tuple[tuple[str, str], ...] = (
     (
@@ -48,7 +49,7 @@ _NO = re.compile(r"^(no|nope|nah|not really|not now|no thanks|no thank you|none|
 _FILLER = re.compile(r"^(um+|uh+|er+|well|so|oh|hi|hello|yes|yeah|sure|ok|okay)\b[ ,]*")
 
 
-def classify(norm: str, flow: str, targets: dict[str, str] | None = None) -> str | None:
+def classify(norm: str, flow: str, targets: Mapping[str, str] | None = None) -> str | None:
     """The first intent the words show (order matters: "bye" before "book"), or yes/no."""
     for name, pattern in _PATTERNS:
         if re.search(pattern, norm):

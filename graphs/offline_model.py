@@ -21,28 +21,27 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, SystemMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict
 
+from dialgraph.graphs.facts import CallFacts, facts_in
 from dialgraph.graphs.offline_policy import Reply, decide, frame_metadata
-
-_ZONE_RE = re.compile(r"Time zone: ([A-Za-z_]+(?:/[A-Za-z_+\-0-9]+)*)")
 
 
 class OfflineChatModel(BaseChatModel):
     """Rules-and-dateparser chat model with tool calling and token streaming.
 
-    ``clock`` gives "now" (aware or naive UTC); it is converted to the time zone the
-    system prompt names. Without a clock, the local time the prompt states is used.
+    The call's facts come in the model call's metadata (``graphs.facts.facts_config``),
+    not from the prompt. ``clock`` gives "now" (aware or naive UTC), converted to the
+    facts' time zone; without a clock, the local time the facts state is used.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -64,20 +63,20 @@ class OfflineChatModel(BaseChatModel):
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
     # --- the decision ----------------------------------------------------------------------
-    def _reply(self, messages: list[BaseMessage], tools: list[dict[str, Any]] | None) -> tuple[Reply, str]:
-        names = {t["function"]["name"] for t in tools or []}
-        reply = decide(messages, names, self._now(messages))
+    def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[Reply, str]:
+        """The reply and its message id, for the call's ``tools`` and ``facts`` (kwargs)."""
+        facts = kwargs.get("facts") or CallFacts()
+        names = {t["function"]["name"] for t in kwargs.get("tools") or []}
+        reply = decide(messages, names, facts, self._now(facts))
         return reply, f"lc_run-offline-{uuid.uuid4().hex}"
 
-    def _now(self, messages: list[BaseMessage]) -> dt.datetime | None:
+    def _now(self, facts: CallFacts) -> dt.datetime:
         if self.clock is None:
-            return None
+            return facts.local_now()
         now = self.clock()
-        system = " ".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
-        m = _ZONE_RE.search(system)
         if now.tzinfo is None:
             now = now.replace(tzinfo=dt.UTC)
-        return now.astimezone(ZoneInfo(m.group(1)) if m else dt.UTC).replace(tzinfo=None)
+        return now.astimezone(facts.zone).replace(tzinfo=None)
 
     @staticmethod
     def _usage(messages: list[BaseMessage], reply: Reply) -> UsageMetadata:
@@ -115,6 +114,51 @@ class OfflineChatModel(BaseChatModel):
             chunk_position="last",
         )
 
+    # --- Runnable --------------------------------------------------------------------------
+    # LangChain hands a model's ``_astream``/``_agenerate`` the call's keyword arguments but
+    # not its config: the entry points move the call's facts from the config's metadata
+    # into the keyword argument ``facts``.
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return super().invoke(input, config, stop=stop, **_with_facts(config, kwargs))
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return await super().ainvoke(input, config, stop=stop, **_with_facts(config, kwargs))
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        return super().stream(input, config, stop=stop, **_with_facts(config, kwargs))
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        async for chunk in super().astream(input, config, stop=stop, **_with_facts(config, kwargs)):
+            yield chunk
+
     # --- BaseChatModel -----------------------------------------------------------------------
     def _generate(
         self,
@@ -123,7 +167,7 @@ class OfflineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        reply, msg_id = self._reply(messages, kwargs.get("tools"))
+        reply, msg_id = self._reply(messages, kwargs)
         merged: AIMessageChunk | None = None
         for chunk in self._chunks(messages, reply, msg_id):
             merged = chunk if merged is None else merged + chunk
@@ -144,10 +188,8 @@ class OfflineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        reply, msg_id = self._reply(messages, kwargs.get("tools"))
+        reply, msg_id = self._reply(messages, kwargs)
         for chunk in self._chunks(messages, reply, msg_id):
-            if run_manager and isinstance(chunk.content, str) and chunk.content:
-                run_manager.on_llm_new_token(chunk.content, chunk=ChatGenerationChunk(message=chunk))
             yield ChatGenerationChunk(message=chunk)
 
     async def _astream(
@@ -157,12 +199,9 @@ class OfflineChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        reply, msg_id = await asyncio.to_thread(self._reply, messages, kwargs.get("tools"))
+        reply, msg_id = await asyncio.to_thread(self._reply, messages, kwargs)
         for chunk in self._chunks(messages, reply, msg_id):
-            gen = ChatGenerationChunk(message=chunk)
-            if run_manager and isinstance(chunk.content, str) and chunk.content:
-                await run_manager.on_llm_new_token(chunk.content, chunk=gen)
-            yield gen
+            yield ChatGenerationChunk(message=chunk)
 
     async def _agenerate(
         self,
@@ -172,6 +211,10 @@ class OfflineChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         return await asyncio.to_thread(self._generate, messages, stop, None, **kwargs)
+
+
+def _with_facts(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {**kwargs, "facts": facts_in((config or {}).get("metadata"))}
 
 
 def _json(args: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """The offline model's dialogue rules: history in, one reply (text and/or tool calls) out.
 
-Pure and deterministic. It reads what any chat model would read — the system prompt (the
-flow's facts: local time, time zone, transfer targets, the caller's name), the caller's
+Pure and deterministic. It reads what a hosted model is told — the call's facts (local
+time, transfer targets, the caller's name: a ``CallFacts``, not prompt text), the caller's
 words, its own earlier replies and the tools' results — and decides like a careful
 receptionist: pick the tool the caller's words ask for, fill its arguments, ask for what
 is missing, then say the tool's (already speakable) result and move the call on.
@@ -19,12 +19,13 @@ import json
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
+from dialgraph.graphs.facts import CallFacts
 from dialgraph.graphs.intents import classify, extract_name, is_no, is_yes, pick_ordinal
 from dialgraph.graphs.spoken_time import When, normalise, parse_date, parse_time, parse_when
+from dialgraph.graphs.state import DIALOG_ACT, OFFER
 
 FRAME_KEY = "offline_frame"
 
@@ -41,7 +42,6 @@ ASK_BUDGET = "And do you have a budget in mind?"
 ASK_DECISION = "Are you the person who makes the decision, or is someone else involved?"
 ASK_HOT = "Would you like me to connect you with our sales team right now, or book a follow-up call?"
 ASK_FOLLOWUP = "Would you like to book a follow-up call with our team?"
-ASK_MESSAGE_OR_CALLBACK = "Would you like to leave a message, or shall I arrange a call back?"
 SORRY = "Sorry, I didn't quite catch that."
 GOODBYE = "Thank you for calling {company}. Goodbye!"
 HELP = {
@@ -77,54 +77,10 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
-class Facts:
-    """What the system prompt tells the model about this call."""
-
-    now: dt.datetime
-    company: str = "us"
-    targets: dict[str, str] = field(default_factory=dict)  # name -> description
-    caller_name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Reply:
     text: str = ""
     tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()
     frame: Frame | None = None
-
-
-_NOW_RE = re.compile(r"Local time now: (\d{4}-\d{2}-\d{2}T\d{2}:\d{2})")
-_ZONE_RE = re.compile(r"Time zone: ([A-Za-z_]+(?:/[A-Za-z_+\-0-9]+)*)")
-_COMPANY_RE = re.compile(r"Company: (.+?)\.\s*$", re.M)
-_TARGETS_RE = re.compile(r"Transfer targets: (.+?)\.\s*$", re.M)
-_CALLER_RE = re.compile(r"Caller's name: (.+?)\.\s*$", re.M)
-
-
-def read_facts(system: str, now: dt.datetime | None) -> Facts:
-    """Parse the facts block the flows put into their system prompt."""
-    if now is None:
-        m = _NOW_RE.search(system)
-        # No stated local time: the wall clock in the flow's time zone (never the host's).
-        now = dt.datetime.fromisoformat(m.group(1)) if m else dt.datetime.now(_zone(system))
-    targets: dict[str, str] = {}
-    if m := _TARGETS_RE.search(system):
-        for part in m.group(1).split(";"):
-            name, _, desc = part.strip().partition(" = ")
-            if name and name != "none":
-                targets[name] = desc or name.replace("_", " ")
-    caller = m.group(1) if (m := _CALLER_RE.search(system)) else None
-    company = m.group(1) if (m := _COMPANY_RE.search(system)) else "us"
-    return Facts(now=now, company=company, targets=targets, caller_name=None if caller == "unknown" else caller)
-
-
-def _zone(system: str) -> dt.tzinfo:
-    """The time zone the prompt names (UTC when it names none or an unknown one)."""
-    if m := _ZONE_RE.search(system):
-        try:
-            return ZoneInfo(m.group(1))
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
-    return dt.UTC
 
 
 def flow_of(tool_names: set[str]) -> str:
@@ -135,24 +91,22 @@ def flow_of(tool_names: set[str]) -> str:
     return "scheduling"
 
 
-def decide(messages: list[BaseMessage], tool_names: set[str], now: dt.datetime | None) -> Reply:
-    """The next reply for this history."""
-    system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
-    facts = read_facts(system, now)
+def decide(messages: list[BaseMessage], tool_names: set[str], facts: CallFacts, now: dt.datetime) -> Reply:
+    """The next reply for this history, on a call with ``facts``, at local time ``now``."""
     frame = Frame()
     for m in reversed(messages):
         if isinstance(m, AIMessage) and FRAME_KEY in m.response_metadata:
             frame = Frame.load(m.response_metadata[FRAME_KEY])
             break
     latest = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
-    if latest is not None and latest.response_metadata.get("dialog_act") == "offer_message_or_callback":
+    if latest is not None and latest.response_metadata.get(DIALOG_ACT) == "offer_message_or_callback":
         frame.ask, frame.task = "message_or_callback", None
         frame.for_whom = latest.response_metadata.get("for_whom")
-    if latest is not None and latest.response_metadata.get("offer") == "appointment":  # welcome back
+    if latest is not None and latest.response_metadata.get(OFFER) == "appointment":  # welcome back
         frame.ask, frame.task = "hear_or_change", None
     if facts.caller_name and not frame.name:
         frame.name = facts.caller_name
-    policy = _Policy(facts, frame, tool_names)
+    policy = _Policy(facts, now, frame, tool_names)
     last = messages[-1] if messages else None
     if isinstance(last, ToolMessage):
         return policy.after_tools(_tool_results(messages))
@@ -188,8 +142,9 @@ def _tool_results(messages: list[BaseMessage]) -> list[ToolResult]:
 
 
 class _Policy:
-    def __init__(self, facts: Facts, frame: Frame, tools: set[str]) -> None:
+    def __init__(self, facts: CallFacts, now: dt.datetime, frame: Frame, tools: set[str]) -> None:
         self.facts = facts
+        self.now = now
         self.frame = frame
         self.tools = tools
         self.flow = flow_of(tools)
@@ -258,11 +213,7 @@ class _Policy:
             return self.reschedule(text, norm)
         if intent == "book" or f.task == "book" or f.ask in ("when", "choice", "name"):
             return self.book(text, norm)
-        if (
-            intent in (None, "question", "yes")
-            and "book_appointment" in self.tools
-            and parse_when(text, self.facts.now)
-        ):
+        if intent in (None, "question", "yes") and "book_appointment" in self.tools and parse_when(text, self.now):
             return self.book(text, norm)
         if f.ask == "name" and f.name:
             return self.say(f"Thanks, {f.name}. " + HELP[self.flow])
@@ -275,7 +226,7 @@ class _Policy:
                 return _when_of(f.offered[i])
             if is_yes(norm) and len(f.offered) == 1:
                 return _when_of(f.offered[0])
-        when = parse_when(text, self.facts.now)
+        when = parse_when(text, self.now)
         if when is not None and when.time and not when.approximate and not when.dated and f.ask == "choice":
             # "4 pm, please" picks the offered 4 pm, whichever day it is on.
             same = [o for o in f.offered if _when_of(o).time == when.time]
@@ -338,11 +289,11 @@ class _Policy:
             lead[asked] = "yes" if is_yes(norm) else ("no" if is_no(norm) else text.strip())
         elif asked:
             lead[asked] = text.strip()
-        elif f.ask == "followup_book" and (is_yes(norm) or parse_when(text, self.facts.now)):
+        elif f.ask == "followup_book" and (is_yes(norm) or parse_when(text, self.now)):
             f.task, f.purpose = "book", "Sales follow-up"
             return self.book(text, norm)
         elif f.ask == "hot":
-            if "book" in norm or "follow" in norm or parse_when(text, self.facts.now):
+            if "book" in norm or "follow" in norm or parse_when(text, self.now):
                 f.task = "book"
                 f.purpose = "Sales follow-up"
                 return self.book(text, norm)
@@ -411,7 +362,7 @@ class _Policy:
         if last and last.name in ("find_free_slots", "book_appointment", "reschedule_appointment"):
             done = last.name != "find_free_slots" and last.content.startswith(_DONE_PREFIXES)
             if not done:
-                offered = _times_in(last.content, f.day, self.facts.now)
+                offered = _times_in(last.content, f.day, self.now)
                 if offered:
                     question = "" if text.endswith("?") else f" {ASK_CHOICE}"
                     return self.say(text + question, ask="choice", offered=offered, start=None)

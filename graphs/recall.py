@@ -31,8 +31,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMes
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy import select
 
-from dialgraph.graphs.flows.base import DIALOG_ACT
-from dialgraph.graphs.state import CallbackState
+from dialgraph.graphs.state import DIALOG_ACT, CallbackState
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Contact

@@ -1,29 +1,20 @@
 """Flow name -> graph factory.
 
-A flow is a module ``graphs/flows/<name>.py`` exposing ``build_<name>_graph(*, model,
-tools, checkpointer)``; ``FlowSettings.graph`` names it (defaults to the flow's key in the
-config). So adding a flow is one file plus one config entry, with nothing to register
-here. A graph outside this package can be named as ``package.module:function``.
+A flow is a module ``graphs/flows/<name>.py`` holding its ``FlowSpec`` and exposing
+``build_<name>_graph = flow_builder(SPEC)`` (``graphs.flows.base``); ``FlowSettings.graph``
+names it (defaults to the flow's key in the config). So adding a flow is one file plus one
+config entry, with nothing to register here. A graph outside this package can be named as
+``package.module:function``: any callable of the ``GraphFactory`` shape.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from typing import Any, Protocol
 
-from langchain_core.language_models import BaseChatModel
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph.state import CompiledStateGraph
+from dialgraph.graphs.flows.base import GraphFactory
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-SHIPPED = ("scheduling", "support", "sales")
-
-
-class GraphFactory(Protocol):
-    def __call__(
-        self, *, model: BaseChatModel, tools: Any, checkpointer: BaseCheckpointSaver[Any] | None, **kw: Any
-    ) -> CompiledStateGraph[Any, Any, Any, Any]: ...
 
 
 class UnknownFlowError(LookupError):

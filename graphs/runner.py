@@ -38,7 +38,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, Human
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
-from dialgraph.graphs.state import CallbackState
+from dialgraph.graphs.state import INTERRUPTED, UNSAID, CallbackState
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.turns import (
     CallerDigits,
@@ -54,8 +54,6 @@ from dialgraph.server.core.turns import (
 log = structlog.get_logger(__name__)
 
 SPOKEN_NODES = frozenset({"agent", "greeting", "signal", "keypad"})
-INTERRUPTED = "interrupted"
-UNSAID = "unsaid"  # additional_kwargs of an interrupted reply: the part never heard
 NOT_DONE = "Not done: the caller interrupted before this finished."
 _MAX_LOGS = 4096
 
@@ -92,7 +90,7 @@ def _squash(text: str) -> str:
 
 
 class GraphRunner:
-    """Implements ``graphs.events.TurnRunner`` for one compiled flow graph."""
+    """Implements ``server.core.turns.TurnRunner`` for one compiled flow graph."""
 
     def __init__(
         self,
@@ -204,10 +202,13 @@ class GraphRunner:
             async with aclosing(stream):
                 async for mode, data in stream:
                     if mode == "updates":
+                        # a node's update is a dict, or a list of them when it wrote a key
+                        # twice (the tool node applying several tools' Commands)
                         for node_update in data.values():
-                            if isinstance(node_update, dict):
-                                transfer = node_update.get("pending_transfer", transfer)
-                                end = node_update.get("pending_end", end)
+                            for part in node_update if isinstance(node_update, list) else (node_update,):
+                                if isinstance(part, dict):
+                                    transfer = part.get("pending_transfer", transfer)
+                                    end = part.get("pending_end", end)
                         continue
                     chunk, meta = data
                     if meta.get("langgraph_node") not in SPOKEN_NODES or not isinstance(

@@ -1,31 +1,29 @@
-"""The state of one call's conversation, as checkpointed after every step.
+"""The state of one call's conversation, as checkpointed after every step, and the keys
+the graph's parts put on messages.
 
 Everything here is plain data (strings, dicts, LangChain messages) so it round-trips
 through any checkpoint serializer. Per-call facts the model must not see (the caller's
 number, the call sid, the flow's settings) are not here: they travel in the run's
-context (``graphs.context.CallContext``).
+context (``server.core.context.CallContext``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
+from dialgraph.tools.state import ToolState
 
-class TransferState(TypedDict):
-    """A transfer the graph decided on (``graphs.events.TransferRequest`` as data)."""
-
-    target: str
-    reason: str
-    summary: str
-
-
-class EndState(TypedDict):
-    """An end of call the graph decided on (``graphs.events.EndCallRequest`` as data)."""
-
-    reason: str
+# additional_kwargs of a reply the caller cut off (``GraphRunner.record_heard``): it was
+# interrupted, and the part they never heard (said again after a reconnection)
+INTERRUPTED = "interrupted"
+UNSAID = "unsaid"
+# response_metadata of the fixed lines: what the line asked the caller, and on the
+# welcome-back line what it offers ("appointment")
+DIALOG_ACT = "dialog_act"
+OFFER = "offer"
 
 
 class Signal(TypedDict):
@@ -46,26 +44,19 @@ class CallbackState(TypedDict):
     previous_thread_id: str | None
 
 
-class CallState(TypedDict, total=False):
-    """One call thread. ``messages`` uses ``add_messages``: same id replaces."""
+class CallState(ToolState, total=False):
+    """One call thread. ``messages`` uses ``add_messages``: same id replaces. The keys
+    tools write (the caller's name, sales answers, transfer and end requests) come from
+    ``ToolState``."""
 
     messages: Annotated[list[AnyMessage], add_messages]
     # set by the runner on every run; read by the entry router, cleared by the nodes
     signal: Signal | None
     keypad: str | None  # digits pressed this turn (DTMF)
-    # what the caller wants and what has been gathered for it
+    # what the caller wants (labelled by keywords on each caller turn)
     intent: str | None
-    slots: dict[str, Any]
-    # caller facts the model may see (never the phone number)
-    caller_name: str | None
-    # side effects the session carries out after the reply has played
-    pending_transfer: TransferState | None
-    pending_end: EndState | None
-    last_transfer: TransferState | None  # kept for "nobody is free" after a failed dial
     # set once, on the first run of a call whose caller we recognise
     callback: CallbackState | None
     # counters
     caller_turns: int
     agent_turns: int
-    # sales qualification
-    lead: dict[str, str | None]

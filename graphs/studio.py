@@ -6,7 +6,7 @@ server swaps in its own). Runs need a context like the phone path gives them, e.
 ``{"call_sid": "CA-studio", "thread_id": "t1", "caller": "+15551230000", "called": "",
 "flow": "scheduling", "flow_settings": {"timezone": "America/New_York"}}``, where
 ``flow_settings`` takes the keys of a ``[flows.<name>]`` table of dialgraph.toml (``{}``:
-the defaults); ``default_context(flow)`` is what tests and scripts pass.
+the defaults).
 
 The one-time setup (settings, migrations, dateparser's data, time zones) blocks, so it runs in a
 thread: ``langgraph dev`` fails any run whose factory blocks its event loop (blockbuster),
@@ -21,12 +21,13 @@ import threading
 import zoneinfo
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import BaseTool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
 from dialgraph.graphs.model import build_chat_model
 from dialgraph.graphs.registry import graph_factory
-from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database, upgrade
 from dialgraph.server.core.settings import Settings
 
@@ -35,7 +36,7 @@ _ZONES: list[zoneinfo.ZoneInfo] = []
 
 
 @functools.cache
-def _parts_once() -> tuple[Settings, Any, Any]:
+def _parts_once() -> tuple[BaseChatModel, dict[str, BaseTool]]:
     from dialgraph.graphs.runtime import warm_date_parsing
     from dialgraph.tools import build_tools
 
@@ -49,29 +50,17 @@ def _parts_once() -> tuple[Settings, Any, Any]:
     # run starts, on the loop: load every zone now, once, and hold them (~0.2 s, ~4 MB;
     # ZoneInfo's own cache is weak).
     _ZONES.extend(zoneinfo.ZoneInfo(zone) for zone in zoneinfo.available_timezones())
-    return settings, build_chat_model("offline", settings=settings), tools
+    return build_chat_model("offline", settings=settings), tools
 
 
-def _parts() -> tuple[Settings, Any, Any]:
+def _parts() -> tuple[BaseChatModel, dict[str, BaseTool]]:
     """Blocking on first use (call it in a thread); a lock so it runs once."""
     with _SETUP:
         return _parts_once()
 
 
-def default_context(flow: str, *, caller: str = "+15551230000") -> CallContext:
-    settings = _parts()[0]
-    return CallContext(
-        call_sid="CA-studio",
-        thread_id="studio",
-        caller=caller,
-        called="",
-        flow=flow,
-        flow_settings=settings.flows[flow],
-    )
-
-
 async def _build(name: str) -> CompiledStateGraph[Any, Any, Any, Any]:
-    _, model, tools = await asyncio.to_thread(_parts)
+    model, tools = await asyncio.to_thread(_parts)
     return graph_factory(name)(model=model, tools=tools, checkpointer=InMemorySaver())
 
 

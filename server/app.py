@@ -9,13 +9,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from dialgraph.server.core.call_events import CallEventWriter
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.logging import configure_logging
+from dialgraph.server.core.reply_heard import ReplyProgressWriter
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.routes import health
 from dialgraph.server.services import Overrides, Services
-from dialgraph.telephony.call.call_log import CallEventWriter
-from dialgraph.telephony.call.reply_progress import ReplyProgressWriter
 
 log = structlog.get_logger(__name__)
 
@@ -118,7 +118,7 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
 def create_app_from_env() -> FastAPI:
     """``create_app`` with settings from the environment (and ``DIALGRAPH_CONFIG``): the
     factory each worker process calls under ``dialgraph serve --workers N``
-    (``uvicorn server.app:create_app_from_env --factory``). Workers share nothing in
+    (``uvicorn dialgraph.server.app:create_app_from_env --factory``). Workers share nothing in
     memory: a call's state lives in the process that holds its socket, anything across
     calls is in the database."""
     return create_app(Settings())

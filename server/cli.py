@@ -1,4 +1,4 @@
-"""The ``dialgraph`` command line: serve, config check, db upgrade, chat, simulate, call."""
+"""The ``dialgraph`` command line: serve, config check, db upgrade/prune, chat, demo, simulate."""
 
 from __future__ import annotations
 
@@ -120,8 +120,6 @@ def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from dialgraph.server.demo import run_demo
 
     return run_demo(_settings(args), out_dir=Path(args.out).resolve())

@@ -8,33 +8,33 @@ passed is built from settings.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import structlog
-
+from dialgraph.server.core.call_events import CallEventWriter
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.reply_heard import ReplyProgressWriter
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.turns import TurnRunner
-from dialgraph.telephony.call.call_log import CallEventWriter
-from dialgraph.telephony.call.reply_progress import ReplyProgressWriter
 from dialgraph.telephony.speech.base import SpeechRecognizer, SpeechSynthesizer, VoiceActivityDetector
 
-log = structlog.get_logger(__name__)
+if TYPE_CHECKING:  # the Twilio client loads only when the app builds one
+    from dialgraph.telephony.twilio.call_control import CallControl
 
 
 @dataclass
 class Services:
+    """What the routes use, for the app's whole lifetime."""
+
     settings: Settings
     db: Database
     recognizer: SpeechRecognizer
     synthesizer: SpeechSynthesizer
     vad_factory: Callable[[], VoiceActivityDetector]
     runners: Mapping[str, TurnRunner]  # flow name -> runner
-    call_control: Any  # telephony.call_control.CallControl
+    call_control: CallControl
     reply_progress: ReplyProgressWriter  # the process's one writer of calls.reply_heard
     call_events: CallEventWriter  # the process's one writer of call_events (transcripts)
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def runner(self, flow: str) -> TurnRunner:
         return self.runners[flow]
@@ -49,4 +49,4 @@ class Overrides:
     synthesizer: SpeechSynthesizer | None = None
     vad_factory: Callable[[], VoiceActivityDetector] | None = None
     runners: Mapping[str, TurnRunner] | None = None
-    call_control: Any = None
+    call_control: CallControl | None = None

@@ -93,11 +93,12 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 def isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see none of the developer's dialgraph or provider variables (a stray
     OPENAI_BASE_URL or DIALGRAPH_CONFIG must not change what a test does or reach out)."""
-    from dialgraph.server.core.settings import ENV_NAMES
-
+    aliases = {
+        f.validation_alias.upper() for f in Settings.model_fields.values() if isinstance(f.validation_alias, str)
+    }
     keep = {"DIALGRAPH_TEST_PG"}
     for name in list(os.environ):
-        if (name in ENV_NAMES.values() or name.startswith("DIALGRAPH_")) and name not in keep:
+        if (name.upper() in aliases or name.startswith("DIALGRAPH_")) and name not in keep:
             monkeypatch.delenv(name, raising=False)
 
 

@@ -2,8 +2,10 @@
 
 Every tool reads the caller and the flow from the run's ``CallContext`` (a hidden
 ``ToolRuntime`` argument), answers in short speakable words, and turns errors into
-something the agent can say. Transfer and end-call tools return requests as artifacts;
-the call session carries them out.
+something the agent can say. A tool that changes the call's state (a transfer or end-call
+request, the caller's name, sales answers) returns ``Command(update=...)`` with keys of
+``tools.state.ToolState``; the flow's tool node applies it, and the call session carries
+out the requests once the reply has played.
 """
 
 from __future__ import annotations
@@ -21,21 +23,6 @@ from dialgraph.tools.knowledge import KnowledgeLibrary, knowledge_tools
 from dialgraph.tools.messages import message_tools
 from dialgraph.tools.runtime import model_args_schema, utc_clock
 
-TOOL_NAMES = (
-    "find_free_slots",
-    "book_appointment",
-    "reschedule_appointment",
-    "cancel_appointment",
-    "list_my_appointments",
-    "lookup_caller",
-    "save_caller_name",
-    "save_lead",
-    "search_knowledge",
-    "take_message",
-    "request_transfer",
-    "end_call",
-)
-
 
 def build_tools(*, db: Database, clock: Callable[[], dt.datetime] | None = None) -> dict[str, BaseTool]:
     """All tools by name, bound to ``db`` and ``clock`` (aware UTC now; defaults to the wall clock)."""
@@ -50,4 +37,4 @@ def build_tools(*, db: Database, clock: Callable[[], dt.datetime] | None = None)
     return {t.name: model_args_schema(t) for t in tools}
 
 
-__all__ = ["TOOL_NAMES", "build_tools"]
+__all__ = ["build_tools"]

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from typing import Any
 
 from langchain_core.tools import BaseTool, tool
 from langgraph.prebuilt import ToolRuntime
+from langgraph.types import Command
 
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.tools.calendar import AppointmentView, Calendar, Outcome
-from dialgraph.tools.runtime import NO_CALLER_ID, Clock, caller_number, clean, sorry, speak_errors
+from dialgraph.tools.runtime import NO_CALLER_ID, Clock, answer, caller_number, clean, given, sorry, speak_errors
 from dialgraph.tools.speech_format import spoken_date, spoken_datetime, spoken_list, spoken_time
 from dialgraph.tools.timeparse import (
     NewStart,
@@ -126,22 +128,10 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
 
         return await speak_errors("find_free_slots", runtime.context, run, sorry("check the calendar"))
 
-    @tool(parse_docstring=True)
-    async def book_appointment(
-        start: str, runtime: ToolRuntime[CallContext], name: str | None = None, purpose: str | None = None
-    ) -> str:
-        """Book an appointment for the caller. If the time is not free, nothing is booked and the nearest free times are given.
-
-        Args:
-            start: local start date-time, ISO like 2026-11-27T14:30.
-            name: the caller's name, if they gave one.
-            purpose: what the appointment is for, in a few words.
-        """
-        ctx = runtime.context
+    async def book(ctx: CallContext, cal: Calendar, start: str, name: str | None, purpose: str | None) -> str:
         phone = caller_number(ctx)
         if phone is None:
             return NO_CALLER_ID
-        cal = calendar(runtime)
 
         async def run() -> str:
             try:
@@ -157,6 +147,20 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
             return describe_outcome(cal, outcome)
 
         return await speak_errors("book_appointment", ctx, run, sorry("book that"))
+
+    @tool(parse_docstring=True)
+    async def book_appointment(
+        start: str, runtime: ToolRuntime[CallContext], name: str | None = None, purpose: str | None = None
+    ) -> Command[Any] | str:
+        """Book an appointment for the caller. If the time is not free, nothing is booked and the nearest free times are given.
+
+        Args:
+            start: local start date-time, ISO like 2026-11-27T14:30.
+            name: the caller's name, if they gave one.
+            purpose: what the appointment is for, in a few words.
+        """
+        words = await book(runtime.context, calendar(runtime), start, name, purpose)
+        return answer(runtime, words, {"caller_name": given(name)})
 
     @tool(parse_docstring=True)
     async def reschedule_appointment(

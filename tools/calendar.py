@@ -26,8 +26,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.server.core.models import Appointment, Contact
-from dialgraph.server.core.settings import FlowSettings
 from dialgraph.tools.runtime import Clock, now_utc
 from dialgraph.tools.timeparse import NewStart, RequestedTime, TimeParseError, localize, parse_when
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from langchain_core.tools import BaseTool, tool
 from langgraph.prebuilt import ToolRuntime
+from langgraph.types import Command
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -19,7 +20,7 @@ from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Call, Contact, utcnow
 from dialgraph.tools.calendar import Calendar
-from dialgraph.tools.runtime import NO_CALLER_ID, Clock, caller_number, clean, sorry, speak_errors
+from dialgraph.tools.runtime import NO_CALLER_ID, Clock, answer, caller_number, clean, given, sorry, speak_errors
 from dialgraph.tools.speech_format import spoken_datetime, spoken_list
 
 LEAD_FIELDS = ("need", "timeline", "budget", "decision_maker")
@@ -125,14 +126,7 @@ def contact_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
 
         return await speak_errors("lookup_caller", ctx, run, sorry("look up the caller"))
 
-    @tool(parse_docstring=True)
-    async def save_caller_name(name: str, runtime: ToolRuntime[CallContext]) -> str:
-        """Remember the caller's name for their phone number.
-
-        Args:
-            name: the caller's name as they said it.
-        """
-        ctx = runtime.context
+    async def save_name(ctx: CallContext, name: str) -> str:
         phone = caller_number(ctx)
         if phone is None:
             return NO_CALLER_ID
@@ -147,27 +141,18 @@ def contact_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
         return await speak_errors("save_caller_name", ctx, run, sorry("save the name"))
 
     @tool(parse_docstring=True)
-    async def save_lead(
-        runtime: ToolRuntime[CallContext],
-        need: str | None = None,
-        timeline: str | None = None,
-        budget: str | None = None,
-        decision_maker: str | None = None,
-    ) -> str:
-        """Record sales qualification answers for the caller; says which ones are still missing.
+    async def save_caller_name(name: str, runtime: ToolRuntime[CallContext]) -> Command[Any] | str:
+        """Remember the caller's name for their phone number.
 
         Args:
-            need: what the caller needs, in a few words.
-            timeline: when they need it.
-            budget: their budget.
-            decision_maker: who makes the buying decision.
+            name: the caller's name as they said it.
         """
-        ctx = runtime.context
+        return answer(runtime, await save_name(runtime.context, name), {"caller_name": given(name)})
+
+    async def save_answers(ctx: CallContext, lead: dict[str, str]) -> str:
         phone = caller_number(ctx)
         if phone is None:
             return NO_CALLER_ID
-        given = {k: v for k, v in zip(LEAD_FIELDS, (need, timeline, budget, decision_maker), strict=True)}
-        lead = {k: c for k, v in given.items() if (c := clean(v))}
 
         async def run() -> str:
             contact = await update_contact(db, phone, lead=lead)
@@ -179,5 +164,26 @@ def contact_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
             return f"{saved} Still missing: {spoken_list(missing)}."
 
         return await speak_errors("save_lead", ctx, run, sorry("save those details"))
+
+    @tool(parse_docstring=True)
+    async def save_lead(
+        runtime: ToolRuntime[CallContext],
+        need: str | None = None,
+        timeline: str | None = None,
+        budget: str | None = None,
+        decision_maker: str | None = None,
+    ) -> Command[Any] | str:
+        """Record sales qualification answers for the caller; says which ones are still missing.
+
+        Args:
+            need: what the caller needs, in a few words.
+            timeline: when they need it.
+            budget: their budget.
+            decision_maker: who makes the buying decision.
+        """
+        given_answers = dict(zip(LEAD_FIELDS, (need, timeline, budget, decision_maker), strict=True))
+        lead = {k: c for k, v in given_answers.items() if (c := clean(v))}
+        said = {k: v for k, v in given_answers.items() if isinstance(v, str) and v.strip()}
+        return answer(runtime, await save_answers(runtime.context, lead), {"lead": said})
 
     return [lookup_caller, save_caller_name, save_lead]

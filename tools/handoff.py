@@ -2,21 +2,27 @@
 
 Targets come only from the flow's ``transfer_targets``: the model names one ("billing",
 "the front desk"), never a number. A request names the target's config key; the session
-looks up the number to ``<Dial>``.
+looks up the number to ``<Dial>``. Both tools answer with a ``Command`` that puts the
+request into the call's state (``pending_transfer`` / ``pending_end``); their
+``ToolMessage`` carries the request as its artifact, for the record.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import structlog
 from langchain_core.tools import BaseTool, tool
 from langgraph.prebuilt import ToolRuntime
+from langgraph.types import Command
 
 from dialgraph.server.core.context import CallContext
-from dialgraph.server.core.settings import TransferTarget
+from dialgraph.server.core.flow_config import TransferTarget
 from dialgraph.server.core.turns import EndCallRequest, TransferRequest
+from dialgraph.tools.runtime import answer
 from dialgraph.tools.speech_format import spoken_list
+from dialgraph.tools.state import TransferState
 
 log = structlog.get_logger(__name__)
 
@@ -60,10 +66,10 @@ def target_names(targets: dict[str, TransferTarget]) -> str:
 def handoff_tools() -> list[BaseTool]:
     """request_transfer, end_call."""
 
-    @tool(response_format="content_and_artifact", parse_docstring=True)
+    @tool(parse_docstring=True)
     async def request_transfer(
         target: str, reason: str, summary: str, runtime: ToolRuntime[CallContext]
-    ) -> tuple[str, TransferRequest | None]:
+    ) -> Command[Any] | str:
         """Transfer the caller to a person or team from this line's list (by name, such as "billing"; never a phone number).
 
         Args:
@@ -77,23 +83,32 @@ def handoff_tools() -> list[BaseTool]:
         if key is None:
             log.info("transfer_refused", call_sid=ctx.call_sid, flow=ctx.flow, number_like=looks_like_number(target))
             if not targets:
-                return "Transfers aren't available on this line. Offer to take a message instead.", None
-            return f"I can't transfer to that. I can transfer to {target_names(targets)}.", None
+                return "Transfers aren't available on this line. Offer to take a message instead."
+            return f"I can't transfer to that. I can transfer to {target_names(targets)}."
         name = targets[key].description or key.replace("_", " ")
         log.info("transfer_requested", call_sid=ctx.call_sid, flow=ctx.flow, target=key)
-        request = TransferRequest(target=key, reason=reason.strip()[:300], summary=summary.strip()[:500])
-        return f"Transfer to the {name} arranged. Tell the caller you're connecting them now.", request
+        transfer = TransferState(target=key, reason=reason.strip()[:300], summary=summary.strip()[:500])
+        return answer(
+            runtime,
+            f"Transfer to the {name} arranged. Tell the caller you're connecting them now.",
+            {"pending_transfer": transfer, "last_transfer": transfer},
+            artifact=TransferRequest(**transfer),
+        )
 
-    @tool(response_format="content_and_artifact", parse_docstring=True)
-    async def end_call(runtime: ToolRuntime[CallContext], reason: str = "completed") -> tuple[str, EndCallRequest]:
+    @tool(parse_docstring=True)
+    async def end_call(runtime: ToolRuntime[CallContext], reason: str = "completed") -> Command[Any] | str:
         """End the call after your next sentence. Use when the caller is done or says goodbye.
 
         Args:
             reason: why the call ends, e.g. completed, caller_request, wrong_number.
         """
         log.info("end_call_requested", call_sid=runtime.context.call_sid, reason=reason)
-        return "The call will end after your next reply. Say a short goodbye.", EndCallRequest(
-            reason=reason[:64] or "completed"
+        request = EndCallRequest(reason=reason[:64] or "completed")
+        return answer(
+            runtime,
+            "The call will end after your next reply. Say a short goodbye.",
+            {"pending_end": {"reason": request.reason}},
+            artifact=request,
         )
 
     return [request_transfer, end_call]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from langchain_core.tools import BaseTool, tool
 from langgraph.prebuilt import ToolRuntime
+from langgraph.types import Command
 
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Message
-from dialgraph.tools.runtime import caller_number, clean, sorry, speak_errors
+from dialgraph.tools.runtime import answer, caller_number, clean, given, sorry, speak_errors
 from dialgraph.tools.speech_format import spoken_digits
 
 MAX_BODY = 2000
@@ -54,23 +56,9 @@ async def save_message(
 def message_tools(*, db: Database) -> list[BaseTool]:
     """take_message."""
 
-    @tool(parse_docstring=True)
-    async def take_message(
-        message: str,
-        runtime: ToolRuntime[CallContext],
-        for_whom: str | None = None,
-        caller_name: str | None = None,
-        callback_number: str | None = None,
+    async def take(
+        ctx: CallContext, message: str, for_whom: str | None, caller_name: str | None, callback_number: str | None
     ) -> str:
-        """Take a message for a person or team; they will call the caller back.
-
-        Args:
-            message: what the message is about, in the caller's words.
-            for_whom: who it is for (a person or a team such as billing), if the caller said.
-            caller_name: the caller's name, if they gave it.
-            callback_number: a number to call back on, only if the caller gives a different one.
-        """
-        ctx = runtime.context
         body = clean(message, MAX_BODY)
         if not body:
             return "The message is empty. Ask the caller what they'd like to say."
@@ -96,5 +84,24 @@ def message_tools(*, db: Database) -> list[BaseTool]:
             return f"Message taken{to}. They'll call back on the number ending in {spoken_digits(callback)}."
 
         return await speak_errors("take_message", ctx, run, sorry("save the message"))
+
+    @tool(parse_docstring=True)
+    async def take_message(
+        message: str,
+        runtime: ToolRuntime[CallContext],
+        for_whom: str | None = None,
+        caller_name: str | None = None,
+        callback_number: str | None = None,
+    ) -> Command[Any] | str:
+        """Take a message for a person or team; they will call the caller back.
+
+        Args:
+            message: what the message is about, in the caller's words.
+            for_whom: who it is for (a person or a team such as billing), if the caller said.
+            caller_name: the caller's name, if they gave it.
+            callback_number: a number to call back on, only if the caller gives a different one.
+        """
+        words = await take(runtime.context, message, for_whom, caller_name, callback_number)
+        return answer(runtime, words, {"caller_name": given(caller_name)})
 
     return [take_message]

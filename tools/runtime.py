@@ -1,4 +1,5 @@
-"""What every tool shares: who is calling (from the run context) and errors turned into words.
+"""What every tool shares: who is calling (from the run context), errors turned into words,
+and answers that change the call's state.
 
 Identity comes only from ``CallContext.caller`` (Twilio's From), never from the model's
 arguments. A withheld caller ID owns nothing: Twilio sends it as an alpha string
@@ -10,13 +11,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
+from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
+from langgraph.prebuilt import ToolRuntime
+from langgraph.types import Command
 from pydantic import BaseModel
 
 from dialgraph.server.core.context import CallContext
+from dialgraph.tools.state import ToolState
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +73,24 @@ def clean(value: str | None, limit: int = 256) -> str | None:
         return None
     text = re.sub(r"\s+", " ", str(value)).strip()
     return None if text.lower() in _EMPTY else text[:limit]
+
+
+def given(value: str | None) -> str | None:
+    """A value the model passed, trimmed; None when it passed nothing but blanks."""
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def answer(
+    runtime: ToolRuntime[CallContext], content: str, update: ToolState, *, artifact: object = None
+) -> Command[Any] | str:
+    """The tool's words for the model and what they change in the call's state: a
+    ``Command`` whose ``ToolMessage`` answers this tool call (and carries ``artifact``);
+    the bare words when nothing changes."""
+    changes = {k: v for k, v in update.items() if v is not None}
+    if not changes and artifact is None:
+        return content
+    message = ToolMessage(content, tool_call_id=runtime.tool_call_id or "", artifact=artifact)
+    return Command(update={"messages": [message], **changes})
 
 
 def sorry(what: str) -> str:

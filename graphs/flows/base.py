@@ -1,4 +1,4 @@
-"""What every call flow shares: the nodes, the routers and the graph shape.
+"""What every call flow shares: the nodes, the routers, the graph shape and its builder.
 
     START ─route_entry─┬─ greeting ─────────────────────────► END   (new call, no model)
                        ├─ signal ──┬──────────────────────► END   (reconnected, transfer failed)
@@ -9,31 +9,32 @@
                                          ▲                      └─► tools ─┐
                                          └─────────────────────────────────┘
 
-The greeting, the reconnection line, the "nobody is free" line and keypad transfers are
-fixed sentences (no model call: spoken at once, same on every model). ``agent`` is the
-flow's model with its tools and prompt; on a new caller turn it also labels the turn's
-``intent`` by keywords (no model call), and routes itself on its reply (a ``Command``:
-a conditional edge would rebuild the whole state to read it). ``tools`` runs the tool
-calls and, in the same step, turns their artifacts (``TransferRequest``,
-``EndCallRequest``) into state the runner hands to the call session once the reply is out. Every step is a checkpoint
-write, so work that needs no step of its own shares one: a turn answered through one
-tool round trip writes five checkpoints (input, start, agent, tools, agent). Per-call
-facts come from the run's ``CallContext``; the model sees the flow's prompt, the local
-time and the names (never numbers) of the transfer targets.
+A flow is data: a ``FlowSpec`` (its tools, prompt and greeting) that its module holds, and
+``flow_builder(spec)`` makes the module's ``build_<name>_graph``. The greeting, the
+reconnection line, the "nobody is free" line and keypad transfers are fixed sentences (no
+model call: spoken at once, same on every model). ``agent`` is the flow's model with its
+tools and prompt; on a new caller turn it also labels the turn's ``intent`` by keywords (no
+model call), and routes itself on its reply (a ``Command``: a conditional edge would
+rebuild the whole state to read it). ``tools`` is LangGraph's ``ToolNode``: a tool that
+changes the call's state (a transfer or end request, the caller's name, sales answers)
+answers with a ``Command(update=...)`` that the node applies; the runner hands the requests
+to the call session once the reply is out. Every step is a checkpoint write, so work that
+needs no step of its own shares one: a turn answered through one tool round trip writes
+five checkpoints (input, start, agent, tools, agent). The model sees the flow's prompt and
+the call's facts (``graphs.facts.CallFacts``: the local time, the names, never the numbers,
+of the transfer targets); the offline model gets the same facts as an object.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -42,13 +43,14 @@ from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from dialgraph.graphs.facts import CallFacts, facts_config
 from dialgraph.graphs.intents import classify
-from dialgraph.graphs.runner import INTERRUPTED, UNSAID
 from dialgraph.graphs.spoken_time import normalise
-from dialgraph.graphs.state import CallbackState, CallState, TransferState
+from dialgraph.graphs.state import DIALOG_ACT, INTERRUPTED, OFFER, UNSAID, CallbackState, CallState
 from dialgraph.server.core.context import CallContext
-from dialgraph.server.core.settings import FlowSettings
-from dialgraph.server.core.turns import EndCallRequest, TransferRequest
+from dialgraph.server.core.flow_config import FlowSettings
+from dialgraph.tools.runtime import utc_clock
+from dialgraph.tools.state import TransferState
 
 VOICE_RULES = """You are on a live phone call, so speak like a friendly, efficient receptionist:
 short sentences, one question at a time, no lists, no markdown, no emojis, never read out IDs.
@@ -63,8 +65,6 @@ NOBODY_FREE = "I'm sorry, nobody from the {desc} is free to take your call right
 KEYPAD_TRANSFER = "Connecting you to the {desc} now. Please hold."
 WELCOME_BACK = "Welcome back, {name}."
 OFFER_APPOINTMENT = "I see you have an upcoming appointment — would you like to hear it, or change it?"
-OFFER = "offer"  # response_metadata key on the welcome-back line: "appointment" when it offers one
-DIALOG_ACT = "dialog_act"  # response_metadata key on fixed lines: what the line asked the caller
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +77,17 @@ class FlowSpec:
     greeting: str  # may use {company}
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+class GraphFactory(Protocol):
+    """``build_<name>_graph``: what the registry finds for a flow's name."""
+
+    def __call__(
+        self,
+        *,
+        model: BaseChatModel,
+        tools: Mapping[str, BaseTool] | Sequence[BaseTool],
+        checkpointer: BaseCheckpointSaver[Any] | None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> CompiledStateGraph[Any, Any, Any, Any]: ...
 
 
 def select_tools(tools: Mapping[str, BaseTool] | Sequence[BaseTool], names: Sequence[str]) -> list[BaseTool]:
@@ -106,21 +115,6 @@ def welcome_back(callback: CallbackState) -> str:
         return " ".join(parts)
     parts.append("How can I help?")
     return " ".join(parts)
-
-
-def facts_block(flow: FlowSettings, state: CallState, now: dt.datetime) -> str:
-    """The call's facts for the model (the offline model parses these exact lines)."""
-    local = (now if now.tzinfo else now.replace(tzinfo=dt.UTC)).astimezone(flow.zone)
-    targets = "; ".join(f"{k} = {t.description or k.replace('_', ' ')}" for k, t in flow.transfer_targets.items())
-    hours = ", ".join(f"{d} {h}" for d, h in flow.business_hours.items()) or "closed"
-    return (
-        f"Company: {flow.company}.\n"
-        f"Local time now: {local.strftime('%Y-%m-%dT%H:%M')} ({local.strftime('%A %d %B %Y, %H:%M')}). "
-        f"Time zone: {flow.timezone}.\n"
-        f"Opening hours: {hours}.\n"
-        f"Transfer targets: {targets or 'none'}.\n"
-        f"Caller's name: {state.get('caller_name') or 'unknown'}."
-    )
 
 
 # --- routers (pure) --------------------------------------------------------------------------
@@ -196,7 +190,7 @@ def build_flow_graph(
     """Compile ``spec`` into the shared graph shape (see the module docstring)."""
     flow_tools = select_tools(tools, spec.tool_names)
     bound = model.bind_tools(flow_tools) if flow_tools else model
-    now = clock or utc_now
+    now = clock or utc_clock
 
     def greeting(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
         flow = runtime.context.flow_settings
@@ -256,27 +250,19 @@ def build_flow_graph(
             update["caller_turns"] = state.get("caller_turns", 0) + 1
             if label := caller_intent(messages, spec.name):
                 update["intent"] = label
+        facts = CallFacts.of(flow, now=now(), caller_name=state.get("caller_name"))
         role = (flow.prompt or spec.prompt).replace("{company}", flow.company)
-        prompt = f"{role}\n\n{VOICE_RULES}\n\n{facts_block(flow, state, now())}"
-        reply = await bound.ainvoke([SystemMessage(prompt), *messages])
+        prompt = f"{role}\n\n{VOICE_RULES}\n\n{facts.prompt()}"
+        reply = await bound.ainvoke([SystemMessage(prompt), *messages], facts_config(facts))
         update["messages"] = [reply]
         return Command(update=update, goto=route_after_agent(reply))
-
-    tool_node = ToolNode(flow_tools, handle_tool_errors=True)
-
-    async def run_tools(state: CallState, config: RunnableConfig) -> Any:
-        result = await tool_node.ainvoke(state, config)
-        if not isinstance(result, dict):  # tools answering with Commands: nothing to read
-            return result
-        results = result.get("messages", [])
-        return {"messages": results, **tool_effects([*state.get("messages", []), *results], state)}
 
     graph = StateGraph(CallState, context_schema=CallContext)
     graph.add_node("greeting", greeting)
     graph.add_node("signal", signal)
     graph.add_node("keypad", keypad)
     graph.add_node("agent", agent, destinations=("tools", END))
-    graph.add_node("tools", run_tools)
+    graph.add_node("tools", ToolNode(flow_tools, handle_tool_errors=True))
     graph.add_conditional_edges(START, route_entry)
     graph.add_edge("greeting", END)
     graph.add_conditional_edges("signal", route_after_signal)
@@ -285,33 +271,19 @@ def build_flow_graph(
     return graph.compile(checkpointer=checkpointer, name=spec.name)
 
 
-def tool_effects(messages: Sequence[AnyMessage], state: CallState) -> dict[str, Any]:
-    """State changes implied by the latest tool round: transfer/end requests from the
-    artifacts, the caller's name and sales answers from the tool calls' arguments."""
-    results: list[ToolMessage] = []
-    call: AIMessage | None = None
-    for m in reversed(messages):
-        if isinstance(m, ToolMessage):
-            results.append(m)
-        elif isinstance(m, AIMessage):
-            call = m
-            break
-    update: dict[str, Any] = {}
-    for r in results:
-        if isinstance(r.artifact, TransferRequest):
-            t = dataclasses.asdict(r.artifact)
-            update["pending_transfer"] = t
-            update["last_transfer"] = t
-        elif isinstance(r.artifact, EndCallRequest):
-            update["pending_end"] = {"reason": r.artifact.reason}
-    lead = dict(state.get("lead") or {})
-    for tc in call.tool_calls if call else []:
-        args = tc.get("args") or {}
-        if tc["name"] in ("save_caller_name", "book_appointment", "take_message"):
-            name = args.get("name") or args.get("caller_name")
-            if isinstance(name, str) and name.strip():
-                update["caller_name"] = name.strip()
-        if tc["name"] == "save_lead":
-            lead.update({k: v for k, v in args.items() if isinstance(v, str) and v.strip()})
-            update["lead"] = lead
-    return update
+def flow_builder(spec: FlowSpec) -> GraphFactory:
+    """The ``build_<name>_graph(*, model, tools, checkpointer, clock=None)`` of ``spec``:
+    what its flow module exports."""
+
+    def build(
+        *,
+        model: BaseChatModel,
+        tools: Mapping[str, BaseTool] | Sequence[BaseTool],
+        checkpointer: BaseCheckpointSaver[Any] | None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> CompiledStateGraph[Any, Any, Any, Any]:
+        return build_flow_graph(spec, model=model, tools=tools, checkpointer=checkpointer, clock=clock)
+
+    build.__name__ = build.__qualname__ = f"build_{spec.name}_graph"
+    build.__doc__ = f"The {spec.name} flow's compiled graph (``context_schema=CallContext``)."
+    return build

@@ -3,16 +3,7 @@ hand hot leads straight to the sales team."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-from langchain_core.language_models import BaseChatModel
-from langchain_core.tools import BaseTool
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph.state import CompiledStateGraph
-
-from dialgraph.graphs.flows.base import FlowSpec, build_flow_graph
+from dialgraph.graphs.flows.base import FlowSpec, flow_builder
 
 SPEC = FlowSpec(
     name="sales",
@@ -33,13 +24,4 @@ the sales team right away with a one-sentence summary; otherwise offer to book a
     greeting="Thank you for calling {company}. I'd love to hear what you're looking for. How can I help?",
 )
 
-
-def build_sales_graph(
-    *,
-    model: BaseChatModel,
-    tools: Mapping[str, BaseTool] | Sequence[BaseTool],
-    checkpointer: BaseCheckpointSaver[Any] | None,
-    clock: Callable[[], dt.datetime] | None = None,
-) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The sales flow's compiled graph (``context_schema=CallContext``)."""
-    return build_flow_graph(SPEC, model=model, tools=tools, checkpointer=checkpointer, clock=clock)
+build_sales_graph = flow_builder(SPEC)

@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-from langchain_core.language_models import BaseChatModel
-from langchain_core.tools import BaseTool
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.graph.state import CompiledStateGraph
-
-from dialgraph.graphs.flows.base import FlowSpec, build_flow_graph
+from dialgraph.graphs.flows.base import FlowSpec, flow_builder
 
 SPEC = FlowSpec(
     name="scheduling",
@@ -34,13 +25,4 @@ before booking if you don't know it. Anything else: take a message or transfer t
     greeting="Thank you for calling {company}. I can book, move or cancel an appointment for you. How can I help?",
 )
 
-
-def build_scheduling_graph(
-    *,
-    model: BaseChatModel,
-    tools: Mapping[str, BaseTool] | Sequence[BaseTool],
-    checkpointer: BaseCheckpointSaver[Any] | None,
-    clock: Callable[[], dt.datetime] | None = None,
-) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The scheduling flow's compiled graph (``context_schema=CallContext``)."""
-    return build_flow_graph(SPEC, model=model, tools=tools, checkpointer=checkpointer, clock=clock)
+build_scheduling_graph = flow_builder(SPEC)

@@ -10,9 +10,8 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.enums import TERMINAL_STATUSES, CallStatus
 from dialgraph.server.core.models import Call, CallEvent, ConsumedStreamToken, utcnow
-
-TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
 async def record_call(
@@ -25,7 +24,7 @@ async def record_call(
     flow: str,
     thread_id: str,
     previous_thread_id: str | None = None,
-    status: str = "ringing",
+    status: str = CallStatus.RINGING,
 ) -> Call:
     """Create the call row, or return the existing one (Twilio retries webhooks)."""
     async with db.sessionmaker() as s, s.begin():
@@ -54,7 +53,7 @@ async def update_call(db: Database, sid: str, **values: Any) -> bool:
     """Set columns of a call; returns False when the call is unknown."""
     if values.get("status") in TERMINAL_STATUSES and "ended_at" not in values:
         values["ended_at"] = utcnow()
-    if values.get("status") == "in-progress" and "answered_at" not in values:
+    if values.get("status") == CallStatus.IN_PROGRESS and "answered_at" not in values:
         values["answered_at"] = utcnow()
     values["updated_at"] = utcnow()
     async with db.sessionmaker() as s, s.begin():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dialgraph.server.core.settings import FlowSettings
+from dialgraph.server.core.flow_config import FlowSettings
 
 
 @dataclass(frozen=True, slots=True)

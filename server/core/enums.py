@@ -61,6 +61,10 @@ class TransferStatus(StrEnum):
     CANCELED = "canceled"
 
 
+# The ``DialCallStatus`` values of a <Dial> a human took: the transfer is done.
+DIAL_ANSWERED = frozenset({TransferStatus.COMPLETED, TransferStatus.ANSWERED})
+
+
 class SignalKind(StrEnum):
     """Why a media stream (re)started other than a fresh call."""
 

@@ -20,19 +20,18 @@ def _redact(_logger: object, _name: str, event: MutableMapping[str, Any]) -> Mut
     return event
 
 
-def configure_logging(level: str = "INFO", *, redact_pii: bool = True) -> None:
-    """JSON-ish key=value logs on stderr; idempotent."""
+def configure_logging(level: str = "INFO") -> None:
+    """Key=value logs on stderr, PII fields redacted; idempotent."""
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+        # Render exc_info (log.exception, exc_info=True) as a traceback string, after
+        # redaction so a traceback is never mistaken for a PII field.
+        structlog.processors.format_exc_info,
+        structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
     ]
-    if redact_pii:
-        processors.append(_redact)
-    # Render exc_info (log.exception, exc_info=True) as a traceback string, after redaction
-    # so a traceback is never mistaken for a PII field.
-    processors.append(structlog.processors.format_exc_info)
-    processors.append(structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

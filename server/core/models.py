@@ -23,6 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from dialgraph.server.core.enums import CallStatus
+
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """A timezone-aware datetime that round-trips as UTC on SQLite and PostgreSQL alike."""
@@ -69,7 +71,9 @@ class Call(Base):
     flow: Mapped[str] = mapped_column(String(64), default="")
     thread_id: Mapped[str] = mapped_column(String(128), default="")
     previous_thread_id: Mapped[str | None] = mapped_column(String(128), default=None)
-    status: Mapped[str] = mapped_column(String(32), default="ringing")
+    # status, outcome and transfer_status hold the values of CallStatus, CallOutcome and
+    # TransferStatus (core/enums.py); read back they are plain strings.
+    status: Mapped[str] = mapped_column(String(32), default=CallStatus.RINGING.value)
     outcome: Mapped[str | None] = mapped_column(String(64), default=None)
     transfer_target: Mapped[str | None] = mapped_column(String(64), default=None)
     transfer_status: Mapped[str | None] = mapped_column(String(32), default=None)

@@ -28,6 +28,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import structlog
 from fastapi import HTTPException, Request
 
+from dialgraph.server.core.enums import StreamSignal
+
 if TYPE_CHECKING:
     from dialgraph.server.core.settings import Settings
 
@@ -121,7 +123,7 @@ class StreamClaims:
     call_sid: str
     thread_id: str
     flow: str
-    signal: str
+    signal: str  # ``str(StreamSignal)``, "" for a fresh call: ``StreamSignal.parse`` reads it
     expires_at: int
     jti: str  # random per token: the key under which the media route records its one use
 
@@ -145,17 +147,18 @@ def issue_stream_token(
     thread_id: str,
     flow: str,
     ttl_s: int,
-    signal: str = "",
+    signal: StreamSignal | None = None,
     now: float | None = None,
 ) -> str:
     """A compact url-safe token binding a media stream to a call, thread and flow until
-    ``now + ttl_s``, with a fresh random id so it can be spent once. Raises ValueError if
-    the claims make it 500 characters or longer."""
+    ``now + ttl_s``, with a fresh random id so it can be spent once; ``signal`` (None: a
+    fresh call) travels as its string. Raises ValueError if the claims make it 500
+    characters or longer."""
     if not secret:
         raise ValueError("stream token secret is empty")
     expires_at = int((time.time() if now is None else now) + ttl_s)
     jti = secrets.token_urlsafe(12)
-    claims = {"c": call_sid, "t": thread_id, "f": flow, "s": signal, "e": expires_at, "j": jti}
+    claims = {"c": call_sid, "t": thread_id, "f": flow, "s": str(signal) if signal else "", "e": expires_at, "j": jti}
     body = _b64(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     signed = f"{TOKEN_VERSION}.{body}"
     token = f"{signed}.{_b64(_mac(secret, signed))}"
@@ -167,7 +170,7 @@ def issue_stream_token(
 def verify_stream_token(secret: str, token: str, *, now: float | None = None) -> StreamClaims:
     """The claims of a token this server issued, or ``InvalidStreamToken``. Only the
     signature and expiry are checked here; spending the token once is the caller's job
-    (``server.call_store.consume_stream_token``). A token without an id (issued before ids
+    (``core.call_store.consume_stream_token``). A token without an id (issued before ids
     existed) is refused: Twilio then asks ``/stream-ended``, which answers a fresh one."""
     if not secret:
         raise InvalidStreamToken("stream token secret is empty")

@@ -15,7 +15,8 @@ import structlog
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from dialgraph.server.core.call_store import TERMINAL_STATUSES, add_events, get_call, transcript, update_call
+from dialgraph.server.core.call_store import add_events, get_call, transcript, update_call
+from dialgraph.server.core.enums import TERMINAL_STATUSES, CallOutcome, TransferStatus
 from dialgraph.server.core.models import Call, CallEvent
 from dialgraph.server.deps import DbDep, ServicesDep, SettingsDep
 from dialgraph.telephony.twilio import twiml
@@ -114,7 +115,7 @@ async def show_call(sid: str, db: DbDep) -> CallOut:
 @router.post("/{sid}/hangup", response_model=ActionOut)
 async def hangup_call(sid: str, db: DbDep, services: ServicesDep) -> ActionOut:
     call = await _live_call(db, sid)
-    await update_call(db, call.sid, outcome="ended_by_admin")
+    await update_call(db, call.sid, outcome=CallOutcome.ENDED_BY_ADMIN)
     try:
         await services.call_control.hangup(call.sid)
     except CallControlError as exc:
@@ -140,16 +141,15 @@ async def transfer_call(
     await update_call(
         db,
         call.sid,
-        outcome="transfer_requested",
+        outcome=CallOutcome.TRANSFER_REQUESTED,
         transfer_target=body.target,
         transfer_reason="admin",
         transfer_summary=summary,
-        transfer_status="dialing",
+        transfer_status=TransferStatus.DIALING,
     )
     answer = twiml.dial_transfer(
         settings,
         target=target,
-        target_name=body.target,
         summary_url=twiml.whisper_url(settings, call.sid),
         caller_id=call.from_number or None,
     )
@@ -164,7 +164,7 @@ async def transfer_call(
             transfer_target=target_name,
             transfer_reason=reason,
             transfer_summary=old_summary,
-            transfer_status="failed",
+            transfer_status=TransferStatus.FAILED,
         )
         raise _rest_failure(exc) from exc
     await add_events(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+
+from dialgraph.server.deps import DbDep
 
 router = APIRouter(tags=["health"])
 
@@ -15,8 +17,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(db: DbDep) -> JSONResponse:
     """Readiness: the database answers."""
-    services = request.app.state.services
-    ok = await services.db.ping()
+    ok = await db.ping()
     return JSONResponse({"status": "ready" if ok else "database unreachable"}, status_code=200 if ok else 503)

@@ -2,7 +2,8 @@
 ``CallSession``.
 
 Order matters: the handshake's ``X-Twilio-Signature`` is checked before accepting (a bad
-one gets HTTP 403), then ``connected`` and ``start`` are read and the stream token from
+one gets HTTP 403), then ``connected`` and ``start`` are read (the stream's
+``MediaStreamProtocol`` judges their order; this module only moves the text) and the stream token from
 ``start.customParameters["token"]`` is verified (its call must be ``start.callSid``) and
 spent: its id is inserted into ``consumed_stream_tokens``, so a second socket presenting
 the same token (a replay by whoever saw it) is refused like a forged one while the first
@@ -37,6 +38,7 @@ from dialgraph.server.services import Services
 from dialgraph.telephony.call.session import CallSession, SocketClosed
 from dialgraph.telephony.call.turn_policy import TurnPolicy
 from dialgraph.telephony.twilio import codec
+from dialgraph.telephony.twilio.protocol import HandshakeFailed, MediaStreamProtocol
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +48,6 @@ MEDIA_PATH = "/twilio/media"
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 START_TIMEOUT_S = 10.0
-MAX_FRAMES_BEFORE_START = 3
 SHUTDOWN_GRACE_S = 5.0
 
 
@@ -110,22 +111,18 @@ async def call_context(db: Database, settings: Settings, claims: StreamClaims) -
     )
 
 
-async def _read_start(socket: StarletteMediaSocket) -> codec.Start | None:
-    """``connected`` (optional) then ``start``; None on anything else."""
+async def _read_start(socket: StarletteMediaSocket, protocol: MediaStreamProtocol) -> codec.Start | None:
+    """Feed ``protocol`` until the stream has started; None if it did not."""
     async with asyncio.timeout(START_TIMEOUT_S):
-        for _ in range(MAX_FRAMES_BEFORE_START):
+        while True:
             frame = await socket.receive()
             if frame is None:
                 return None
-            try:
-                event = codec.parse(frame)
-            except codec.ProtocolError:
-                return None
+            event = protocol.receive_text(frame)
             if isinstance(event, codec.Start):
                 return event
-            if not isinstance(event, codec.Connected):
+            if isinstance(event, HandshakeFailed):
                 return None
-    return None
 
 
 @router.websocket(MEDIA_PATH)
@@ -143,8 +140,9 @@ async def media_stream(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     socket = StarletteMediaSocket(websocket)
+    protocol = MediaStreamProtocol()
     try:
-        start = await _read_start(socket)
+        start = await _read_start(socket, protocol)
     except TimeoutError:
         start = None
     if start is None:
@@ -187,7 +185,7 @@ async def media_stream(websocket: WebSocket) -> None:
         await socket.close(POLICY_VIOLATION)
         return
 
-    session = await open_session(app, services, socket, start, claims)
+    session = await open_session(app, services, socket, protocol, claims)
     active: dict[str, CallSession] = app.state.active_calls
     previous = active.get(claims.call_sid)
     if previous is not None:  # a reconnect while the old socket lingers: the new one wins
@@ -202,7 +200,7 @@ async def media_stream(websocket: WebSocket) -> None:
 
 
 async def open_session(
-    app: Any, services: Services, socket: StarletteMediaSocket, start: codec.Start, claims: StreamClaims
+    app: Any, services: Services, socket: StarletteMediaSocket, protocol: MediaStreamProtocol, claims: StreamClaims
 ) -> CallSession:
     """Build the session for an authenticated stream (first touch of providers and models)."""
     settings = services.settings
@@ -211,7 +209,7 @@ async def open_session(
     return CallSession(
         socket=socket,
         ctx=ctx,
-        stream_sid=start.stream_sid,
+        media=protocol,
         db=services.db,
         recognition=services.recognizer.stream(language=ctx.flow_settings.language),
         synthesizer=services.synthesizer,

@@ -1,14 +1,14 @@
 """Twilio voice webhooks: answer calls, track their status, hand them to humans and back.
 
-Every route checks ``X-Twilio-Signature`` (``server.security``). The state a webhook needs
+Every route checks ``X-Twilio-Signature`` (``core.security``). The state a webhook needs
 lives in the call row, so any instance can answer any webhook of any call.
 
 Stream lifecycle: ``/voice`` answers ``<Connect><Stream>``. When the stream ends, Twilio
 requests ``/stream-ended`` (the ``<Connect action>``); the media session has written its
 intent to the call row before closing the socket:
 
-- ``outcome="transfer_requested"`` (+ transfer_target name, reason, summary) -> ``<Dial>``;
-- ``outcome="ended_by_agent"`` -> ``<Hangup/>``;
+- ``CallOutcome.TRANSFER_REQUESTED`` (+ transfer_target name, reason, summary) -> ``<Dial>``;
+- ``CallOutcome.ENDED_BY_AGENT`` (or any other outcome) -> ``<Hangup/>``;
 - nothing (the stream dropped, an instance died) -> a fresh ``<Connect><Stream>`` on the same
   thread with signal ``reconnected``, up to ``settings.max_reconnects`` times.
 
@@ -24,13 +24,15 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, Depends, Response
 
-from dialgraph.server.core.call_store import (
+from dialgraph.server.core.call_store import add_events, get_call, last_call_from, record_call, update_call
+from dialgraph.server.core.enums import (
+    DIAL_ANSWERED,
     TERMINAL_STATUSES,
-    add_events,
-    get_call,
-    last_call_from,
-    record_call,
-    update_call,
+    CallOutcome,
+    CallStatus,
+    SignalKind,
+    StreamSignal,
+    TransferStatus,
 )
 from dialgraph.server.core.models import Call, CallEvent
 from dialgraph.server.core.security import require_twilio_signature
@@ -44,12 +46,6 @@ router = APIRouter(prefix="/twilio", tags=["twilio"])
 
 TwilioForm = Annotated[dict[str, str], Depends(require_twilio_signature)]
 
-TRANSFER_REQUESTED = "transfer_requested"
-ENDED_BY_AGENT = "ended_by_agent"
-TRANSFERRED = "transferred"
-SIGNAL_RECONNECTED = "reconnected"
-DIAL_SUCCESS = frozenset({"completed", "answered"})
-
 GOODBYE_BROKEN = "Sorry, we seem to have a bad connection. Please call us again. Goodbye."
 GOODBYE_NO_TARGET = "Sorry, I cannot put you through right now. Please call us again later. Goodbye."
 
@@ -58,7 +54,7 @@ def _xml(body: str) -> Response:
     return Response(content=body, media_type="application/xml")
 
 
-def _stream_answer(settings: Settings, call: Call, signal: str = "") -> Response:
+def _stream_answer(settings: Settings, call: Call, signal: StreamSignal | None = None) -> Response:
     return _xml(
         twiml.connect_stream(settings, call_sid=call.sid, thread_id=call.thread_id, flow=call.flow, signal=signal)
     )
@@ -88,7 +84,7 @@ async def voice(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
         flow=flow,
         thread_id=sid,
         previous_thread_id=previous_thread_id,
-        status=form.get("CallStatus") or "ringing",
+        status=form.get("CallStatus") or CallStatus.RINGING,
     )
     log.info("call answered", call_sid=sid, flow=call.flow, callback=previous_thread_id is not None)
     return _stream_answer(settings, call)
@@ -142,21 +138,21 @@ async def stream_ended(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Re
         return _xml(twiml.hangup())
     if form.get("CallStatus") in TERMINAL_STATUSES:
         return _xml(twiml.hangup())
-    if call.outcome == TRANSFER_REQUESTED:
+    if call.outcome == CallOutcome.TRANSFER_REQUESTED:
         return await _transfer(settings, db, call)
     if call.outcome is not None:  # ended_by_agent, or any other decided ending
         log.info("call ended", call_sid=sid, outcome=call.outcome)
         return _xml(twiml.hangup())
     if call.reconnects >= settings.max_reconnects:
         log.warning("stream dropped, reconnects exhausted", call_sid=sid, reconnects=call.reconnects)
-        await update_call(db, sid, outcome="reconnects_exhausted")
+        await update_call(db, sid, outcome=CallOutcome.RECONNECTS_EXHAUSTED)
         await add_events(db, [CallEvent(call_sid=sid, kind="reconnect", role="system", data={"gave_up": True})])
         return _xml(twiml.say_and_hangup(GOODBYE_BROKEN))
     attempt = call.reconnects + 1
     await update_call(db, sid, reconnects=Call.reconnects + 1)
     await add_events(db, [CallEvent(call_sid=sid, kind="reconnect", role="system", data={"attempt": attempt})])
     log.warning("stream dropped, reconnecting", call_sid=sid, attempt=attempt)
-    return _stream_answer(settings, call, SIGNAL_RECONNECTED)
+    return _stream_answer(settings, call, StreamSignal(SignalKind.RECONNECTED))
 
 
 async def _transfer(settings: Settings, db: DbDep, call: Call) -> Response:
@@ -166,13 +162,13 @@ async def _transfer(settings: Settings, db: DbDep, call: Call) -> Response:
     if target is None:
         # Only configured targets are ever dialled, whatever the conversation produced.
         log.warning("transfer to unconfigured target refused", call_sid=call.sid, flow=call.flow, text=name[:64])
-        await update_call(db, call.sid, outcome="transfer_refused", transfer_status="refused")
+        await update_call(db, call.sid, outcome=CallOutcome.TRANSFER_REFUSED, transfer_status=TransferStatus.REFUSED)
         await add_events(
             db,
             [CallEvent(call_sid=call.sid, kind="dial", role="system", data={"target": name[:64], "refused": True})],
         )
         return _xml(twiml.say_and_hangup(GOODBYE_NO_TARGET))
-    await update_call(db, call.sid, transfer_status="dialing")
+    await update_call(db, call.sid, transfer_status=TransferStatus.DIALING)
     await add_events(
         db,
         [
@@ -181,7 +177,7 @@ async def _transfer(settings: Settings, db: DbDep, call: Call) -> Response:
                 kind="dial",
                 role="system",
                 text=call.transfer_summary,
-                data={"target": name, "reason": call.transfer_reason, "status": "dialing"},
+                data={"target": name, "reason": call.transfer_reason, "status": TransferStatus.DIALING},
             )
         ],
     )
@@ -190,7 +186,6 @@ async def _transfer(settings: Settings, db: DbDep, call: Call) -> Response:
         twiml.dial_transfer(
             settings,
             target=target,
-            target_name=name,
             summary_url=twiml.whisper_url(settings, call.sid),
             caller_id=call.from_number or None,
         )
@@ -221,12 +216,15 @@ async def dial_ended(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Resp
     }
     await add_events(db, [CallEvent(call_sid=sid, kind="transfer_result", role="system", data=data)])
     log.info("dial ended", call_sid=sid, dial_status=dial_status, target=call.transfer_target)
-    if dial_status in DIAL_SUCCESS:
-        await update_call(db, sid, outcome=TRANSFERRED, transfer_status=dial_status)
+    if dial_status in DIAL_ANSWERED:
+        await update_call(db, sid, outcome=CallOutcome.TRANSFERRED, transfer_status=dial_status)
         return _xml(twiml.hangup())
     if form.get("CallStatus") in TERMINAL_STATUSES:  # the caller gave up while it rang
-        await update_call(db, sid, outcome="caller_hung_up", transfer_status=dial_status or "canceled")
+        await update_call(
+            db, sid, outcome=CallOutcome.CALLER_HUNG_UP, transfer_status=dial_status or TransferStatus.CANCELED
+        )
         return _xml(twiml.hangup())
     # busy / no-answer / failed / canceled: back to the agent, same thread, who says so.
-    await update_call(db, sid, outcome=None, transfer_status=dial_status or "failed")
-    return _stream_answer(settings, call, f"transfer_failed:{dial_status or 'failed'}")
+    failed = dial_status or TransferStatus.FAILED
+    await update_call(db, sid, outcome=None, transfer_status=failed)
+    return _stream_answer(settings, call, StreamSignal(SignalKind.TRANSFER_FAILED, failed))

@@ -1,20 +1,23 @@
 """The one writer of a call's media socket: control first, then audio paced at real time.
 
-``OutboundPacer.run()`` is the only coroutine that writes to the socket. Control messages
+``AudioPacer.run()`` is the only coroutine that writes to the socket. Control messages
 (``clear``, closing the socket) overtake queued audio. Audio goes out as ``media``
 messages of ``message_bytes`` (100 ms with the default 200 ms lead; Twilio plays any size in order), each
 sent once the audio already sent, this message included, is at most ``lead_s`` ahead of
 playback (Twilio buffers it). So a barge-in has at most ``lead_s`` of audio to clear, and
-a loop hiccup shorter than ``lead_s`` minus one message is never heard. After each message
-``on_frame`` may name a mark to send (the session's ``PlaybackTracker`` decides).
+a loop hiccup shorter than ``lead_s`` minus one message is never heard. Each block of audio
+carries the reply it belongs to (an ``AudioOwner``): after each message the pacer reports
+it to that reply (``frame_sent``), which may name a mark to send, and once a reply's last
+block is out it says so (``audio_sent``). The pacer knows nothing else of replies or calls.
 
 Why larger messages: every message costs a wake-up, a JSON build, a WebSocket frame and a
 ``send`` syscall; 100 ms messages with a mark each are 20 messages a second instead of 60,
 the same heard-text resolution (marks every 100 ms), and with a 200 ms lead the same
 100 ms of slack as 20 ms frames with a 120 ms lead (``message_ms_for``).
 
-Queued audio is dropped by generation: a block whose generation is no longer
-``current()`` is skipped, so nothing of an interrupted reply follows its ``clear``.
+``clear()`` drops every queued block (only the reply in progress has audio queued), so
+nothing of an interrupted reply follows its ``clear``; a reply cut while its message was
+being sent names no mark for it (``frame_sent`` returns None).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from dialgraph.telephony.speech.base import FRAME_BYTES, SAMPLE_RATE
 from dialgraph.telephony.twilio import codec
@@ -50,13 +54,23 @@ class StreamClosedByServer(Exception):
     """Raised by ``run`` after it closed the socket on request."""
 
 
+class AudioOwner(Protocol):
+    """What queued audio belongs to (a reply), told what became of it."""
+
+    def frame_sent(self, phrase: int, nbytes: int, phrase_end: bool) -> str | None:
+        """A message of ``nbytes`` of ``phrase`` went out; returns a mark name to send, or None."""
+
+    def audio_sent(self) -> None:
+        """The last block queued before ``reply_end`` has gone out."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Audio:
     """A block of whole 20 ms frames (the last may be shorter at a phrase end). Queued per
     block, not per frame: queued objects live for seconds, and thousands of long-lived
     small objects a second would make the cyclic GC run full collections."""
 
-    generation: int
+    owner: AudioOwner
     phrase: int
     audio: bytes
     phrase_end: bool
@@ -64,7 +78,7 @@ class _Audio:
 
 @dataclass(frozen=True, slots=True)
 class _ReplyEnd:
-    generation: int
+    owner: AudioOwner
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,32 +91,26 @@ def _release(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class OutboundPacer:
+class AudioPacer:
+    """The writer of one call's media socket (see the module docstring)."""
+
     def __init__(
         self,
         *,
         stream_sid: str,
         send: Callable[[str], Awaitable[None]],
         close: Callable[[int], Awaitable[None]],
-        current: Callable[[], int],
-        on_frame: Callable[[int, int, int, bool], str | None],
-        on_reply_end: Callable[[int], None],
         lead_s: float = 0.12,
         message_bytes: int = FRAME_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``current()`` is the live generation; ``on_frame(generation, phrase, nbytes,
-        phrase_end)`` runs after each message of the live generation and returns a mark
-        name or None; ``on_reply_end(generation)`` runs when a reply's last audio has been
-        sent. A message never spans two phrases (a phrase's end gets its own mark)."""
+        """A message never spans two phrases (a phrase's end gets its own mark), nor two
+        owners."""
         if message_bytes <= 0:
             raise ValueError("message_bytes must be positive")
         self.stream_sid = stream_sid
         self._send = send
         self._close = close
-        self._current = current
-        self._on_frame = on_frame
-        self._on_reply_end = on_reply_end
         self.lead_s = min(lead_s, 0.2)
         self.message_bytes = message_bytes
         self._clock = clock
@@ -112,14 +120,15 @@ class OutboundPacer:
         self._waiter: asyncio.Future[None] | None = None
         self._idle = False  # waiting for audio, not for the pacing deadline
 
-    # --- called by the session (never block, never await) -------------------------------------
-    def audio(self, generation: int, phrase: int, audio: bytes, *, phrase_end: bool) -> None:
-        self._audio.append(_Audio(generation, phrase, audio, phrase_end))
+    # --- called by replies and the session (never block, never await) ------------------------
+    def audio(self, owner: AudioOwner, phrase: int, audio: bytes, *, phrase_end: bool) -> None:
+        self._audio.append(_Audio(owner, phrase, audio, phrase_end))
         if self._idle:  # more audio never brings a pacing deadline closer
             self._wake()
 
-    def reply_end(self, generation: int) -> None:
-        self._audio.append(_ReplyEnd(generation))
+    def reply_end(self, owner: AudioOwner) -> None:
+        """``owner`` queues no more audio: ``owner.audio_sent()`` once its last block is out."""
+        self._audio.append(_ReplyEnd(owner))
         if self._idle:
             self._wake()
 
@@ -166,7 +175,7 @@ class OutboundPacer:
         if size >= limit or head.phrase_end:
             return min(size, limit)
         for block in itertools.islice(self._audio, 1, None):
-            if type(block) is not _Audio or block.generation != head.generation or block.phrase != head.phrase:
+            if type(block) is not _Audio or block.owner is not head.owner or block.phrase != head.phrase:
                 break
             size += len(block.audio)
             if size >= limit or block.phrase_end:
@@ -197,7 +206,7 @@ class OutboundPacer:
     # --- the writer task ----------------------------------------------------------------------
     async def run(self) -> None:
         send, audio, control, clock = self._send, self._audio, self._control, self._clock
-        current, on_frame, lead, sid = self._current, self._on_frame, self.lead_s, self.stream_sid
+        lead, sid = self.lead_s, self.stream_sid
         media, mark = codec.media_encoder(sid), codec.mark
         play_end = 0.0  # when everything sent so far will have played
         while True:
@@ -213,13 +222,9 @@ class OutboundPacer:
                 await self._sleep(None)
                 continue
             block = audio[0]
-            if block.generation != current():
-                audio.popleft()
-                self._offset = 0
-                continue
             if type(block) is _ReplyEnd:
                 audio.popleft()
-                self._on_reply_end(block.generation)
+                block.owner.audio_sent()
                 continue
             assert type(block) is _Audio
             now = clock()
@@ -229,7 +234,7 @@ class OutboundPacer:
             if size == 0:  # an empty block: nothing to send, but a phrase end still gets its mark
                 audio.popleft()
                 self._offset = 0
-                name = on_frame(block.generation, block.phrase, 0, True) if block.phrase_end else None
+                name = block.owner.frame_sent(block.phrase, 0, True) if block.phrase_end else None
                 if name is not None:
                     await send(mark(sid, name))
                 continue
@@ -241,8 +246,7 @@ class OutboundPacer:
             chunk, phrase_end = self._take(size)
             await send(media(chunk))
             play_end += duration
-            if block.generation != current():
-                continue  # a barge-in happened during the send: no mark for a dead reply
-            name = on_frame(block.generation, block.phrase, size, phrase_end)
+            # None if a barge-in cut the reply during the send: no mark for a dead reply.
+            name = block.owner.frame_sent(block.phrase, size, phrase_end)
             if name is not None:
                 await send(mark(sid, name))

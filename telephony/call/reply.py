@@ -1,35 +1,44 @@
-"""ReplyPipeline: the agent's replies of one call, from graph events to outbound frames.
+"""Reply: one agent reply, from graph events to what the caller heard of it (in the spirit
+of LiveKit's ``SpeechHandle``).
 
-Per reply, two tasks in the session's ``TaskGroup``: a runner task (graph events -> phrase
-chunker) and a synth task (phrases -> TTS -> 20 ms frames for the ``OutboundPacer``). A
-reply whose run or synthesis raised ends like an interrupted one (the run's failure adds an
-apology). A cut reply's history is repaired to what the caller heard (``repair_after``);
-repairs and graph runs go through ``_runner_lock`` in order (``_repair``).
+A ``Reply`` owns its number (``generation``, in its mark names), its two tasks in the call's
+``TaskGroup`` -- a runner task (graph events -> phrase chunker -> its phrase queue) and a
+synth task (phrases -> TTS -> 20 ms frames for the ``AudioPacer``) --, its playback
+tracking, and its outcome:
 
-A repair on resume that fails keeps its heard text (``_unrepaired``) until a repair with it
-succeeds. ``record_heard`` makes the thread's *latest turn* end with the text it is given,
-and the reconnection line (a signal run: no caller words) joins that turn; so the kept text
-goes in front of every later heard value, stored (``set_heard``) or repaired with
-(``_repair_reply``): the turn then ends with all the caller heard of it. The caller's next
-turn would start a new one, so it gets one last try just before that run (``_last_try``);
-if that fails too the text is given up rather than cut into the new reply.
+* ``Played`` -- every mark came back: the caller heard it all (it may carry a transfer or
+  hang-up request, which the session carries out);
+* ``Interrupted`` -- ``interrupt()`` (a barge-in): ``clear`` sent, queued audio dropped,
+  tasks cancelled, the history repaired to the heard text;
+* ``Failed`` -- its run or synthesis raised (the run's failure adds an apology): what was
+  queued plays out, then the history is repaired to what was heard, as if interrupted.
+
+The pacer reports each message it sent to the reply it belongs to (``frame_sent``,
+``audio_sent``); the session reports mark echoes (``mark_echoed``). The reply reports to
+the session with two events (``AudioStarted``, ``Finished``), and keeps the call's
+``HeardText`` up to date. ``await reply`` (or ``wait()``) returns the outcome.
+
+A reply cut by ``interrupt`` is ``cut``: it queues no more audio and names no more marks
+(the one stale-audio check; ``clear`` dropped what was queued).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
+from dataclasses import dataclass
+from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.models import CallEvent
-from dialgraph.server.core.turns import CallSignal, EndCallRequest, RunnerEvent, TextChunk, TransferRequest, TurnRunner
-from dialgraph.telephony.call.pacer import OutboundPacer
+from dialgraph.server.core.turns import EndCallRequest, RunnerEvent, TextChunk, TransferRequest
+from dialgraph.telephony.call.heard import HeardText
+from dialgraph.telephony.call.pacer import AudioPacer
 from dialgraph.telephony.call.phrases import PhraseChunker
 from dialgraph.telephony.call.playback import PlaybackTracker
-from dialgraph.telephony.call.reply_progress import ReplyProgressWriter
-from dialgraph.telephony.call.state import CallState, Reply
+from dialgraph.telephony.call.state import TurnTiming
 from dialgraph.telephony.speech.base import FRAME_BYTES, AudioChunk, ProviderError, SpeechSynthesizer
 
 APOLOGY = "Sorry, I'm having trouble right now. Could you say that again?"
@@ -42,86 +51,222 @@ class _Unattributed(str):
 
 _APOLOGY = _Unattributed(APOLOGY)
 
-
-def _joined(before: str, heard: str) -> str:
-    return f"{before} {heard}" if before and heard else before or heard
+Request = TransferRequest | EndCallRequest
 
 
-class ReplyPipeline:
-    """Runs each reply the session begins and repairs the history of those cut short."""
+# --- outcomes -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Played:
+    """The reply played to the end: the caller heard ``text``."""
 
-    def __init__(
-        self,
-        *,
-        ctx: CallContext,
-        state: CallState,
-        tracker: PlaybackTracker,
-        out: OutboundPacer,
-        synthesizer: SpeechSynthesizer,
-        runner: TurnRunner,
-        progress: ReplyProgressWriter,
-        record: Callable[[CallEvent], None],
-        log: FilteringBoundLogger,
-    ) -> None:
-        self._ctx = ctx
-        self._state = state
-        self._tracker = tracker
-        self._out = out
-        self._synth = synthesizer
-        self._runner = runner
-        self._progress = progress
-        self._record = record
-        self._log = log
-        self._runner_lock = asyncio.Lock()  # one graph run (or heard-text repair) at a time, in order
-        # The latest heard-text repair: the next graph run waits for it (so the history it reads
-        # is repaired), and so does the next repair (repairs in order).
-        self._repair: asyncio.Task[None] | None = None
-        # What the caller heard of this turn that the checkpoint still lacks: a repair on resume
-        # that has not succeeded (None: nothing). ``_unrecorded``: the part no transcript holds.
-        self._unrepaired: str | None = None
-        self._unrecorded = ""
+    text: str
+    request: Request | None = None
 
-    def start(self, tg: asyncio.TaskGroup, reply: Reply, events: Callable[[], AsyncIterator[RunnerEvent]]) -> None:
-        sid = self._state.call_sid
-        reply.tasks = (
-            tg.create_task(self._pump_runner(reply, events), name=f"call-runner-{sid}"),
-            tg.create_task(self._pump_synth(reply), name=f"call-tts-{sid}"),
-        )
 
-    async def resume(self, signal: CallSignal) -> AsyncIterator[RunnerEvent]:
-        """After a drop: first repair the reply the previous stream (maybe another, dead
-        instance) was playing with what the caller heard of it, then the reconnection line.
-        The stored heard text is cleared only once the repair is done, and only if it still
-        holds what was read: a failure or a crash anywhere leaves it for the next stream,
-        and this session keeps it (``_unrepaired``) so no later value replaces it."""
-        try:
-            heard = await self._progress.peek_heard(self._state.call_sid)
-            if heard is not None:
-                self._unrepaired = self._unrecorded = heard  # kept, even if the repair is cut short
-                await self._runner.record_heard(self._ctx, heard)
-                self._settle_unrepaired()
-                self._log.info("interrupted reply repaired after a drop", heard_chars=len(heard))
-        except Exception:  # the reconnection line must go out whatever the repair did
-            self._log.exception("could not repair the interrupted reply")
-        events = self._runner.respond(self._ctx, signal)
-        try:
-            async for event in events:
-                yield event
-        finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """Cut by the caller (or the session) after the caller heard ``heard``."""
 
-    async def _pump_runner(self, reply: Reply, events: Callable[[], AsyncIterator[RunnerEvent]]) -> None:
+    heard: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Its graph run or synthesis (``stage``: "runner" | "synth") raised; what was queued
+    played, and the caller heard ``heard``."""
+
+    stage: str
+    heard: str
+
+
+ReplyOutcome = Played | Interrupted | Failed
+
+
+# --- events to the session ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AudioStarted:
+    """The reply's first audio went out."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The reply is over (reported in the task that ended it, before anything else runs)."""
+
+    reply: Reply
+    outcome: ReplyOutcome
+
+
+ReplyEvent = AudioStarted | Finished
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyContext:
+    """What every reply of one call shares; built once per call by the session."""
+
+    ctx: CallContext
+    synthesizer: SpeechSynthesizer
+    pacer: AudioPacer
+    heard: HeardText
+    record: Callable[[CallEvent], None]  # the call log
+    report: Callable[[ReplyEvent], None]  # the session
+    log: FilteringBoundLogger
+    mark_every_bytes: int
+    clock: Callable[[], float]
+
+
+class Reply:
+    """One agent reply; ``start`` runs it, ``interrupt`` cuts it, ``await`` it for its outcome."""
+
+    __slots__ = (
+        "_buf",
+        "_buf_phrase",
+        "_done",
+        "_env",
+        "_outcome",
+        "_phrases",
+        "_phrases_heard",
+        "_tg",
+        "cut",
+        "failed",
+        "generation",
+        "request",
+        "runner_task",
+        "synth_task",
+        "timing",
+        "tracker",
+    )
+
+    def __init__(self, env: ReplyContext, *, generation: int, trigger: str) -> None:
+        self._env = env
+        self.generation = generation
+        self.timing = TurnTiming(generation, trigger, env.clock())
+        self.tracker = PlaybackTracker(mark_every_bytes=env.mark_every_bytes)
+        self.tracker.start_reply(generation)
+        self.request: Request | None = None
+        self.failed = ""  # "runner" | "synth": cut short by an error, repaired like an interruption
+        self.cut = False  # interrupted: queues no audio, names no marks
+        self.runner_task: asyncio.Task[None] | None = None
+        self.synth_task: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._phrases: asyncio.Queue[str | None] = asyncio.Queue()
+        self._buf = bytearray()  # the partial 20 ms frame of the phrase being synthesized
+        self._buf_phrase = -1
+        self._phrases_heard = 0
+        self._outcome: ReplyOutcome | None = None
+        self._done: asyncio.Future[ReplyOutcome] = asyncio.get_running_loop().create_future()
+
+    # --- lifetime -------------------------------------------------------------------------------
+    def start(self, tg: asyncio.TaskGroup, events: Callable[[], AsyncIterator[RunnerEvent]]) -> None:
+        """Run ``events()`` (inside the call's ``HeardText.graph_run``) and speak what it says."""
+        sid = self._env.ctx.call_sid
+        self._tg = tg
+        self.runner_task = tg.create_task(self._run_graph(events), name=f"call-runner-{sid}")
+        self.synth_task = tg.create_task(self._speak(), name=f"call-tts-{sid}")
+
+    @property
+    def tasks(self) -> tuple[asyncio.Task[None], ...]:
+        return tuple(t for t in (self.runner_task, self.synth_task) if t is not None)
+
+    def interrupt(self) -> None:
+        """Cut the reply where the caller is: ``clear`` Twilio's buffer, drop queued audio,
+        cancel its tasks, and repair the history to what was heard (once they have stopped)."""
+        if self._outcome is not None:
+            return
+        self.cut = True
+        self.tracker.clear()  # marks echoed from now on prove nothing
+        heard = self.tracker.heard_text()
+        self._env.pacer.clear()
+        for task in self.tasks:
+            task.cancel()
+        self.timing.interrupted = True
+        self.timing.done_at = self._env.clock()
+        outcome = Interrupted(heard)
+        self._finish(outcome)
+        self._env.heard.cut(self._tg, self, heard)
+        self._env.report(Finished(self, outcome))
+
+    def done(self) -> bool:
+        return self._outcome is not None
+
+    @property
+    def outcome(self) -> ReplyOutcome | None:
+        return self._outcome
+
+    async def wait(self) -> ReplyOutcome:
+        """The outcome, once the reply is over (cancelling the wait leaves the reply alone)."""
+        return await asyncio.shield(self._done)
+
+    def __await__(self) -> Generator[Any, None, ReplyOutcome]:
+        return self.wait().__await__()
+
+    # --- reports: the pacer (sent audio) and the session (mark echoes) ---------------------------
+    def frame_sent(self, phrase: int, nbytes: int, phrase_end: bool) -> str | None:
+        """A message of this reply went out; returns the name of a mark to send after it."""
+        if self.cut:  # cut during the send: no mark for a dead reply
+            return None
+        if self.timing.first_audio_at is None:
+            self.timing.first_audio_at = self._env.clock()
+            self._env.heard.audio_began(self.generation)
+            self._env.report(AudioStarted(self))
+        return self.tracker.frame_sent(phrase, nbytes, phrase_end)
+
+    def audio_sent(self) -> None:
+        """The reply's last audio went out."""
+        if self._outcome is not None:
+            return
+        self.tracker.finish()
+        if self.tracker.all_played:  # no audio at all, or its marks came back already
+            self._played()
+
+    def mark_echoed(self, name: str) -> None:
+        """Twilio echoed mark ``name``: the audio before it has played."""
+        tracker = self.tracker
+        if self._outcome is not None or not tracker.mark_echoed(name):
+            return
+        if tracker.all_played:
+            self._played()
+        elif tracker.phrases_heard != self._phrases_heard:
+            self._phrases_heard = tracker.phrases_heard
+            self._env.heard.progressed(tracker.heard_text())
+
+    # --- internals ------------------------------------------------------------------------------
+    def _finish(self, outcome: ReplyOutcome) -> None:
+        self._outcome = outcome
+        self._done.set_result(outcome)
+
+    def _played(self) -> None:
+        """Every mark came back (or there was no audio)."""
+        env, timing = self._env, self.timing
+        timing.done_at = env.clock()
+        outcome: ReplyOutcome
+        if self.failed:  # cut short by an error: what played is what the history keeps
+            timing.interrupted = True
+            outcome = Failed(self.failed, self.tracker.heard_text())
+            self._finish(outcome)
+            env.heard.cut(self._tg, self, outcome.heard)
+        else:
+            outcome = Played(self.tracker.full_text(), self.request)
+            self._finish(outcome)
+            env.heard.played(outcome.text)
+            env.record(
+                CallEvent(
+                    call_sid=env.ctx.call_sid,
+                    kind="turn",
+                    role="agent",
+                    text=outcome.text,
+                    latency_ms=timing.latency_ms,
+                    data={"trigger": timing.trigger},
+                )
+            )
+        env.report(Finished(self, outcome))
+
+    async def _run_graph(self, events: Callable[[], AsyncIterator[RunnerEvent]]) -> None:
         chunker = PhraseChunker()
-        put = reply.phrases.put_nowait
+        put = self._phrases.put_nowait
         try:
-            repair = self._repair
-            if repair is not None:  # a cut reply's history is repaired before this run reads it
-                await asyncio.wait((repair,))
-            async with self._runner_lock:
-                if self._unrepaired is not None:  # the turn it ends is repaired now or never
-                    await self._last_try()
+            async with self._env.heard.graph_run():
                 stream = events()
                 try:
                     async for event in stream:
@@ -129,7 +274,7 @@ class ReplyPipeline:
                             for phrase in chunker.push(event.text):
                                 put(phrase)
                         elif isinstance(event, TransferRequest | EndCallRequest):
-                            reply.request = event
+                            self.request = event
                 finally:
                     aclose = getattr(stream, "aclose", None)
                     if aclose is not None:
@@ -137,156 +282,74 @@ class ReplyPipeline:
             for phrase in chunker.flush():
                 put(phrase)
         except Exception as exc:  # never CancelledError (a barge-in): one failed turn is not the call's end
-            self._reply_failed(reply, "runner", exc)
+            self._fail("runner", exc)
             put(_APOLOGY)
         finally:
             put(None)
 
-    async def _pump_synth(self, reply: Reply) -> None:
-        gen, st, tracker = reply.generation, self._state, self._tracker
-        queue = reply.phrases
+    async def _speak(self) -> None:
+        queue, tracker = self._phrases, self.tracker
 
         async def phrases() -> AsyncIterator[str]:
             while (phrase := await queue.get()) is not None:
-                if gen == st.generation:  # the apology is heard, but is no part of the graph's reply
-                    tracker.add_phrase("" if isinstance(phrase, _Unattributed) else phrase)
+                # The apology is heard, but is no part of the graph's reply.
+                tracker.add_phrase("" if isinstance(phrase, _Unattributed) else phrase)
                 yield phrase
 
-        fs = self._ctx.flow_settings
-        chunks = self._synth.synthesize(phrases(), voice=fs.voice, language=fs.language, model=fs.tts_model)
+        fs = self._env.ctx.flow_settings
+        chunks = self._env.synthesizer.synthesize(phrases(), voice=fs.voice, language=fs.language, model=fs.tts_model)
         try:
             async for chunk in chunks:
-                if gen != st.generation:
+                if self.cut:
                     break
-                self._enqueue_audio(reply, chunk)
+                self._enqueue_audio(chunk)
         except Exception as exc:  # the reply stops where its audio stops: an interruption, not an end
-            self._reply_failed(reply, "synth", exc)
-            reply.tasks[0].cancel()  # the graph run: its history is repaired to what was heard
-            reply.buf.clear()  # a partial frame is no phrase end
+            self._fail("synth", exc)
+            if self.runner_task is not None:
+                self.runner_task.cancel()  # the graph run: its history is repaired to what was heard
+            self._buf.clear()  # a partial frame is no phrase end
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-        if gen == st.generation:
-            if reply.buf:  # a synthesizer that never flagged ``last``
-                self._emit(reply, bytes(reply.buf), reply.buf_phrase, end=True)
-                reply.buf.clear()
-            self._out.reply_end(gen)
+        if not self.cut:
+            if self._buf:  # a synthesizer that never flagged ``last``
+                self._emit(bytes(self._buf), self._buf_phrase, end=True)
+                self._buf.clear()
+            self._env.pacer.reply_end(self)
 
-    def _enqueue_audio(self, reply: Reply, chunk: AudioChunk) -> None:
+    def _enqueue_audio(self, chunk: AudioChunk) -> None:
         """Cut TTS audio into 20 ms frames; hold the last partial frame until the phrase ends."""
-        self._tracker.add_audio(chunk.phrase, len(chunk.audio))
-        buf = reply.buf
-        if chunk.phrase != reply.buf_phrase:
+        self.tracker.add_audio(chunk.phrase, len(chunk.audio))
+        buf = self._buf
+        if chunk.phrase != self._buf_phrase:
             if buf:
-                self._emit(reply, bytes(buf), reply.buf_phrase, end=True)
+                self._emit(bytes(buf), self._buf_phrase, end=True)
                 buf.clear()
-            reply.buf_phrase = chunk.phrase
+            self._buf_phrase = chunk.phrase
         buf += chunk.audio
         if chunk.last:
             if buf:
-                self._emit(reply, bytes(buf), chunk.phrase, end=True)
+                self._emit(bytes(buf), chunk.phrase, end=True)
                 buf.clear()
-            reply.buf_phrase = -1
+            self._buf_phrase = -1
         else:
             n = (len(buf) - 1) // FRAME_BYTES * FRAME_BYTES
             if n > 0:
-                self._emit(reply, bytes(buf[:n]), chunk.phrase, end=False)
+                self._emit(bytes(buf[:n]), chunk.phrase, end=False)
                 del buf[:n]
 
-    def _emit(self, reply: Reply, audio: bytes, phrase: int, *, end: bool) -> None:
-        self._out.audio(reply.generation, phrase, audio, phrase_end=end)
+    def _emit(self, audio: bytes, phrase: int, *, end: bool) -> None:
+        self._env.pacer.audio(self, phrase, audio, phrase_end=end)
 
-    def _reply_failed(self, reply: Reply, stage: str, exc: Exception) -> None:
-        """A turn's graph run or its synthesis raised: log it, drop any transfer or hang-up
-        it asked for, and let the reply end as an interrupted one (the call goes on)."""
+    def _fail(self, stage: str, exc: Exception) -> None:
+        """The graph run or the synthesis raised: log it, drop any transfer or hang-up it
+        asked for, and let the reply end as an interrupted one (the call goes on)."""
+        log = self._env.log
         if isinstance(exc, ProviderError):
-            self._log.warning("reply failed", stage=stage, provider=exc.provider, error=str(exc))
+            log.warning("reply failed", stage=stage, provider=exc.provider, error=str(exc))
         else:
-            self._log.error("reply failed", stage=stage, exc_info=exc)
-        reply.failed = reply.failed or stage
-        reply.request = None
-        self._record(CallEvent(call_sid=self._state.call_sid, kind="error", role="system", data={"stage": stage}))
-
-    def set_heard(self, heard: str | None) -> None:
-        """Store what the caller has heard of the reply in progress ("" = its audio began;
-        None = it played to the end: nothing of it to repair). After a failed repair the kept
-        text goes in front, and a reply played to the end joins it whole."""
-        kept = self._unrepaired
-        if kept is not None:
-            if heard is None:
-                heard = self._unrepaired = _joined(kept, self._tracker.full_text())
-            else:
-                heard = _joined(kept, heard)
-        self._progress.set(self._state.call_sid, heard)
-
-    def repair_after(self, tg: asyncio.TaskGroup | None, reply: Reply, heard: str) -> None:
-        """Make the history say what the caller heard of ``reply``, once its tasks are done
-        and in order with every other graph run and repair (``_repair``). ``tg`` is the
-        session's task group, None once the call is over."""
-        st = self._state
-        if st.first_audio_gen == reply.generation:  # until repaired, a resume repairs it
-            self.set_heard(heard)
-        if tg is None:  # the call is over: the stored heard text is the repair
-            return
-        previous = self._repair
-        repair = self._repair_reply(reply, heard, previous)
-        self._repair = tg.create_task(repair, name=f"call-heard-{st.call_sid}")
-
-    async def _repair_reply(self, reply: Reply, heard: str, previous: asyncio.Task[None] | None) -> None:
-        # The cut graph run has stopped, and earlier repairs are done, before this one.
-        await asyncio.wait(reply.tasks if previous is None else (*reply.tasks, previous))
-        st = self._state
-        kept = self._unrepaired
-        text = heard if kept is None else _joined(kept, heard)
-        try:
-            async with self._runner_lock:
-                await self._runner.record_heard(self._ctx, text)
-        except Exception:  # the stored heard text stays: a resume may still repair it
-            self._log.exception("could not record what the caller heard")
-            if kept is not None:
-                self._unrepaired = text
-        else:
-            if kept is not None:
-                self._unrepaired = text
-                self._settle_unrepaired()
-            if st.first_audio_gen <= reply.generation:  # never wipe a later reply's progress
-                self._progress.set(st.call_sid, None)
-        self._record(
-            CallEvent(
-                call_sid=st.call_sid,
-                kind="turn",
-                role="agent",
-                text=heard,
-                interrupted=True,
-                latency_ms=reply.timing.latency_ms,
-                data={"trigger": reply.timing.trigger, **({"failed": reply.failed} if reply.failed else {})},
-            )
-        )
-
-    async def _last_try(self) -> None:
-        """Before the caller's next turn runs: repair the turn it ends with the kept text.
-        After that run ``record_heard`` would cut the new reply instead, so a failure here
-        gives the text up (cleared from the row; the transcript still has it)."""
-        assert self._unrepaired is not None
-        try:
-            await self._runner.record_heard(self._ctx, self._unrepaired)
-        except Exception:
-            self._log.exception("could not repair the interrupted reply: what the caller heard of it is lost")
-        else:
-            self._log.info("interrupted reply repaired before the next turn", heard_chars=len(self._unrepaired))
-        self._settle_unrepaired()
-
-    def _settle_unrepaired(self) -> None:
-        """The kept text is repaired (or given up): clear it from the row if the row still
-        holds it, and put the part no transcript event holds into the transcript."""
-        text, unrecorded = self._unrepaired, self._unrecorded
-        assert text is not None
-        self._unrepaired, self._unrecorded = None, ""
-        sid = self._state.call_sid
-        self._progress.clear_heard(sid, text)  # queued: nothing here to cancel it
-        self._record(
-            CallEvent(
-                call_sid=sid, kind="turn", role="agent", text=unrecorded, interrupted=True, data={"trigger": "drop"}
-            )
-        )
+            log.error("reply failed", stage=stage, exc_info=exc)
+        self.failed = self.failed or stage
+        self.request = None
+        self._env.record(CallEvent(call_sid=self._env.ctx.call_sid, kind="error", role="system", data={"stage": stage}))

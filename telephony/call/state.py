@@ -1,11 +1,14 @@
-"""What one call's session knows: ``CallState``, and the reply in progress (``Reply``)."""
+"""What one call's session knows: ``CallState``, and each reply's ``TurnTiming``."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dialgraph.server.core.turns import EndCallRequest, TransferRequest
+from dialgraph.telephony.twilio.protocol import MediaStreamProtocol
+
+if TYPE_CHECKING:
+    from dialgraph.telephony.call.reply import Reply
 
 
 @dataclass(slots=True)
@@ -27,33 +30,35 @@ class TurnTiming:
 
 
 @dataclass(slots=True)
-class Reply:
-    generation: int
-    timing: TurnTiming
-    phrases: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
-    tasks: tuple[asyncio.Task[None], ...] = ()
-    request: TransferRequest | EndCallRequest | None = None
-    buf: bytearray = field(default_factory=bytearray)
-    buf_phrase: int = -1
-    done: bool = False
-    failed: str = ""  # "runner" | "synth": cut short by an error, repaired like an interruption
-
-
-@dataclass(slots=True)
 class CallState:
-    """Everything one call's session knows, in one place."""
+    """Everything one call's session knows, in one place. The stream's counters are its
+    protocol object's (``media``)."""
 
     call_sid: str
-    stream_sid: str
+    media: MediaStreamProtocol = field(repr=False)
+    # Numbers replies for their mark names (``g<n>.``): a barge-in takes a number too.
     generation: int = 0
-    last_chunk: int = -1
-    last_ts: int = -1
-    frames_in: int = 0
-    duplicates: int = 0
-    silence_frames: int = 0
-    protocol_errors: int = 0
     barge_ins: int = 0
     reply: Reply | None = None
-    first_audio_gen: int = -1
     ending: bool = False
     end_reason: str = ""
+
+    @property
+    def stream_sid(self) -> str:
+        return self.media.stream_sid
+
+    @property
+    def frames_in(self) -> int:
+        return self.media.frames_in
+
+    @property
+    def duplicates(self) -> int:
+        return self.media.duplicates
+
+    @property
+    def silence_frames(self) -> int:
+        return self.media.silence_frames
+
+    @property
+    def protocol_errors(self) -> int:
+        return self.media.protocol_errors

@@ -18,10 +18,10 @@ import httpx
 import structlog
 
 from dialgraph.telephony.simulator.caller import Phone
-from dialgraph.telephony.simulator.media import LegStats, MediaLeg, Violation
+from dialgraph.telephony.simulator.media import MediaLeg
+from dialgraph.telephony.simulator.protocol import LegStats, Violation
 from dialgraph.telephony.simulator.scenario import Transfer
 from dialgraph.telephony.simulator.twiml import (
-    API_VERSION,
     ConnectVerb,
     DialVerb,
     HangupVerb,
@@ -29,12 +29,11 @@ from dialgraph.telephony.simulator.twiml import (
     RedirectVerb,
     SayVerb,
     StreamVerb,
-    TwilioWebhooks,
     TwimlError,
     Unsupported,
     Verb,
-    new_sid,
 )
+from dialgraph.telephony.simulator.webhooks import API_VERSION, TwilioWebhooks, call_params, new_sid
 
 log = structlog.get_logger(__name__)
 
@@ -96,18 +95,14 @@ class TwilioCall:
 
     def params(self, status: str = "in-progress", **extra: str) -> dict[str, str]:
         """The standard parameters Twilio sends with every voice request."""
-        return {
-            "AccountSid": self.account_sid,
-            "ApiVersion": API_VERSION,
-            "CallSid": self.call_sid,
-            "CallStatus": status,
-            "Called": self.to_number,
-            "Caller": self.from_number,
-            "Direction": "inbound",
-            "From": self.from_number,
-            "To": self.to_number,
+        return call_params(
+            self.call_sid,
+            from_number=self.from_number,
+            to_number=self.to_number,
+            status=status,
+            account_sid=self.account_sid,
             **extra,
-        }
+        )
 
     async def run(self) -> None:
         """The whole call; always ends with ``phone.ended`` set and a final status callback."""

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import structlog
 
-from dialgraph.telephony.simulator.media import FRAME_BYTES, FRAME_S, SAMPLE_RATE
+from dialgraph.telephony.simulator.protocol import FRAME_BYTES, FRAME_S, SAMPLE_RATE
 from dialgraph.telephony.simulator.scenario import (
     BargeIn,
     Dtmf,
@@ -90,6 +90,33 @@ class Recorder:
         self.agent_cursor = min(self.agent_cursor, i)
 
 
+class Keypad:
+    """Keys the caller pressed, each handed once to the media leg, which sends its ``dtmf``."""
+
+    def __init__(self) -> None:
+        self._pressed: deque[tuple[str, asyncio.Future[None]]] = deque()
+
+    def press(self, digit: str) -> asyncio.Future[None]:
+        """Queue a key; the future resolves once the leg has taken it (or ``release``)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pressed.append((digit, done))
+        return done
+
+    def take(self) -> str | None:
+        if not self._pressed:
+            return None
+        digit, done = self._pressed.popleft()
+        if not done.done():
+            done.set_result(None)
+        return digit
+
+    def release(self) -> None:
+        """The stream is gone: nothing queued will be sent."""
+        for _, done in self._pressed:
+            if not done.done():
+                done.set_result(None)
+
+
 def to_frames(audio: bytes) -> list[bytes]:
     """Cut mu-law into 160-byte frames, padding the last with silence."""
     pad = (-len(audio)) % FRAME_BYTES
@@ -122,7 +149,7 @@ class Phone:
         self._lines: deque[tuple[CallerTurn, list[bytes], asyncio.Future[None]]] = deque()
         self._current: tuple[CallerTurn, list[bytes], asyncio.Future[None]] | None = None
         self._index = 0
-        self._dtmf: deque[tuple[str, asyncio.Future[None]]] = deque()
+        self.keypad = Keypad()
         self._awaiting: CallerTurn | None = None
         self._hangup = False
 
@@ -150,16 +177,14 @@ class Phone:
         return frame
 
     def take_dtmf(self) -> str | None:
-        if not self._dtmf:
+        digit = self.keypad.take()
+        if digit is None:
             return None
-        digit, done = self._dtmf.popleft()
         at = self.now()
         turn = CallerTurn(kind="dtmf", text=digit, queued=at, start=at, end=at)
         self.turns.append(turn)
         self.boundaries.append(at)
         self._turn_done(turn, at)
-        if not done.done():
-            done.set_result(None)
         return digit
 
     def hangup_requested(self) -> bool:
@@ -218,9 +243,7 @@ class Phone:
 
     async def press(self, digits: str) -> None:
         for digit in digits:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._dtmf.append((digit, done))
-            await self._until(done)
+            await self._until(self.keypad.press(digit))
 
     async def _until(self, done: asyncio.Future[None]) -> None:
         ended: asyncio.Future[Any] = asyncio.ensure_future(self.ended.wait())

@@ -5,7 +5,7 @@ TwiML, the Media Streams WebSocket with marks and clears, ``<Dial>`` with a simu
 and returns a ``SimulationResult``: the transcript (the agent's audio transcribed with the
 offline ASR), a per-turn latency table, a stereo recording and the checked expectations.
 ``simulate_main`` is ``dialgraph simulate SCENARIO --url URL``; exit status 1 when an
-expectation fails. ``telephony.simulator_load.load`` runs many cheap calls for benchmarks.
+expectation fails. ``simulator.load.load`` runs many cheap calls for benchmarks.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dialgraph.telephony.audio import audioop
 from dialgraph.telephony.simulator.call import TwilioCall
 from dialgraph.telephony.simulator.caller import Phone, run_script
 from dialgraph.telephony.simulator.expect import Observed, check_expectations
-from dialgraph.telephony.simulator.media import SAMPLE_RATE
+from dialgraph.telephony.simulator.protocol import DEFAULT_ACCOUNT_SID, SAMPLE_RATE
 from dialgraph.telephony.simulator.report import (
     SimulationResult,
     TranscriptLine,
@@ -41,14 +41,12 @@ from dialgraph.telephony.simulator.report import (
     write_stereo_wav,
 )
 from dialgraph.telephony.simulator.scenario import BargeIn, Expectations, Say, Scenario, ScenarioError, load_scenario
-from dialgraph.telephony.simulator.twiml import TwilioWebhooks, new_sid
+from dialgraph.telephony.simulator.webhooks import TwilioWebhooks, new_sid
 from dialgraph.telephony.speech.base import SpeechRecognizer, SpeechSynthesizer
 
 __all__ = ["SimulationResult", "render_caller_audio", "simulate", "simulate_main"]
 
 log = structlog.get_logger(__name__)
-
-DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
 
 
 async def offline_speech(stack: AsyncExitStack, *, asr: bool, tts: bool) -> tuple[Any, Any]:

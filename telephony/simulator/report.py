@@ -20,7 +20,7 @@ import numpy as np
 
 from dialgraph.telephony.audio import audioop
 from dialgraph.telephony.simulator.expect import Check
-from dialgraph.telephony.simulator.media import FRAME_BYTES, SAMPLE_RATE
+from dialgraph.telephony.simulator.protocol import FRAME_BYTES, SAMPLE_RATE
 from dialgraph.telephony.speech.base import Final, SpeechRecognizer
 
 VOICED_RMS = 200.0

@@ -216,6 +216,11 @@ def parse_scenario(data: dict[str, Any], *, name: str = "scenario", source: Path
     )
 
 
+# The numbers the shipped scenarios dial, and the flow each picks: a server configured with
+# them (``numbers = SCENARIO_NUMBERS``) answers every shipped scenario.
+SCENARIO_NUMBERS = {"+15550001001": "scheduling", "+15550001002": "support", "+15550001003": "sales"}
+
+
 def _scenario_dir() -> Any:
     return resources.files("dialgraph.telephony.simulator") / "scenarios"
 

@@ -1,22 +1,15 @@
-"""The simulator's Twilio side for HTTP: signed webhook requests and TwiML parsed into verbs.
+"""TwiML as Twilio reads it: a server's answer parsed into verbs.
 
-Requests are signed exactly as Twilio signs them (twilio-python's ``RequestValidator``:
-HMAC-SHA1 over the full URL plus the sorted POST fields). TwiML is parsed with a real XML
-parser; verbs the simulator cannot follow are kept as ``Unsupported`` so the run reports
-them instead of guessing.
+TwiML is parsed with a real XML parser; verbs the simulator cannot follow are kept as
+``Unsupported`` so the run reports them instead of guessing.
 """
 
 from __future__ import annotations
 
-import secrets
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from dataclasses import dataclass
+from urllib.parse import urljoin
 
-import httpx
-from twilio.request_validator import RequestValidator
-
-API_VERSION = "2010-04-01"
 MAX_TWIML_BYTES = 64 * 1024
 
 
@@ -80,11 +73,6 @@ class Unsupported:
 Verb = ConnectVerb | DialVerb | SayVerb | PauseVerb | HangupVerb | RedirectVerb | Unsupported
 
 
-def new_sid(prefix: str) -> str:
-    """A Twilio-shaped SID: two letters and 32 hex digits."""
-    return prefix + secrets.token_hex(16)
-
-
 def parse_twiml(text: str | bytes, *, base_url: str) -> list[Verb]:
     """The verbs of a ``<Response>`` in order; relative URLs are resolved against ``base_url``."""
     raw = text.encode() if isinstance(text, str) else text
@@ -145,54 +133,9 @@ def parse_twiml(text: str | bytes, *, base_url: str) -> list[Verb]:
     return verbs
 
 
-@dataclass
-class WebhookLog:
-    """Every request the simulator made as Twilio, with the status it got."""
-
-    entries: list[tuple[str, str, int]] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[tuple[str, str, int]]:
-        return [e for e in self.entries if not 200 <= e[2] < 300]
-
-
-class TwilioWebhooks:
-    """Signed requests to the server, the way Twilio makes them."""
-
-    def __init__(self, *, base_url: str, auth_token: str, client: httpx.AsyncClient | None = None) -> None:
-        self.base_url = base_url.rstrip("/") + "/"
-        self._validator = RequestValidator(auth_token)
-        host = urlsplit(base_url).hostname or ""
-        loopback = host in ("127.0.0.1", "localhost", "::1")
-        self._client = client or httpx.AsyncClient(timeout=15.0, trust_env=not loopback)
-        self._own_client = client is None
-        self.log = WebhookLog()
-
-    def signature(self, url: str, params: dict[str, str] | None = None) -> str:
-        return str(self._validator.compute_signature(url, params or {}))
-
-    def absolute(self, url: str) -> str:
-        return urljoin(self.base_url, url)
-
-    async def request(self, url: str, params: dict[str, str], *, method: str = "POST") -> httpx.Response:
-        """POST form fields (or GET with them in the query), signed; records the status."""
-        url = self.absolute(url)
-        if method.upper() == "GET":
-            full = str(httpx.URL(url).copy_merge_params(params))
-            headers = {"X-Twilio-Signature": self.signature(full)}
-            response = await self._client.get(full, headers=headers)
-        else:
-            headers = {"X-Twilio-Signature": self.signature(url, params)}
-            response = await self._client.post(url, data=params, headers=headers)
-        self.log.entries.append((method.upper(), urlsplit(url).path, response.status_code))
-        return response
-
-    async def fetch_twiml(self, url: str, params: dict[str, str], *, method: str = "POST") -> list[Verb]:
-        response = await self.request(url, params, method=method)
-        if not 200 <= response.status_code < 300:
-            raise TwimlError(f"{method} {urlsplit(url).path} answered {response.status_code}")
-        return parse_twiml(response.content, base_url=str(response.url))
-
-    async def aclose(self) -> None:
-        if self._own_client:
-            await self._client.aclose()
+def stream_parameters(twiml: str | bytes) -> dict[str, str]:
+    """The ``<Parameter>``s of the first ``<Connect><Stream>`` in ``twiml`` ({} if none)."""
+    for verb in parse_twiml(twiml, base_url=""):
+        if isinstance(verb, ConnectVerb) and verb.stream is not None:
+            return dict(verb.stream.parameters)
+    return {}

@@ -5,20 +5,22 @@ the production path (Deepgram takes mu-law as is; ElevenLabs emits ``ulaw_8000``
 
 Recognition: ``SpeechRecognizer.stream()`` opens one ``RecognitionStream`` per call. The
 session ``push``es 20 ms frames (never blocks, never awaits) and async-iterates events.
+Implementations build on ``stream.QueuedRecognitionStream``.
 
 Synthesis: ``SpeechSynthesizer.synthesize(phrases)`` turns an async stream of phrases into
 ``AudioChunk``s tagged with the phrase index, so the session can map played audio (marks)
 back to text. Cancel by closing the returned iterator (``aclose()``) or cancelling the
 task that iterates it: implementations must stop work and release sockets promptly.
 
-Cloud, offline and fake implementations, and the retry/fallback wrappers, all implement
+Cloud, offline and fake implementations, and the fallback chains, all implement
 these protocols and pass one contract test suite (``tests/speech/test_contract.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from dialgraph.telephony.audio import FRAME_BYTES as FRAME_BYTES
@@ -67,14 +69,19 @@ RecognitionEvent = SpeechStarted | Interim | Final | UtteranceEnd
 
 @dataclass(frozen=True, slots=True)
 class RecognizerCapabilities:
-    streaming: bool
+    """What a recognizer's events include: ``Interim`` hypotheses, ``SpeechStarted``."""
+
     interim_results: bool
-    languages: tuple[str, ...] = ("en",)
     vad_events: bool = False
 
 
 @runtime_checkable
 class RecognitionStream(Protocol):
+    ready: asyncio.Event
+    """Set once audio reaches the recognizer (a cloud stream's socket is open), or once the
+    stream gave up (its error then comes out of the iterator) or was closed. A fallback
+    chain bounds the wait for it."""
+
     def push(self, audio: bytes) -> None:
         """Queue mu-law audio (any length, usually one 160-byte frame). Never blocks."""
 
@@ -110,17 +117,8 @@ class AudioChunk:
     last: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class SynthesizerCapabilities:
-    streaming_input: bool
-    languages: tuple[str, ...] = ("en",)
-    voices: tuple[str, ...] = field(default_factory=tuple)
-
-
 @runtime_checkable
 class SpeechSynthesizer(Protocol):
-    capabilities: SynthesizerCapabilities
-
     def synthesize(
         self,
         phrases: AsyncIterable[str],

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -33,14 +32,14 @@ from dialgraph.telephony.speech.base import (
     Final,
     Interim,
     ProviderError,
-    RecognitionEvent,
     RecognizerCapabilities,
     SpeechStarted,
     UtteranceEnd,
 )
+from dialgraph.telephony.speech.stream import QueuedRecognitionStream
+from dialgraph.telephony.speech.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
-_END = object()
 _BYTES_PER_S = SAMPLE_RATE  # mu-law: one byte a sample
 
 
@@ -87,9 +86,7 @@ class DeepgramRecognizer:
         self.max_reconnects = max_reconnects
         self.chunk_bytes = max(160, SAMPLE_RATE * chunk_ms // 1000)
         self.max_buffer_bytes = int(max_buffer_s * _BYTES_PER_S)
-        self.capabilities = RecognizerCapabilities(
-            streaming=True, interim_results=interim_results, languages=("en", "multi", "*"), vad_events=vad_events
-        )
+        self.capabilities = RecognizerCapabilities(interim_results=interim_results, vad_events=vad_events)
 
     def stream(self, *, language: str | None = None) -> DeepgramStream:
         return DeepgramStream(self, language=language or self.language)
@@ -102,10 +99,12 @@ class DeepgramRecognizer:
         pass
 
 
-class DeepgramStream:
-    """One call's Deepgram session (see the module docstring)."""
+class DeepgramStream(QueuedRecognitionStream):
+    """One call's Deepgram session (see the module docstring). ``ready`` is set once a
+    socket is open, or once the stream gave up (the error then comes out of the iterator)."""
 
     def __init__(self, owner: DeepgramRecognizer, *, language: str) -> None:
+        super().__init__(ready=False)
         self._owner = owner
         self._language = language
         self._pending = bytearray()  # pushed, not yet sent
@@ -113,19 +112,11 @@ class DeepgramStream:
         self._replay_start = 0.0  # stream time of _replay[0]
         self._conn_base = 0.0  # stream time of the current connection's t=0
         self._wake = asyncio.Event()
-        self._ending = False
-        self._closed = False
-        # Set once a socket is open, or once the stream gave up (the error then comes out of
-        # the iterator): FallbackRecognizer waits on it, bounded by its connect timeout.
-        self.ready = asyncio.Event()
         self.reconnects = 0
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._run_task = asyncio.get_running_loop().create_task(self._run())
 
-    # --- the interface -------------------------------------------------------------------
-    def push(self, audio: bytes) -> None:
-        if self._ending or self._closed:
-            return
+    # --- the stream's hooks --------------------------------------------------------------
+    def _hear(self, audio: bytes) -> None:
         self._pending += audio
         overflow = len(self._pending) + len(self._replay) - self._owner.max_buffer_bytes
         if overflow > 0:
@@ -144,33 +135,11 @@ class DeepgramStream:
         del self._pending[:from_pending]  # only when _replay is empty: it then starts at _pending[0]
         self._replay_start += (from_replay + from_pending) / _BYTES_PER_S
 
-    async def end_input(self) -> None:
-        self._ending = True
-        self._wake.set()
+    def _flush(self) -> None:
+        self._wake.set()  # the sender sends the rest, Finalize and CloseStream; the run then ends
 
-    async def aclose(self) -> None:
-        self._closed = True
-        if not self._run_task.done():
-            self._run_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._run_task
-        self._events.put_nowait(_END)
-
-    def __aiter__(self) -> AsyncIterator[RecognitionEvent]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[RecognitionEvent]:
-        while True:
-            item = await self._events.get()
-            if item is _END:
-                self._events.put_nowait(_END)
-                return
-            if isinstance(item, ProviderError):
-                self._events.put_nowait(_END)
-                if self._closed:
-                    return
-                raise item
-            yield item
+    async def _release(self) -> None:
+        await cancel_and_wait(self._run_task)
 
     # --- connection loop -----------------------------------------------------------------
     async def _run(self) -> None:
@@ -197,10 +166,10 @@ class DeepgramStream:
                 self._replay.clear()
                 self._conn_base = self._replay_start
         except ProviderError as exc:
-            self._events.put_nowait(exc)
+            self._fail(exc)
         finally:
             self.ready.set()
-            self._events.put_nowait(_END)
+            self._finish()
 
     async def _session(self) -> bool:
         """One socket's life. True when the stream ended normally, False/raise on a drop."""
@@ -222,7 +191,7 @@ class DeepgramStream:
     async def _send_loop(self, socket: Any) -> None:
         keepalive_s = self._owner.keepalive_s
         while True:
-            if not self._pending and not self._ending:
+            if not self._pending and not self._input_ended:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), keepalive_s)
@@ -234,7 +203,7 @@ class DeepgramStream:
                 self._pending.clear()
                 self._replay += chunk
                 await socket.send_media(chunk)
-            elif self._ending:
+            elif self._input_ended:
                 await socket.send_finalize()
                 await socket.send_close_stream()
                 return
@@ -244,11 +213,11 @@ class DeepgramStream:
             if isinstance(message, ListenV1Results):
                 self._on_results(message)
             elif isinstance(message, ListenV1SpeechStarted):
-                self._events.put_nowait(SpeechStarted(at=self._conn_base + message.timestamp))
+                self._emit(SpeechStarted(at=self._conn_base + message.timestamp))
             elif isinstance(message, ListenV1UtteranceEnd):
-                self._events.put_nowait(UtteranceEnd(last_word_end=self._conn_base + message.last_word_end))
+                self._emit(UtteranceEnd(last_word_end=self._conn_base + message.last_word_end))
         # The server closed the socket: normal only if we asked for it.
-        return self._ending and not self._pending
+        return self._input_ended and not self._pending
 
     def _on_results(self, msg: ListenV1Results) -> None:
         alt = msg.channel.alternatives[0] if msg.channel.alternatives else None
@@ -262,7 +231,7 @@ class DeepgramStream:
                 del self._replay[:settled]
                 self._replay_start += settled / _BYTES_PER_S
             if text:
-                self._events.put_nowait(
+                self._emit(
                     Final(
                         text,
                         start,
@@ -272,4 +241,4 @@ class DeepgramStream:
                     )
                 )
         elif text:
-            self._events.put_nowait(Interim(text, start, end))
+            self._emit(Interim(text, start, end))

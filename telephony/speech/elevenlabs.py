@@ -38,7 +38,8 @@ from elevenlabs.environment import ElevenLabsEnvironment
 from elevenlabs.types import CloseContext, CloseSocket, GenerationConfig, InitialiseContext, SendTextMulti
 from elevenlabs.url_utils import build_ws_url
 
-from dialgraph.telephony.speech.base import AudioChunk, ProviderError, SynthesizerCapabilities
+from dialgraph.telephony.speech.base import AudioChunk, ProviderError
+from dialgraph.telephony.speech.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 OUTPUT_FORMAT = "ulaw_8000"
@@ -73,7 +74,6 @@ class ElevenLabsSynthesizer:
         self.connect_timeout_s = connect_timeout_s
         self.max_contexts = max_contexts
         self.inactivity_timeout_s = inactivity_timeout_s
-        self.capabilities = SynthesizerCapabilities(streaming_input=True, languages=("*",), voices=(voice,))
 
     def url_for(self, voice: str, language: str | None, model: str | None = None) -> str:
         model = _pick(model, self.model)
@@ -164,10 +164,10 @@ class _Reply:
         except websockets.ConnectionClosed as exc:
             raise ProviderError(f"elevenlabs socket dropped: {exc!r}", provider="elevenlabs") from exc
         finally:
-            sender_task.cancel()
-            with contextlib.suppress(BaseException):
-                await sender_task
-            await self._close(ws)
+            try:
+                await cancel_and_wait(sender_task)
+            finally:
+                await self._close(ws)
 
     async def _send_loop(self, ws: Any) -> None:
         try:
@@ -222,7 +222,6 @@ class ElevenLabsHttpSynthesizer:
         self.voice = voice
         self.model = model
         self.language = language
-        self.capabilities = SynthesizerCapabilities(streaming_input=False, languages=("*",), voices=(voice,))
 
     async def synthesize(
         self,

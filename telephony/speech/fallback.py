@@ -1,16 +1,23 @@
-"""Fallback wrappers: same interfaces, a second provider behind the first.
+"""Fallback chains: the same interfaces over a list of providers, best first.
 
-``FallbackRecognizer``: the primary stream must open within ``connect_timeout_s`` (when it
-exposes a ``ready`` event, as ``DeepgramStream`` does) and must not fail; otherwise the
-call's stream switches to the fallback, which first gets the audio pushed since the last
-``Final``, so the words in flight are recognised again rather than lost.
+Each chain keeps a ``ProviderHealth``: a provider that failed is tried last for a while and
+probed in the background until it answers again (``health.py``), so a dead primary costs
+one call its timeout, not every call. Every provider stays in the order: an outage of all
+but one still gives a voice and an ear, never dead air.
 
-``FallbackSynthesizer``: the primary must produce audio within ``first_audio_timeout_s``
-of being handed a phrase, and must not fail. Otherwise the fallback speaks from the first
-phrase the primary did not finish (that phrase restarts from its beginning). Without a
-fallback, or if it fails too, the pre-rendered ``apology`` plays (see ``prepare``) and the
-reply ends; the call goes on either way. The flow's voice, model and language go to both, so
-a cloud fallback (ElevenLabs over HTTP) keeps the flow's voice; an offline one ignores them.
+``FallbackRecognizer``: every provider but the last must open its stream (``ready``)
+within ``connect_timeout_s`` and must not fail; otherwise the call's stream switches to the
+next, which first gets the audio pushed since the last ``Final``, so the words in flight
+are recognised again rather than lost.
+
+``FallbackSynthesizer``: every provider but the last (every one, once an apology is
+ready) must produce audio within ``first_audio_timeout_s`` of being handed a phrase, and
+must not fail. Otherwise the next
+speaks from the first phrase the failed one did not finish (that phrase restarts from its
+beginning). If the last fails too, the pre-rendered ``apology`` plays (see ``prepare``)
+and the reply ends; the call goes on either way. The flow's voice, model and language go to
+every provider, so a cloud fallback (ElevenLabs over HTTP) keeps the flow's voice; an
+offline one ignores them.
 """
 
 from __future__ import annotations
@@ -18,56 +25,94 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 import structlog
 
 from dialgraph.telephony.speech.base import (
+    SAMPLE_RATE,
     AudioChunk,
     Final,
+    ProviderError,
     RecognitionEvent,
     RecognitionStream,
     SpeechRecognizer,
     SpeechSynthesizer,
 )
+from dialgraph.telephony.speech.health import ProviderHealth
+from dialgraph.telephony.speech.phrase_tee import PhraseTee
+from dialgraph.telephony.speech.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
 
+# --- recognition ---------------------------------------------------------------------------
+async def probe_recognizer(recognizer: SpeechRecognizer) -> None:
+    """Open a stream and end it without audio: raises unless it ends cleanly."""
+    stream = recognizer.stream()
+    try:
+        await stream.end_input()
+        async for _ in stream:
+            pass
+    finally:
+        await stream.aclose()
+
+
 class FallbackRecognizer:
+    """``recognizers`` tried in turn (see the module docstring); ``cooldown_s``,
+    ``probe_interval_s``, ``probe_timeout_s`` and ``clock`` go to its ``ProviderHealth``."""
+
     def __init__(
         self,
-        primary: SpeechRecognizer,
-        fallback: SpeechRecognizer | None,
+        recognizers: Sequence[SpeechRecognizer],
         *,
         connect_timeout_s: float = 3.0,
         max_buffer_s: float = 30.0,
+        cooldown_s: float = 60.0,
+        probe_interval_s: float = 10.0,
+        probe_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.primary = primary
-        self.fallback = fallback
+        self.health = ProviderHealth(
+            recognizers,
+            probe=probe_recognizer,
+            cooldown_s=cooldown_s,
+            probe_interval_s=probe_interval_s,
+            probe_timeout_s=probe_timeout_s,
+            clock=clock,
+        )
         self.connect_timeout_s = connect_timeout_s
-        self.max_buffer_bytes = int(max_buffer_s * 8000)
-        self.capabilities = primary.capabilities
+        self.max_buffer_bytes = int(max_buffer_s * SAMPLE_RATE)
+        self.capabilities = recognizers[0].capabilities
+
+    @property
+    def recognizers(self) -> tuple[SpeechRecognizer, ...]:
+        return self.health.providers
 
     def stream(self, *, language: str | None = None) -> FallbackRecognitionStream:
         return FallbackRecognitionStream(self, language)
 
     async def aclose(self) -> None:
-        await self.primary.aclose()
-        if self.fallback is not None:
-            await self.fallback.aclose()
+        await self.health.aclose()
+        for recognizer in self.recognizers:
+            await recognizer.aclose()
 
 
 class FallbackRecognitionStream:
+    """One call's stream on the first usable recognizer; ``switched`` once it moved on.
+    Its ``ready`` is known once it is iterated (the wait for a provider happens there)."""
+
     def __init__(self, owner: FallbackRecognizer, language: str | None) -> None:
         self._owner = owner
         self._language = language
-        self.active: RecognitionStream = owner.primary.stream(language=language)
+        self._candidates = owner.health.order()
+        self._at = 0
+        self.active: RecognitionStream = self._candidates[0].stream(language=language)
         self.switched = False
+        self.ready = asyncio.Event()
         self._since_final = bytearray()
         self._ended = False
-        self._closed = asyncio.Event()
+        self._closed = False
 
     def push(self, audio: bytes) -> None:
         self._since_final += audio
@@ -81,133 +126,117 @@ class FallbackRecognitionStream:
         await self.active.end_input()
 
     async def aclose(self) -> None:
-        self._closed.set()
+        self._closed = True
+        self.ready.set()
         await self.active.aclose()
 
     def __aiter__(self) -> AsyncIterator[RecognitionEvent]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[RecognitionEvent]:
-        try:
-            ready = getattr(self.active, "ready", None)
-            if ready is not None:
-                await self._wait_ready(ready)
-            async for event in self.active:
-                if isinstance(event, Final):
-                    self._since_final.clear()
-                yield event
-            return
-        except Exception as exc:  # connect timeout, ProviderError, anything the primary raised
-            if self._closed.is_set():
+        while True:
+            recognizer = self._candidates[self._at]
+            last = self._at == len(self._candidates) - 1
+            try:
+                if not last:
+                    await self._wait_ready(recognizer)
+                self.ready.set()
+                async for event in self.active:
+                    if isinstance(event, Final):
+                        self._since_final.clear()
+                    yield event
                 return
-            if self._owner.fallback is None:
-                raise
-            log.warning("ASR primary failed, switching to fallback", error=repr(exc))
-        await self._switch()
-        async for event in self.active:
-            yield event
+            except Exception as exc:  # connect timeout, ProviderError, anything the provider raised
+                if self._closed:
+                    return
+                self._owner.health.failed(recognizer)
+                if last:
+                    self.ready.set()
+                    raise
+                log.warning("ASR provider failed, switching", provider=type(recognizer).__name__, error=repr(exc))
+            if not await self._switch():
+                return
 
-    async def _wait_ready(self, ready: asyncio.Event) -> None:
-        waits = {asyncio.ensure_future(ready.wait()), asyncio.ensure_future(self._closed.wait())}
+    async def _wait_ready(self, recognizer: SpeechRecognizer) -> None:
+        if self.active.ready.is_set():
+            return
+        limit = self._owner.connect_timeout_s
         try:
-            done, _ = await asyncio.wait(
-                waits, timeout=self._owner.connect_timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for w in waits:
-                w.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
-        if not done:
-            raise TimeoutError(f"ASR primary not connected within {self._owner.connect_timeout_s} s")
+            async with asyncio.timeout(limit):
+                await self.active.ready.wait()
+        except TimeoutError:
+            raise ProviderError(f"not connected within {limit} s", provider=type(recognizer).__name__) from None
 
-    async def _switch(self) -> None:
-        assert self._owner.fallback is not None
+    async def _switch(self) -> bool:
+        """Move to the next recognizer; False if the stream was closed meanwhile."""
         with contextlib.suppress(Exception):
             await self.active.aclose()
-        self.active = self._owner.fallback.stream(language=self._language)
+        if self._closed:
+            return False
+        self._at += 1
+        self.active = self._candidates[self._at].stream(language=self._language)
         self.switched = True
         if self._since_final:
             self.active.push(bytes(self._since_final))
         if self._ended:
             await self.active.end_input()
+        return True
 
 
-class _PhraseTee:
-    """Lets two readers (primary, then fallback) read one phrase stream from any index.
-    Pulls from the source run in their own task, so cancelling a reader (the primary being
-    torn down) never cancels, and so never breaks, the source."""
-
-    def __init__(self, source: AsyncIterable[str]) -> None:
-        self._it = source.__aiter__()
-        self.items: list[str] = []
-        self.pulled_at: list[float] = []
-        self.done = False
-        self.error: BaseException | None = None
-        self._pull_task: asyncio.Task[Any] | None = None
-
-    async def reader(self, start: int) -> AsyncIterator[str]:
-        i = start
-        while True:
-            if i < len(self.items):
-                yield self.items[i]
-                i += 1
-                continue
-            if self.done:
-                if self.error is not None:
-                    raise self.error
-                return
-            if self._pull_task is None:
-                self._pull_task = asyncio.get_running_loop().create_task(self._pull())
-            await asyncio.shield(self._pull_task)
-
-    async def _pull(self) -> None:
-        try:
-            phrase = await self._it.__anext__()
-            if phrase.strip():
-                self.items.append(phrase)
-                self.pulled_at.append(time.monotonic())
-        except StopAsyncIteration:
-            self.done = True
-        except Exception as exc:
-            self.done, self.error = True, exc
-        finally:
-            self._pull_task = None
-
-    async def aclose(self) -> None:
-        task = self._pull_task
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+# --- synthesis -----------------------------------------------------------------------------
+async def probe_synthesizer(synthesizer: SpeechSynthesizer, text: str = "Hello.") -> None:
+    """Speak ``text``: raises unless audio comes back."""
+    audio = [c.audio async for c in synthesizer.synthesize(_one(text))]
+    if not any(audio):
+        raise ProviderError("no audio", provider=type(synthesizer).__name__)
 
 
 class FallbackSynthesizer:
+    """``synthesizers`` tried in turn (see the module docstring); ``cooldown_s``,
+    ``probe_interval_s``, ``probe_timeout_s`` and ``clock`` go to its ``ProviderHealth``,
+    whose probe speaks ``probe_text``."""
+
     def __init__(
         self,
-        primary: SpeechSynthesizer,
-        fallback: SpeechSynthesizer | None,
+        synthesizers: Sequence[SpeechSynthesizer],
         *,
         apology: str = "Sorry, I'm having trouble speaking right now.",
         first_audio_timeout_s: float = 4.0,
+        cooldown_s: float = 60.0,
+        probe_interval_s: float = 10.0,
+        probe_timeout_s: float = 10.0,
+        probe_text: str = "Hello.",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.primary = primary
-        self.fallback = fallback
+        async def probe(synthesizer: SpeechSynthesizer) -> None:
+            await probe_synthesizer(synthesizer, probe_text)
+
+        self.health = ProviderHealth(
+            synthesizers,
+            probe=probe,
+            cooldown_s=cooldown_s,
+            probe_interval_s=probe_interval_s,
+            probe_timeout_s=probe_timeout_s,
+            clock=clock,
+        )
         self.apology = apology
         self.first_audio_timeout_s = first_audio_timeout_s
-        self.apology_audio = b""
-        self.capabilities = primary.capabilities
+        self._apology_audio = b""
+
+    @property
+    def synthesizers(self) -> tuple[SpeechSynthesizer, ...]:
+        return self.health.providers
 
     async def prepare(self) -> None:
-        """Render the apology once (primary, else fallback) so it can play when both fail."""
-        for synth in (self.primary, self.fallback):
-            if synth is None:
-                continue
+        """Render the apology once (the first provider that can) to play when all fail."""
+        for synth in self.health.order():
             try:
                 chunks = [c.audio async for c in synth.synthesize(_one(self.apology))]
             except Exception as exc:
-                log.warning("could not pre-render the apology", error=repr(exc))
+                self.health.failed(synth)
+                log.warning("could not pre-render the apology", provider=type(synth).__name__, error=repr(exc))
                 continue
-            self.apology_audio = b"".join(chunks)
+            self._apology_audio = b"".join(chunks)
             return
 
     async def synthesize(
@@ -218,79 +247,84 @@ class FallbackSynthesizer:
         language: str | None = None,
         model: str | None = None,
     ) -> AsyncIterator[AudioChunk]:
-        tee = _PhraseTee(phrases)
-        done = 0  # phrases the primary finished (last chunk handed out)
+        tee = PhraseTee(phrases)
+        candidates = self.health.order()
+        done = 0  # phrases finished (their last chunk handed out)
         try:
-            try:
-                async for chunk in self._guarded(tee, voice, language, model):
-                    if chunk.last:
-                        done = chunk.phrase + 1
-                    yield chunk
-                return
-            except Exception as exc:
-                if tee.error is not None and exc is tee.error:
-                    raise
-                log.warning("TTS primary failed, switching to fallback", error=repr(exc), phrase=done)
-            if self.fallback is not None:
-                base = done
+            for n, synth in enumerate(candidates):
+                # The last provider may take its time, unless an apology can take over from it.
+                guarded = n < len(candidates) - 1 or bool(self._apology_audio)
+                limit = self.first_audio_timeout_s if guarded else None
                 try:
-                    async for chunk in self.fallback.synthesize(
-                        tee.reader(base), voice=voice, language=language, model=model
-                    ):
-                        yield AudioChunk(chunk.audio, chunk.phrase + base, chunk.last)
+                    async for chunk in self._attempt(synth, tee, done, limit, voice, language, model):
                         if chunk.last:
-                            done = chunk.phrase + base + 1
+                            done = chunk.phrase + 1
+                        yield chunk
                     return
                 except Exception as exc:
                     if tee.error is not None and exc is tee.error:
                         raise
-                    log.error("TTS fallback failed too", error=repr(exc))
-            if self.apology_audio:
-                yield AudioChunk(self.apology_audio, done, last=True)
+                    self.health.failed(synth)
+                    log.warning("TTS provider failed", provider=type(synth).__name__, error=repr(exc), phrase=done)
+            log.error("every TTS provider failed", apology=bool(self._apology_audio))
+            if self._apology_audio:
+                yield AudioChunk(self._apology_audio, done, last=True)
         finally:
             await tee.aclose()
 
-    async def _guarded(
-        self, tee: _PhraseTee, voice: str | None, language: str | None, model: str | None
+    async def _attempt(
+        self,
+        synth: SpeechSynthesizer,
+        tee: PhraseTee,
+        start: int,
+        limit: float | None,
+        voice: str | None,
+        language: str | None,
+        model: str | None,
     ) -> AsyncIterator[AudioChunk]:
-        """The primary's chunks; raises TimeoutError when a phrase waits too long for audio."""
-        it = self.primary.synthesize(tee.reader(0), voice=voice, language=language, model=model).__aiter__()
-        limit = self.first_audio_timeout_s
-        finished, last_audio = 0, time.monotonic()
+        """``synth``'s chunks for the phrases from ``start`` on, numbered within the whole
+        reply. With a ``limit``, raises TimeoutError when a phrase waits that long for audio."""
+        it = synth.synthesize(tee.reader(start), voice=voice, language=language, model=model).__aiter__()
+        finished, last_audio = start, time.monotonic()
         next_task: asyncio.Task[AudioChunk] | None = None
         try:
             while True:
-                next_task = asyncio.ensure_future(it.__anext__())
-                while True:
-                    done, _ = await asyncio.wait({next_task}, timeout=limit / 4)
-                    if done:
-                        break
-                    if len(tee.items) > finished:  # a phrase is waiting for audio
-                        since = max(last_audio, tee.pulled_at[finished])
-                        if time.monotonic() - since > limit:
-                            raise TimeoutError(f"no audio from the primary TTS for {limit} s")
-                try:
-                    chunk = next_task.result()
-                except StopAsyncIteration:
-                    return
-                finally:
-                    next_task = None
+                if limit is None:
+                    try:
+                        chunk = await it.__anext__()
+                    except StopAsyncIteration:
+                        return
+                else:
+                    next_task = asyncio.ensure_future(it.__anext__())
+                    while not (await asyncio.wait({next_task}, timeout=limit / 4))[0]:
+                        if len(tee.items) > finished:  # a phrase is waiting for audio
+                            since = max(last_audio, tee.pulled_at[finished])
+                            if time.monotonic() - since > limit:
+                                raise TimeoutError(f"no audio from {type(synth).__name__} for {limit} s")
+                    try:
+                        chunk = next_task.result()
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        next_task = None
                 last_audio = time.monotonic()
+                if start:
+                    chunk = AudioChunk(chunk.audio, chunk.phrase + start, chunk.last)
                 if chunk.last:
                     finished = chunk.phrase + 1
                 yield chunk
         finally:
-            if next_task is not None:
-                next_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await next_task
-            with contextlib.suppress(Exception):
-                await it.aclose()  # type: ignore[attr-defined]
+            try:
+                if next_task is not None:
+                    await cancel_and_wait(next_task)
+            finally:
+                with contextlib.suppress(Exception):
+                    await it.aclose()  # type: ignore[attr-defined]
 
     async def aclose(self) -> None:
-        await self.primary.aclose()
-        if self.fallback is not None:
-            await self.fallback.aclose()
+        await self.health.aclose()
+        for synth in self.synthesizers:
+            await synth.aclose()
 
 
 async def _one(text: str) -> AsyncIterator[str]:

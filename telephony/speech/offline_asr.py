@@ -32,13 +32,12 @@ package; its files are checked against pinned SHA-256 digests at load.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import os
 import weakref
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,12 +53,13 @@ from dialgraph.telephony.speech.base import (
     SAMPLE_RATE,
     Final,
     ProviderError,
-    RecognitionEvent,
     RecognizerCapabilities,
     SpeechStarted,
     UtteranceEnd,
     VoiceActivityDetector,
 )
+from dialgraph.telephony.speech.stream import QueuedRecognitionStream
+from dialgraph.telephony.speech.tasks import cancel_and_wait
 from dialgraph.telephony.speech.workers import SpeechWorkers, verify_model_files
 
 log = structlog.get_logger(__name__)
@@ -75,7 +75,6 @@ FULL_WINDOW = 3000  # encoder frames (10 ms each): whisper's 30 s
 _WINDOWS = (1000, 2000)  # shorter windows tried first, each kept >= 30 % padding
 _MAX_FILL = 0.7
 _TOKENS_PER_S = 8  # generous: fast speech is ~5 tokens a second
-_END = object()
 
 
 def whisper_model_dir() -> Path:
@@ -177,7 +176,7 @@ class WhisperRecognizer:
     ``speculate_ms=None`` turns speculative decoding off; ``short_window`` trades some
     accuracy for a ~3x faster decode (module docstring)."""
 
-    capabilities = RecognizerCapabilities(streaming=False, interim_results=False, languages=("en",), vad_events=True)
+    capabilities = RecognizerCapabilities(interim_results=False, vad_events=True)
 
     def __init__(
         self,
@@ -212,10 +211,15 @@ class WhisperRecognizer:
         pass
 
 
-class WhisperStream:
+_Decode = asyncio.Task[tuple[str, float | None]]  # (text, confidence) of one segment
+_Job = tuple[_Decode | bytes, float, float, bool]  # a guess or the audio, start, end, speech_final
+
+
+class WhisperStream(QueuedRecognitionStream):
     """One call's VAD segmenter, speculative decoder and in-order event source."""
 
     def __init__(self, owner: WhisperRecognizer, *, language: str) -> None:
+        super().__init__()
         endpointing_ms, speculate_ms, min_speech_ms, max_segment_s, self._on, self._off = owner._cfg
         self._owner = owner
         self._language = language
@@ -232,18 +236,14 @@ class WhisperStream:
         self._voiced = 0  # voiced frames in the current segment
         self._onset = 0  # consecutive voiced frames while idle
         self._silent = 0  # consecutive unvoiced frames while in a segment
-        self._guess: asyncio.Task[tuple[str, float | None]] | None = None  # decode of the segment so far
-        self._guesses: set[asyncio.Task[tuple[str, float | None]]] = set()
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
-        self._jobs: asyncio.Queue[Any] = asyncio.Queue()
-        self._closed = False
+        self._guess: _Decode | None = None  # decode of the segment so far
+        self._guesses: set[_Decode] = set()
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()  # None: input ended
         self._loop = asyncio.get_running_loop()
         self._decode_task = self._loop.create_task(self._decode_loop())
 
     # --- audio in (event loop, never awaits) ---------------------------------------------
-    def push(self, audio: bytes) -> None:
-        if self._closed:
-            return
+    def _hear(self, audio: bytes) -> None:
         data = self._carry + audio
         usable = len(data) - len(data) % FRAME_BYTES
         self._carry = data[usable:]
@@ -260,7 +260,7 @@ class WhisperStream:
                 self._segment = list(self._preroll)
                 self._seg_start = self._frames - len(self._segment)
                 self._voiced, self._silent = self._onset, 0
-                self._events.put_nowait(SpeechStarted(at=(self._frames - self._onset) * FRAME_MS / 1000))
+                self._emit(SpeechStarted(at=(self._frames - self._onset) * FRAME_MS / 1000))
             return
         self._segment.append(frame)
         if p >= self._off:
@@ -287,7 +287,7 @@ class WhisperStream:
         guess.add_done_callback(self._guess_done)
         self._guess = guess
 
-    def _guess_done(self, task: asyncio.Task[tuple[str, float | None]]) -> None:
+    def _guess_done(self, task: _Decode) -> None:
         self._guesses.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved here; the decode loop re-raises it if it is used
@@ -307,22 +307,14 @@ class WhisperStream:
         self._silent = 0
 
     # --- lifecycle -----------------------------------------------------------------------
-    async def end_input(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _flush(self) -> None:
         if self._segment:
             self._close_segment(speech_final=True)
-        self._jobs.put_nowait(_END)
+        self._jobs.put_nowait(None)  # the decode loop ends the events after the last job
 
-    async def aclose(self) -> None:
-        self._closed = True
-        if not self._decode_task.done():
-            self._decode_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._decode_task
+    async def _release(self) -> None:
+        await cancel_and_wait(self._decode_task)
         await self._drop_guesses()
-        self._events.put_nowait(_END)
 
     async def _drop_guesses(self) -> None:
         for guess in list(self._guesses):
@@ -330,34 +322,21 @@ class WhisperStream:
         if self._guesses:
             await asyncio.gather(*self._guesses, return_exceptions=True)
 
-    def __aiter__(self) -> AsyncIterator[RecognitionEvent]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[RecognitionEvent]:
-        while True:
-            item = await self._events.get()
-            if item is _END:
-                self._events.put_nowait(_END)  # later iterators end too
-                return
-            if isinstance(item, ProviderError):
-                raise item
-            yield item
-
     async def _decode_loop(self) -> None:
         try:
-            while (job := await self._jobs.get()) is not _END:
+            while (job := await self._jobs.get()) is not None:
                 source, start, end, speech_final = job
                 if isinstance(source, asyncio.Task):
                     text, confidence = await source
                 else:
                     text, confidence = await self._owner.decode(source, self._language)
                 if text:
-                    self._events.put_nowait(Final(text, start, end, speech_final=speech_final, confidence=confidence))
+                    self._emit(Final(text, start, end, speech_final=speech_final, confidence=confidence))
                     if speech_final:
-                        self._events.put_nowait(UtteranceEnd(last_word_end=end))
+                        self._emit(UtteranceEnd(last_word_end=end))
             await self._drop_guesses()
-        except Exception as exc:  # surfaces from the iterator; a fallback wrapper may take over
+        except Exception as exc:  # surfaces from the iterator; a fallback chain may take over
             log.error("offline ASR decode failed", error=repr(exc))
-            self._events.put_nowait(ProviderError(f"whisper decode failed: {exc!r}", provider="whisper"))
+            self._fail(ProviderError(f"whisper decode failed: {exc!r}", provider="whisper"))
         finally:
-            self._events.put_nowait(_END)
+            self._finish()

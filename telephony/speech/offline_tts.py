@@ -17,7 +17,6 @@ Licences: piper-tts and espeak-ng are GPL-3.0; the joe voice is trained on a CC0
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import re
 import shutil
@@ -32,7 +31,8 @@ import soxr
 import structlog
 
 from dialgraph.telephony.audio import audioop
-from dialgraph.telephony.speech.base import SAMPLE_RATE, AudioChunk, ProviderError, SynthesizerCapabilities
+from dialgraph.telephony.speech.base import SAMPLE_RATE, AudioChunk, ProviderError
+from dialgraph.telephony.speech.tasks import cancel_and_wait
 from dialgraph.telephony.speech.workers import SpeechWorkers, verify_model_files
 
 log = structlog.get_logger(__name__)
@@ -172,8 +172,6 @@ class OfflineSynthesizer:
         self._workers = workers
         self._espeak = (espeak_binary, espeak_voice, espeak_rate_wpm)
         self._variation = variation  # False: the same text always renders the same audio
-        name = "joe" if engine == "piper" else f"espeak-ng:{espeak_voice}"
-        self.capabilities = SynthesizerCapabilities(streaming_input=True, languages=("en",), voices=(name,))
 
     async def render(self, text: str) -> bytes:
         """One phrase -> 8 kHz mu-law."""
@@ -259,10 +257,10 @@ async def pipelined(
                 piece = audio[start : start + CHUNK_BYTES]
                 yield AudioChunk(piece, index, last=final_piece and start + CHUNK_BYTES >= len(audio))
     finally:
-        producer_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await producer_task
-        for task in list(renders):
-            task.cancel()
-        if renders:
-            await asyncio.gather(*renders, return_exceptions=True)
+        try:
+            await cancel_and_wait(producer_task)
+        finally:
+            for task in list(renders):
+                task.cancel()
+            if renders:
+                await asyncio.gather(*renders, return_exceptions=True)

@@ -1,9 +1,9 @@
 """Choose and build the speech providers from settings (the composition root calls these).
 
-ASR: Deepgram when ``settings.asr_provider == "deepgram"``, wrapped in a fallback to the
-offline recognizer when the offline extra is installed; else offline whisper.
-TTS: ElevenLabs WebSocket -> ElevenLabs HTTP -> offline piper (when installed); else piper,
-or espeak-ng when piper is missing. VAD: silero, else webrtcvad, else the energy VAD.
+ASR: Deepgram when ``settings.asr_provider == "deepgram"``, in a fallback chain with the
+offline recognizer behind it when the offline extra is installed; else offline whisper.
+TTS: one chain ElevenLabs WebSocket -> ElevenLabs HTTP -> offline piper (when installed);
+else piper, or espeak-ng when piper is missing. VAD: silero, else webrtcvad, else energy.
 Every provider's ``aclose`` is registered on the caller's ``AsyncExitStack``.
 """
 
@@ -76,9 +76,11 @@ async def build_recognizer(settings: Settings, stack: contextlib.AsyncExitStack)
             model=settings.deepgram_model,
             max_reconnects=settings.max_reconnects,
         )
-        fallback = await _offline_recognizer(settings, stack) if offline else None
-        recognizer = FallbackRecognizer(primary, fallback)
-        log.info("ASR provider", provider="deepgram", fallback="whisper" if fallback else None)
+        chain: list[SpeechRecognizer] = [primary]
+        if offline:
+            chain.append(await _offline_recognizer(settings, stack))
+        recognizer = FallbackRecognizer(chain)
+        log.info("ASR provider", provider="deepgram", fallback="whisper" if offline else None)
     else:
         if not offline:
             raise RuntimeError(f"no speech recognizer: set DEEPGRAM_API_KEY or {OFFLINE_HINT}")
@@ -119,12 +121,16 @@ async def build_synthesizer(
 
         key = settings.elevenlabs_api_key.get_secret_value()
         url, voice, model = settings.elevenlabs_url, settings.elevenlabs_voice, settings.elevenlabs_model
-        http = FallbackSynthesizer(ElevenLabsHttpSynthesizer(key, url=url, voice=voice, model=model), offline)
-        wrapper = FallbackSynthesizer(ElevenLabsSynthesizer(key, url=url, voice=voice, model=model), http)
-        if offline is None:
+        chain: list[SpeechSynthesizer] = [
+            ElevenLabsSynthesizer(key, url=url, voice=voice, model=model),
+            ElevenLabsHttpSynthesizer(key, url=url, voice=voice, model=model),
+        ]
+        if offline is not None:
+            chain.append(offline)
+        wrapper = FallbackSynthesizer(chain)
+        if offline is None:  # no voice that works without the network: keep an apology ready
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wrapper.prepare(), 10)
-            http.apology_audio = wrapper.apology_audio
         synthesizer = wrapper
         log.info("TTS provider", provider="elevenlabs", fallback=getattr(offline, "engine", None))
     else:

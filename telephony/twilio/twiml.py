@@ -11,8 +11,10 @@ from urllib.parse import urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
 
+from dialgraph.server.core.enums import StreamSignal
+from dialgraph.server.core.flow_config import TransferTarget
 from dialgraph.server.core.security import issue_stream_token, public_url_for
-from dialgraph.server.core.settings import Settings, TransferTarget
+from dialgraph.server.core.settings import Settings
 
 MAX_TWIML_BYTES = 64_000
 MAX_SAY_CHARS = 2_000  # far under the limit; a whisper is meant to be one sentence
@@ -53,10 +55,13 @@ def whisper_url(settings: Settings, call_sid: str) -> str:
     return public_url_for(settings, WHISPER_PATH) + "?" + urlencode({"sid": call_sid})
 
 
-def connect_stream(settings: Settings, *, call_sid: str, thread_id: str, flow: str, signal: str = "") -> str:
+def connect_stream(
+    settings: Settings, *, call_sid: str, thread_id: str, flow: str, signal: StreamSignal | None = None
+) -> str:
     """``<Connect action=stream-ended><Stream url=media>`` with a signed stream token, then
-    ``<Hangup/>``. Only the token is authoritative: the plain flow/thread/signal parameters
-    are for logs and must not be trusted by the media session."""
+    ``<Hangup/>``. ``signal`` says why a stream restarts (None: a fresh call). Only the token
+    is authoritative: the plain flow/thread/signal parameters are for logs and must not be
+    trusted by the media session."""
     token = issue_stream_token(
         settings.stream_token_secret.get_secret_value(),
         call_sid=call_sid,
@@ -71,7 +76,7 @@ def connect_stream(settings: Settings, *, call_sid: str, thread_id: str, flow: s
     stream.parameter(name="token", value=token)
     stream.parameter(name="flow", value=flow)
     stream.parameter(name="thread", value=thread_id)
-    stream.parameter(name="signal", value=signal)
+    stream.parameter(name="signal", value=str(signal) if signal else "")
     response.hangup()
     return _render(response)
 
@@ -80,15 +85,13 @@ def dial_transfer(
     settings: Settings,
     *,
     target: TransferTarget,
-    target_name: str,
     summary_url: str,
     caller_id: str | None = None,
 ) -> str:
     """``<Dial>`` a configured human: rings for ``target.timeout_s``, keeps the caller hearing
     ringback until the human answers (answerOnBridge), whispers via ``summary_url`` first, and
     reports the outcome to ``/twilio/dial-ended``. ``caller_id`` must be a number Twilio lets
-    this call present (the inbound caller's number, or one of ours). ``target_name`` (the
-    configured name ``target`` was resolved from) does not appear in the TwiML."""
+    this call present (the inbound caller's number, or one of ours)."""
     response = VoiceResponse()
     dial = response.dial(
         action=public_url_for(settings, DIAL_ENDED_PATH),

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from dialgraph.graphs.runner import GraphRunner
 from dialgraph.server.core.context import CallContext
-from dialgraph.server.core.settings import FlowSettings, Settings, TransferTarget
+from dialgraph.server.core.flow_config import FlowSettings, TransferTarget
+from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.turns import (
     CallerDigits,
     CallerInput,

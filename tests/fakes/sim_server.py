@@ -1,4 +1,4 @@
-"""A real dialgraph server on 127.0.0.1 for simulator-driven tests and benchmarks.
+"""A real dialgraph server on 127.0.0.1 for simulator-driven tests.
 
 ``live_server(settings, overrides)`` serves ``create_app`` with uvicorn on a free port in
 the running event loop and stops it (every task awaited) on the way out.
@@ -7,7 +7,6 @@ the running event loop and stops it (every task awaited) on the way out.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,16 +18,9 @@ import uvicorn
 from dialgraph.server.app import create_app
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
-from tests.fakes.speech import TextRecognizer, TextSynthesizer, TextVad
-
-# The shipped scenarios dial these numbers (telephony/scenarios/*.yaml).
-SCENARIO_NUMBERS = {"+15550001001": "scheduling", "+15550001002": "support", "+15550001003": "sales"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from dialgraph.telephony.simulator.process import free_port
+from dialgraph.telephony.simulator.scenario import SCENARIO_NUMBERS
+from dialgraph.telephony.simulator.text_speech import TextRecognizer, TextSynthesizer, TextVad
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +47,7 @@ def sim_settings(tmp_path: Path, port: int, **values: Any) -> Settings:
 
 
 def text_speech() -> Overrides:
-    """Instant fake speech that carries its text in the audio (see ``tests.fakes.speech``)."""
+    """Instant speech that carries its text in the audio (``simulator.text_speech``)."""
     return Overrides(recognizer=TextRecognizer(), synthesizer=TextSynthesizer(), vad_factory=TextVad)
 
 

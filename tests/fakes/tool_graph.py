@@ -17,7 +17,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode
 
 from dialgraph.server.core.context import CallContext
-from dialgraph.server.core.settings import FlowSettings
+from dialgraph.server.core.flow_config import FlowSettings
 
 _ids = itertools.count(1)
 

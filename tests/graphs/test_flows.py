@@ -17,8 +17,9 @@ from sqlalchemy import select
 from dialgraph.graphs.runner import GraphRunner
 from dialgraph.graphs.runtime import build_runners
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.server.core.models import Appointment, Message
-from dialgraph.server.core.settings import FlowSettings, Settings
+from dialgraph.server.core.settings import Settings
 from dialgraph.tools.speech_format import spoken_time
 from tests.fakes.graph_calls import Call, fixed_clock
 

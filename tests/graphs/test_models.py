@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 
 import pytest
@@ -10,15 +11,23 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, Sys
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
+from dialgraph.graphs.facts import CallFacts, facts_config, facts_in
 from dialgraph.graphs.model import ModelSpecError, build_chat_model
 from dialgraph.graphs.offline_model import OfflineChatModel
 from dialgraph.graphs.registry import UnknownFlowError, graph_factory
+from dialgraph.server.core.db import Database
+from dialgraph.server.core.flow_config import FlowSettings, TransferTarget
 from dialgraph.server.core.settings import Settings
+from dialgraph.tools import build_tools
 
-SYSTEM = SystemMessage(
-    "You answer the phone.\nCompany: Acme Dental.\nLocal time now: 2026-11-20T10:00 (Friday). Time zone: America/New_York.\n"
-    "Transfer targets: front_desk = front desk.\nCaller's name: unknown."
+FACTS = CallFacts(
+    company="Acme Dental",
+    timezone="America/New_York",
+    now=dt.datetime(2026, 11, 20, 10, 0),
+    targets={"front_desk": "front desk"},
 )
+SYSTEM = SystemMessage(f"You answer the phone.\n{FACTS.prompt()}")
+CALL = facts_config(FACTS)
 
 
 @tool
@@ -59,6 +68,14 @@ def test_factory_specs(tmp_path: object) -> None:
             build_chat_model(bad, settings=settings)
 
 
+async def test_each_flow_module_holds_its_spec_and_names_only_tools_that_exist(db: Database) -> None:
+    built = build_tools(db=db)
+    for name in ("scheduling", "support", "sales"):
+        module = importlib.import_module(f"dialgraph.graphs.flows.{name}")
+        assert module.SPEC.name == name and set(module.SPEC.tool_names) <= set(built), name
+        assert graph_factory(name) is getattr(module, f"build_{name}_graph")
+
+
 def test_registry_finds_flows_by_module_name() -> None:
     assert graph_factory("scheduling").__name__ == "build_scheduling_graph"
     assert graph_factory("dialgraph.graphs.flows.sales:build_sales_graph").__name__ == "build_sales_graph"
@@ -71,7 +88,7 @@ async def test_offline_model_streams_tokens_and_calls_tools() -> None:
     model = OfflineChatModel(clock=lambda: dt.datetime(2026, 11, 20, 15, 0, tzinfo=dt.UTC))
     bound = model.bind_tools([book_appointment, find_free_slots])
     history = [SYSTEM, HumanMessage("Book me in for next Friday at 10, my name is Ana Lopez")]
-    chunks = [c async for c in bound.astream(history)]
+    chunks = [c async for c in bound.astream(history, CALL)]
     assert all(isinstance(c, AIMessageChunk) for c in chunks)
     merged = chunks[0]
     for c in chunks[1:]:
@@ -86,24 +103,77 @@ async def test_offline_model_streams_tokens_and_calls_tools() -> None:
         tool_call_id=call["id"],
         name=call["name"],
     )
-    after = await bound.ainvoke([*history, AIMessage("", tool_calls=[call]), result])
+    after = await bound.ainvoke([*history, AIMessage("", tool_calls=[call]), result], CALL)
     assert isinstance(after, AIMessage) and not after.tool_calls
     assert after.content.startswith("Booked under the name Ana Lopez: Friday the 27th")
     text_chunks = [
-        c.content async for c in bound.astream([*history, AIMessage("", tool_calls=[call]), result]) if c.content
+        c.content async for c in bound.astream([*history, AIMessage("", tool_calls=[call]), result], CALL) if c.content
     ]
     assert len(text_chunks) > 5  # word by word
 
-    ask = await bound.ainvoke([SYSTEM, HumanMessage("I want an appointment")])
+    ask = await bound.ainvoke([SYSTEM, HumanMessage("I want an appointment")], CALL)
     assert "day and time" in ask.content and not ask.tool_calls
-    slots = await bound.ainvoke([SYSTEM, HumanMessage("Have you got anything tomorrow morning?")])
+    slots = await bound.ainvoke([SYSTEM, HumanMessage("Have you got anything tomorrow morning?")], CALL)
     assert slots.tool_calls[0]["name"] == "find_free_slots"
     assert slots.tool_calls[0]["args"] == {"when": "2026-11-21T09:00", "count": 3}
+
+
+@tool
+def request_transfer(target: str, reason: str, summary: str) -> str:
+    """Transfer the caller.
+
+    Args:
+        target: who to.
+        reason: why.
+        summary: for the human.
+    """
+    return ""
+
+
+async def test_offline_model_reads_the_calls_facts_not_the_prompt() -> None:
+    """Saturday 01:30 in Kolkata is Friday 15:00 in New York, the zone the prompt names:
+    "tomorrow" is Sunday, the caller's name and the targets come from the facts."""
+    model = OfflineChatModel(clock=lambda: dt.datetime(2026, 11, 20, 20, 0, tzinfo=dt.UTC))
+    bound = model.bind_tools([book_appointment, find_free_slots, request_transfer])
+    facts = CallFacts(timezone="Asia/Kolkata", targets={"billing": "billing team"}, caller_name="Ana Lopez")
+    call = facts_config(facts)
+    slots = await bound.ainvoke([SYSTEM, HumanMessage("Have you got anything tomorrow morning?")], call)
+    assert slots.tool_calls[0]["args"] == {"when": "2026-11-22T09:00", "count": 3}
+    booked = await bound.ainvoke([SYSTEM, HumanMessage("Book me in for Monday at 10")], call)
+    assert booked.tool_calls[0]["args"] == {"start": "2026-11-23T10:00", "name": "Ana Lopez", "purpose": None}
+    asked = await bound.ainvoke([SYSTEM, HumanMessage("Can I speak to someone in billing?")], call)
+    assert asked.tool_calls[0]["name"] == "request_transfer" and asked.tool_calls[0]["args"]["target"] == "billing"
+    unnamed = await bound.ainvoke([SYSTEM, HumanMessage("Book me in for Monday at 10")])
+    assert "name" in unnamed.content and not unnamed.tool_calls  # no facts: nobody is known
+
+
+def test_call_facts_as_the_prompt_states_them() -> None:
+    flow = FlowSettings(
+        company="Acme Dental",
+        timezone="America/New_York",
+        business_hours={"mon": "09:00-17:00"},
+        transfer_targets={
+            "front_desk": TransferTarget(number="+15550100001"),
+            "billing": TransferTarget(number="+15550100002", description="billing team"),
+        },
+    )
+    facts = CallFacts.of(flow, now=dt.datetime(2026, 11, 20, 15, 0, 42), caller_name=None)  # naive: UTC
+    assert facts.now == dt.datetime(2026, 11, 20, 10, 0)
+    assert facts.targets == {"front_desk": "front desk", "billing": "billing team"}
+    assert facts.prompt() == (
+        "Company: Acme Dental.\n"
+        "Local time now: 2026-11-20T10:00 (Friday 20 November 2026, 10:00). Time zone: America/New_York.\n"
+        "Opening hours: mon 09:00-17:00.\n"
+        "Transfer targets: front_desk = front desk; billing = billing team.\n"
+        "Caller's name: unknown."
+    )
+    assert facts_in(facts_config(facts)["metadata"]) is facts
+    assert facts_in({}) == CallFacts() and facts_in(None) == CallFacts()
 
 
 async def test_offline_model_never_talks_about_itself() -> None:
     model = OfflineChatModel().bind_tools([book_appointment, find_free_slots])
     for said in ("are you a robot?", "what model are you", "blah blah", "hello?", "tell me a joke"):
-        reply = await model.ainvoke([SYSTEM, HumanMessage(said)])
+        reply = await model.ainvoke([SYSTEM, HumanMessage(said)], CALL)
         text = json.dumps(reply.content).lower()
         assert not any(word in text for word in ("llm", "language model", "ai model", "openai", "gpt", "offline"))

@@ -14,17 +14,20 @@ from pathlib import Path
 import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
 
+from dialgraph.graphs.facts import CallFacts, facts_config
 from dialgraph.graphs.offline_model import OfflineChatModel
-from dialgraph.graphs.offline_policy import read_facts
 from dialgraph.graphs.runner import GraphRunner
 from dialgraph.server.core.settings import Settings
 from tests.fakes.graph_calls import Call
 
 ROOT = Path(__file__).resolve().parents[2]
-SYSTEM = SystemMessage(
-    "Company: Acme Dental.\nLocal time now: 2026-11-20T10:00 (Friday 20 November 2026, 10:00). "
-    "Time zone: America/New_York.\nTransfer targets: front_desk = front desk.\nCaller's name: unknown."
+FACTS = CallFacts(
+    company="Acme Dental",
+    timezone="America/New_York",
+    now=dt.datetime(2026, 11, 20, 10, 0),
+    targets={"front_desk": "front desk"},
 )
+SYSTEM = SystemMessage(FACTS.prompt())
 
 
 async def test_the_reply_is_computed_off_the_event_loop_and_still_streams() -> None:
@@ -37,10 +40,10 @@ async def test_the_reply_is_computed_off_the_event_loop_and_still_streams() -> N
 
     model = OfflineChatModel(clock=clock)
     history = [SYSTEM, HumanMessage("Can I come in in two weeks at ten?")]
-    chunks = [c async for c in model.astream(history)]
+    chunks = [c async for c in model.astream(history, facts_config(FACTS))]
     assert all(isinstance(c, AIMessageChunk) for c in chunks)
     assert sum(1 for c in chunks if c.content) > 3  # token by token, not one block
-    reply = await model.ainvoke(history)
+    reply = await model.ainvoke(history, facts_config(FACTS))
     assert reply.content == "".join(str(c.content) for c in chunks)  # deterministic
     assert len(seen) == 2 and all(t is not loop_thread for t in seen)
 
@@ -80,11 +83,11 @@ def test_build_runners_warms_dateparser(tmp_path: Path) -> None:
 
 def test_now_without_a_stated_local_time_is_aware_in_the_flows_zone() -> None:
     before = dt.datetime.now(dt.UTC)
-    facts = read_facts("Company: Acme.\nTime zone: Pacific/Kiritimati.\n", None)
+    now = CallFacts(company="Acme", timezone="Pacific/Kiritimati").local_now()
     after = dt.datetime.now(dt.UTC)
-    assert facts.now.utcoffset() == dt.timedelta(hours=14)
-    assert before <= facts.now <= after
-    assert read_facts("Company: Acme.\n", None).now.utcoffset() == dt.timedelta(0)  # no zone named: UTC
+    assert now.utcoffset() == dt.timedelta(hours=14)
+    assert before <= now <= after
+    assert CallFacts(company="Acme").local_now().utcoffset() == dt.timedelta(0)  # no zone named: UTC
 
 
 @dataclass(frozen=True)

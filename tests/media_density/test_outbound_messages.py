@@ -8,10 +8,24 @@ import base64
 import itertools
 import json
 
-from dialgraph.telephony.call.pacer import OutboundPacer, StreamClosedByServer, mark_every_bytes_for, message_ms_for
+from dialgraph.telephony.call.pacer import AudioPacer, StreamClosedByServer, mark_every_bytes_for, message_ms_for
 from dialgraph.telephony.call.playback import PlaybackTracker
 
 SID = "MZ" + "a" * 32
+
+
+class TrackedReply:
+    """The pacer's view of a reply: its playback tracker names the marks."""
+
+    def __init__(self, tracker: PlaybackTracker) -> None:
+        self.tracker = tracker
+        self.sent = asyncio.Event()
+
+    def frame_sent(self, phrase: int, nbytes: int, phrase_end: bool) -> str | None:
+        return self.tracker.frame_sent(phrase, nbytes, phrase_end)
+
+    def audio_sent(self) -> None:
+        self.sent.set()
 
 
 def test_message_size_follows_the_lead_and_keeps_100_ms_of_slack() -> None:
@@ -24,7 +38,7 @@ async def test_100_ms_messages_coalesce_blocks_of_a_phrase_and_mark_each_message
     tracker = PlaybackTracker(mark_every_bytes=mark_every_bytes_for(800))
     tracker.start_reply(1)
     ticks = itertools.count()
-    done = asyncio.Event()
+    reply = TrackedReply(tracker)
 
     async def send(text: str) -> None:
         sent.append(json.loads(text))
@@ -32,13 +46,10 @@ async def test_100_ms_messages_coalesce_blocks_of_a_phrase_and_mark_each_message
     async def close(code: int) -> None:
         pass
 
-    pacer = OutboundPacer(
+    pacer = AudioPacer(
         stream_sid=SID,
         send=send,
         close=close,
-        current=lambda: 1,
-        on_frame=lambda gen, phrase, nbytes, end: tracker.frame_sent(phrase, nbytes, end),
-        on_reply_end=lambda gen: done.set(),
         lead_s=0.2,
         message_bytes=800,
         clock=lambda: float(next(ticks)),  # a second passes per reading: nothing ever waits
@@ -47,14 +58,14 @@ async def test_100_ms_messages_coalesce_blocks_of_a_phrase_and_mark_each_message
     tracker.add_phrase("three")
     # Phrase 0 arrives as TTS blocks of 480 and 1120 bytes, then its 100-byte tail; phrase 1 in one block.
     phrase0 = bytes([1]) * 480 + bytes([2]) * 1120 + bytes([3]) * 100
-    pacer.audio(1, 0, phrase0[:480], phrase_end=False)
-    pacer.audio(1, 0, phrase0[480:1600], phrase_end=False)
-    pacer.audio(1, 0, phrase0[1600:], phrase_end=True)
+    pacer.audio(reply, 0, phrase0[:480], phrase_end=False)
+    pacer.audio(reply, 0, phrase0[480:1600], phrase_end=False)
+    pacer.audio(reply, 0, phrase0[1600:], phrase_end=True)
     phrase1 = bytes([4]) * 900
-    pacer.audio(1, 1, phrase1, phrase_end=True)
-    pacer.reply_end(1)
+    pacer.audio(reply, 1, phrase1, phrase_end=True)
+    pacer.reply_end(reply)
     task = asyncio.create_task(pacer.run())
-    await asyncio.wait_for(done.wait(), 10)
+    await asyncio.wait_for(reply.sent.wait(), 10)
     pacer.close()
     try:
         await task

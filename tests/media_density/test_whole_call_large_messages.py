@@ -4,16 +4,14 @@ consulted only while the agent holds the floor."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
 from dialgraph.telephony.audio import SILENCE_FRAME
+from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
 from dialgraph.telephony.speech.base import Final
 from dialgraph.telephony.speech.vad import EnergyVad
-from tests.fakes.scripted_runner import ScriptedRunner
-from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 from tests.telephony.harness import TwilioMediaClient, expected_messages, new_call, new_sids, serve
 
 GREETING = "Hello, you reached Acme Dental. How can I help?"
@@ -25,15 +23,6 @@ class CountingVad(EnergyVad):
     def speech_probability(self, frame: bytes) -> float:
         CountingVad.frames += 1
         return super().speech_probability(frame)
-
-
-def twilio_frame(client: TwilioMediaClient, chunk: int) -> str:
-    """A media frame exactly as Twilio serializes it (compact, Twilio's key order)."""
-    payload = base64.b64encode(SILENCE_FRAME).decode()
-    return (
-        f'{{"event":"media","sequenceNumber":"{chunk + 1}","media":{{"track":"inbound","chunk":"{chunk}",'
-        f'"timestamp":"{(chunk - 1) * 20}","payload":"{payload}"}},"streamSid":"{client.stream_sid}"}}'
-    )
 
 
 async def play_reply(client: TwilioMediaClient, synth: ScriptedSynthesizer, serials: range, generation: int) -> None:
@@ -73,8 +62,7 @@ async def test_a_200_ms_lead_sends_100_ms_messages_and_the_vad_runs_only_while_t
             await client.start(token)
             await play_reply(client, synth, range(2), generation=1)
             # The greeting has played: the caller holds the floor; ten frames end the turn.
-            for chunk in range(1, 11):
-                await client.send(twilio_frame(client, chunk))
+            await client.media(SILENCE_FRAME, 10)  # serialized exactly as Twilio does (TwilioProtocol)
             await play_reply(client, synth, range(2, 4), generation=2)
             assert CountingVad.frames == 0
             await client.stop()

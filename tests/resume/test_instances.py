@@ -23,14 +23,16 @@ from sqlalchemy import select
 
 from dialgraph.graphs.checkpoint import checkpointer
 from dialgraph.graphs.flows.base import NOBODY_FREE, OFFER_APPOINTMENT, RECONNECTED
-from dialgraph.graphs.runner import INTERRUPTED, UNSAID
+from dialgraph.graphs.state import INTERRUPTED, UNSAID
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Appointment, Call, CallEvent
+from dialgraph.telephony.simulator.leg import TwilioLeg
+from dialgraph.telephony.simulator.process import ServerProcess, server_env
+from dialgraph.telephony.simulator.twiml import stream_parameters
+from dialgraph.telephony.simulator.vendors.deepgram import DeepgramFake, word_audio
+from dialgraph.telephony.simulator.vendors.elevenlabs import ElevenLabsFake, fake_audio
+from dialgraph.telephony.simulator.webhooks import TwilioWebhookClient, call_params, new_call_sid
 from dialgraph.tools.speech_format import spoken_datetime
-from tests.fakes.deepgram_server import DeepgramFake, word_audio
-from tests.fakes.elevenlabs_server import ElevenLabsFake, fake_audio
-from tests.fakes.h7_twilio import ServerProcess, TwilioLeg, server_env, stream_parameters
-from tests.fakes.twilio_webhooks import TwilioWebhookClient, call_params, new_call_sid
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -115,10 +117,8 @@ async def test_a_call_survives_sigkill_of_its_instance(tmp_path: Path, pg_dsn: s
                 DIALGRAPH_LOG_LEVEL="INFO",
                 TWILIO_AUTH_TOKEN=AUTH_TOKEN,
                 DIALGRAPH_STREAM_TOKEN_SECRET="stream-secret-shared-by-instances",
-                DEEPGRAM_API_KEY=deepgram.api_key,
-                DEEPGRAM_URL=deepgram.url,
-                ELEVENLABS_API_KEY=elevenlabs.api_key,
-                ELEVENLABS_URL=elevenlabs.url,
+                **deepgram.env(),
+                **elevenlabs.env(),
             )
             proc_a, proc_b = ServerProcess("a", env, tmp_path), ServerProcess("b", env, tmp_path)
             try:

@@ -11,14 +11,13 @@ from sqlalchemy import event
 
 from dialgraph.server.core.call_store import get_call, record_call, transcript, update_call
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.reply_heard import ReplyProgressWriter, clear_heard, peek_heard
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.turns import CallSignal
 from dialgraph.server.services import Overrides
-from dialgraph.telephony.call.reply_progress import ReplyProgressWriter, clear_heard, peek_heard
+from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
 from dialgraph.telephony.speech.base import Final
 from dialgraph.telephony.speech.vad import EnergyVad
-from tests.fakes.scripted_runner import ScriptedRunner
-from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 from tests.telephony.harness import WAIT_S, Served, TwilioMediaClient, expected_messages, new_call, new_sids, serve
 from tests.telephony.test_session_faults import FaultyRunner
 

@@ -9,8 +9,9 @@ from contextlib import AsyncExitStack
 from langchain_core.messages import AIMessage, HumanMessage
 
 from dialgraph.graphs.flows.base import RECONNECTED
-from dialgraph.graphs.runner import INTERRUPTED, UNSAID, GraphRunner, unsaid_rest
+from dialgraph.graphs.runner import GraphRunner, unsaid_rest
 from dialgraph.graphs.runtime import build_runners
+from dialgraph.graphs.state import INTERRUPTED, UNSAID
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.settings import Settings
 from tests.fakes.graph_calls import Call, fixed_clock

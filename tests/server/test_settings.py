@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from dialgraph.server.cli import main as cli_main
+from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.server.core.settings import Settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "dialgraph.toml.example"
@@ -143,3 +144,68 @@ def test_dev_mode_refuses_to_serve_beyond_loopback(capsys: pytest.CaptureFixture
     # Dev secrets are public: binding them to a network interface must be refused.
     assert cli_main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
     assert "refusing to serve dev mode" in capsys.readouterr().err
+
+
+def test_vendor_variable_names_and_prefixed_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC" + "5" * 32)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "twilio-token-from-env")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/")
+    monkeypatch.setenv("DIALGRAPH_BARGE_IN_MIN_MS", "450")
+    monkeypatch.setenv("DIALGRAPH_NUMBERS", '{"+15550004000": "sales"}')
+    monkeypatch.setenv("DIALGRAPH_ELEVENLABS_URL", "http://127.0.0.1:9/by-field-name")
+    monkeypatch.setenv("DEEPGRAM_URL", "ws://127.0.0.1:9/documented")
+    monkeypatch.setenv("DIALGRAPH_DEEPGRAM_URL", "ws://127.0.0.1:9/by-field-name")  # the documented name wins
+    s = Settings()
+    assert s.twilio_account_sid == "AC" + "5" * 32
+    assert s.twilio_auth_token.get_secret_value() == "twilio-token-from-env"
+    assert s.model_spec == "openai-compatible:http://127.0.0.1:9/v1/default"
+    assert s.barge_in_min_ms == 450
+    assert s.flow_for_number("+15550004000") == "sales"
+    assert s.elevenlabs_url == "http://127.0.0.1:9/by-field-name"
+    assert s.deepgram_url == "ws://127.0.0.1:9/documented"
+
+
+@pytest.mark.parametrize("variable", ["DIALGRAPH_CONFIG", "DIALGRAPH_CONFIG_FILE"])
+def test_the_config_file_named_in_the_environment_is_read(
+    variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, str(write_toml(tmp_path, "max_reconnects = 7\n")))
+    assert Settings().max_reconnects == 7
+    monkeypatch.setenv(variable, str(tmp_path / "missing.toml"))
+    with pytest.raises(ValueError, match="does not exist"):
+        Settings()
+
+
+def test_a_secret_in_the_file_is_refused_under_its_variable_name(tmp_path: Path) -> None:
+    cfg = write_toml(tmp_path, 'OPENAI_API_KEY = "sk-oops"\n')
+    with pytest.raises(ValueError, match=r"secrets \(OPENAI_API_KEY\)"):
+        Settings(config_file=cfg)
+
+
+def test_a_missing_or_broken_config_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        Settings(config_file=tmp_path / "nope.toml")
+    with pytest.raises(ValueError, match=r"config file .*dialgraph\.toml"):
+        Settings(config_file=write_toml(tmp_path, "numbers = [\n"))
+
+
+def test_a_relative_knowledge_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    cfg = write_toml(
+        tmp_path, '[flows.scheduling]\nknowledge_file = "faq.yaml"\n[flows.abs]\nknowledge_file = "/srv/faq.yaml"\n'
+    )
+    s = Settings(config_file=cfg)
+    assert s.flows["scheduling"].knowledge_file == tmp_path / "faq.yaml"
+    assert s.flows["abs"].knowledge_file == Path("/srv/faq.yaml")
+
+
+def test_flow_defaults_are_new_values_not_edits_of_the_given_ones() -> None:
+    given = FlowSettings()
+    s = Settings(flows={"pizza": given, "named": FlowSettings(graph="support")}, default_flow="pizza")
+    assert s.flows["pizza"].graph == "pizza" and s.flows["named"].graph == "support"
+    assert given.graph == ""  # the caller's object is left alone
+
+
+def test_a_dtmf_key_must_name_a_transfer_target(tmp_path: Path) -> None:
+    cfg = write_toml(tmp_path, '[flows.scheduling]\ndtmf_transfer = { "0" = "nobody" }\n')
+    with pytest.raises(ValidationError, match="names unknown target 'nobody'"):
+        Settings(config_file=cfg)

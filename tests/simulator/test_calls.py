@@ -20,8 +20,8 @@ from dialgraph.server.core.models import Appointment, Call, CallEvent, Message
 from dialgraph.telephony.simulator.cli import SimulationResult, simulate
 from dialgraph.telephony.simulator.expect import Observed, check_expectations
 from dialgraph.telephony.simulator.scenario import AppointmentExpectation, load_scenario
+from dialgraph.telephony.simulator.text_speech import TextRecognizer, TextSynthesizer
 from tests.fakes.sim_server import LiveServer, live_server
-from tests.fakes.speech import TextRecognizer, TextSynthesizer
 
 
 async def run(server: LiveServer, name: str, out: Path) -> SimulationResult:

@@ -11,7 +11,10 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 
 from dialgraph.telephony.simulator.caller import Phone
-from dialgraph.telephony.simulator.media import MediaLeg, Violation
+from dialgraph.telephony.simulator.lean import LeanLeg
+from dialgraph.telephony.simulator.leg import TwilioLeg
+from dialgraph.telephony.simulator.media import MediaLeg
+from dialgraph.telephony.simulator.protocol import SILENCE_PAYLOAD, AgentAudio, AgentMark, TwilioProtocol, Violation
 
 STREAM = "MZ" + "1" * 32
 Script = Callable[["Peer"], Awaitable[None]]
@@ -23,11 +26,14 @@ class Peer:
     def __init__(self, ws: ServerConnection) -> None:
         self.ws = ws
         self.received: list[dict[str, Any]] = []
+        self.stream = STREAM  # until the leg's ``start`` names its own
         self.headers = ws.request.headers if ws.request is not None else {}
 
     async def recv(self) -> dict[str, Any]:
         msg = json.loads(await self.ws.recv())
         self.received.append(msg)
+        if msg["event"] == "start":
+            self.stream = msg["streamSid"]
         return msg
 
     async def until(self, pred: Callable[[dict[str, Any]], bool]) -> tuple[dict[str, Any], int]:
@@ -41,13 +47,13 @@ class Peer:
 
     async def media(self, seconds: float) -> None:
         payload = base64.b64encode(b"\x00\x80" * int(4000 * seconds)).decode()
-        await self.ws.send(json.dumps({"event": "media", "streamSid": STREAM, "media": {"payload": payload}}))
+        await self.ws.send(json.dumps({"event": "media", "streamSid": self.stream, "media": {"payload": payload}}))
 
     async def mark(self, name: str) -> None:
-        await self.ws.send(json.dumps({"event": "mark", "streamSid": STREAM, "mark": {"name": name}}))
+        await self.ws.send(json.dumps({"event": "mark", "streamSid": self.stream, "mark": {"name": name}}))
 
     async def clear(self) -> None:
-        await self.ws.send(json.dumps({"event": "clear", "streamSid": STREAM}))
+        await self.ws.send(json.dumps({"event": "clear", "streamSid": self.stream}))
 
 
 def is_mark(name: str) -> Callable[[dict[str, Any]], bool]:
@@ -206,3 +212,77 @@ async def test_dtmf_and_caller_hangup() -> None:
     assert got[-1]["stop"] == {"accountSid": "AC1", "callSid": "CA1"}
     seqs = [int(m["sequenceNumber"]) for m in got[1:]]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_twilio_leg_speaks_a_turn_hears_the_answer_and_drops() -> None:
+    caller_audio = bytes([0x10]) * 480  # three frames of "speech"
+    heard: list[bytes] = []
+    seen: dict[str, Any] = {}
+    dropped = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        peer = Peer(ws)
+        try:
+            await peer.recv()
+            seen["start"] = (await peer.recv())["start"]
+            while len(heard) < 3:
+                frame = base64.b64decode((await peer.recv())["media"]["payload"])
+                if frame != b"\xff" * 160:
+                    heard.append(frame)
+            await peer.media(0.3)
+            await peer.mark("end")
+            _, seen["frames_before_echo"] = await peer.until(is_mark("end"))
+            async for _ in ws:  # read on (a server that stops reading never sees the drop)
+                pass
+        finally:
+            dropped.set()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        leg = TwilioLeg(
+            f"http://127.0.0.1:{port}",
+            public_url="https://voice.example.com",
+            auth_token="tok",
+            call_sid="CA" + "3" * 32,
+            parameters={"token": "abc"},
+        )
+        async with leg:
+            answer = await leg.turn(caller_audio)
+            await leg.drop()
+        await asyncio.wait_for(dropped.wait(), 5)
+    assert seen["start"]["customParameters"] == {"token": "abc"}
+    assert heard == [caller_audio[:160]] * 3
+    assert answer == b"\x00\x80" * 1200
+    assert seen["frames_before_echo"] >= 12  # the mark came back once its 300 ms had played
+    assert leg.closed.is_set() and leg.marks_echoed == 1 and leg.violations == []
+    assert leg.first_audio_at is not None
+
+
+async def test_lean_leg_plays_twilio_from_a_tick_loop() -> None:
+    async def script(peer: Peer) -> None:
+        await peer.media(0.5)
+        await peer.mark("half-second")
+        _, frames = await peer.until(is_mark("half-second"))
+        script.frames = frames  # type: ignore[attr-defined]
+        await peer.ws.close()
+
+    events: list[object] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        peer = Peer(ws)
+        assert (await peer.recv())["event"] == "connected"
+        start = await peer.recv()
+        assert start["start"]["customParameters"] == {"token": "t"}
+        await script(peer)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        leg = LeanLeg(TwilioProtocol(stream_sid=STREAM, call_sid="CA" + "4" * 32), lambda e, now: events.append(e))
+        await leg.open("127.0.0.1", port, path="/twilio/media", signature="sig", parameters={"token": "t"})
+        loop = asyncio.get_running_loop()
+        while not leg.closed.done():
+            leg.tick(loop.time(), SILENCE_PAYLOAD)
+            await asyncio.sleep(0.02)
+    assert script.frames >= 20  # type: ignore[attr-defined]
+    assert [type(e) for e in events] == [AgentAudio, AgentMark]
+    assert leg.protocol.stats.marks_echoed == 1

@@ -10,7 +10,7 @@ import pytest
 from dialgraph.server.core.security import is_valid_twilio_signature, ws_signature_ok
 from dialgraph.telephony.simulator.caller import Recorder, to_frames
 from dialgraph.telephony.simulator.expect import appointment_matches, parse_local_spec
-from dialgraph.telephony.simulator.media import ClearOut, MarkOut, MediaOut, PlaybackBuffer, check_server_message
+from dialgraph.telephony.simulator.protocol import ClearOut, MarkOut, MediaOut, PlaybackBuffer, check_server_message
 from dialgraph.telephony.simulator.report import agent_segments, percentile
 from dialgraph.telephony.simulator.scenario import (
     AppointmentExpectation,
@@ -28,11 +28,11 @@ from dialgraph.telephony.simulator.twiml import (
     DialVerb,
     HangupVerb,
     SayVerb,
-    TwilioWebhooks,
     TwimlError,
     Unsupported,
     parse_twiml,
 )
+from dialgraph.telephony.simulator.webhooks import TwilioWebhooks
 from dialgraph.telephony.twilio import twiml
 
 
@@ -48,9 +48,7 @@ def test_server_twiml_parses_into_verbs() -> None:
     assert set(connect.stream.parameters) == {"token", "flow", "thread", "signal"}
     target = s.flows["scheduling"].transfer_targets["front_desk"]
     (dial,) = parse_twiml(
-        twiml.dial_transfer(
-            s, target=target, target_name="front_desk", summary_url="https://calls.example.com/w?sid=CA1"
-        ),
+        twiml.dial_transfer(s, target=target, summary_url="https://calls.example.com/w?sid=CA1"),
         base_url=s.public_url,
     )
     assert isinstance(dial, DialVerb)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,12 +11,12 @@ from deepgram import AsyncDeepgramClient
 from deepgram.core.api_error import ApiError
 from deepgram.environment import DeepgramClientEnvironment
 
+from dialgraph.telephony.simulator.vendors.deepgram import DeepgramFake, word_audio
+from dialgraph.telephony.simulator.vendors.elevenlabs import ElevenLabsFake, fake_audio
 from dialgraph.telephony.speech.base import FRAME_BYTES, AudioChunk, Final, Interim, ProviderError, UtteranceEnd
 from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
 from dialgraph.telephony.speech.elevenlabs import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer
 from dialgraph.telephony.speech.fallback import FallbackRecognizer, FallbackSynthesizer
-from tests.fakes.deepgram_server import DeepgramFake, word_audio
-from tests.fakes.elevenlabs_server import ElevenLabsFake, fake_audio
 from tests.fakes.speech import ToneSynthesizer, WordCodeRecognizer, tone_audio
 from tests.speech.conftest import VOCAB, phrase_source
 
@@ -116,9 +117,10 @@ async def test_deepgram_refused_falls_back_with_the_buffered_audio() -> None:
     async with DeepgramFake(VOCAB) as fake:
         fake.refuse = True
         fallback = WordCodeRecognizer(VOCAB)
-        rec = FallbackRecognizer(DeepgramRecognizer("dg-test-key", url=fake.url, max_reconnects=1), fallback)
-        stream = rec.stream()
-        events = await transcript_of(stream, word_audio(SENTENCE, VOCAB, tail_ms=800))
+        rec = FallbackRecognizer([DeepgramRecognizer("dg-test-key", url=fake.url, max_reconnects=1), fallback])
+        async with contextlib.aclosing(rec):
+            stream = rec.stream()
+            events = await transcript_of(stream, word_audio(SENTENCE, VOCAB, tail_ms=800))
     assert stream.switched and fake.rejected
     assert " ".join(e.text for e in events if isinstance(e, Final)).split() == SENTENCE
 
@@ -182,8 +184,9 @@ async def test_elevenlabs_refused_caller_hears_the_fallback_voice() -> None:
     async with ElevenLabsFake() as fake:
         fake.refuse = True
         fallback = ToneSynthesizer()
-        synth = FallbackSynthesizer(ElevenLabsSynthesizer("el-test-key", url=fake.url), fallback)
-        chunks = [c async for c in synth.synthesize(phrase_source(PHRASES))]
+        synth = FallbackSynthesizer([ElevenLabsSynthesizer("el-test-key", url=fake.url), fallback])
+        async with contextlib.aclosing(synth):
+            chunks = [c async for c in synth.synthesize(phrase_source(PHRASES))]
     assert fake.rejected
     for i, p in enumerate(PHRASES):
         assert b"".join(c.audio for c in chunks if c.phrase == i) == tone_audio(p)
@@ -193,8 +196,9 @@ async def test_elevenlabs_drop_mid_reply_fallback_finishes_the_reply() -> None:
     phrases = [PHRASES[1], PHRASES[2], PHRASES[0]]  # the first one is two chunks long
     async with ElevenLabsFake(drop_after_chunks=1) as fake:
         fallback = ToneSynthesizer()
-        synth = FallbackSynthesizer(ElevenLabsSynthesizer("el-test-key", url=fake.url), fallback)
-        chunks = [c async for c in synth.synthesize(phrase_source(phrases))]
+        synth = FallbackSynthesizer([ElevenLabsSynthesizer("el-test-key", url=fake.url), fallback])
+        async with contextlib.aclosing(synth):
+            chunks = [c async for c in synth.synthesize(phrase_source(phrases))]
     assert fallback.spoken == phrases  # phrase 0 was cut: it restarts in the fallback voice
     assert [c.phrase for c in chunks if c.last] == [0, 1, 2]
     first = b"".join(c.audio for c in chunks if c.phrase == 0)
@@ -206,19 +210,20 @@ async def test_elevenlabs_silent_primary_times_out_to_fallback() -> None:
     async with ElevenLabsFake() as fake:
         fake.chunk_delay_s = 60  # the service accepts text but never answers
         synth = FallbackSynthesizer(
-            ElevenLabsSynthesizer("el-test-key", url=fake.url), ToneSynthesizer(), first_audio_timeout_s=0.3
+            [ElevenLabsSynthesizer("el-test-key", url=fake.url), ToneSynthesizer()], first_audio_timeout_s=0.3
         )
-        async with asyncio.timeout(20):
+        async with contextlib.aclosing(synth), asyncio.timeout(20):
             chunks = [c async for c in synth.synthesize(phrase_source(PHRASES[:2]))]
     assert b"".join(c.audio for c in chunks) == tone_audio(PHRASES[0]) + tone_audio(PHRASES[1])
 
 
 async def test_both_fail_the_canned_apology_plays() -> None:
     async with ElevenLabsFake() as fake:
-        synth = FallbackSynthesizer(ElevenLabsSynthesizer("el-test-key", url=fake.url), None, apology="Sorry.")
+        synth = FallbackSynthesizer([ElevenLabsSynthesizer("el-test-key", url=fake.url)], apology="Sorry.")
         await synth.prepare()  # rendered while the service still works
         fake.refuse = True
-        chunks = [c async for c in synth.synthesize(phrase_source(PHRASES))]
+        async with contextlib.aclosing(synth):
+            chunks = [c async for c in synth.synthesize(phrase_source(PHRASES))]
     assert chunks == [AudioChunk(fake_audio("Sorry."), 0, last=True)]
 
 
@@ -229,7 +234,7 @@ async def test_phrase_source_error_is_not_swallowed_by_the_fallback() -> None:
 
     async with ElevenLabsFake() as fake:
         fallback = ToneSynthesizer()
-        synth = FallbackSynthesizer(ElevenLabsSynthesizer("el-test-key", url=fake.url), fallback)
+        synth = FallbackSynthesizer([ElevenLabsSynthesizer("el-test-key", url=fake.url), fallback])
         with pytest.raises(RuntimeError, match="LLM stream failed"):
             _ = [c async for c in synth.synthesize(broken())]
     assert fallback.spoken == []

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from dialgraph.telephony.audio import silence
+from dialgraph.telephony.simulator.vendors.deepgram import DeepgramFake, word_audio
+from dialgraph.telephony.simulator.vendors.elevenlabs import ElevenLabsFake
 from dialgraph.telephony.speech.base import (
     FRAME_BYTES,
     AudioChunk,
@@ -23,8 +25,6 @@ from dialgraph.telephony.speech.base import (
 from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
 from dialgraph.telephony.speech.elevenlabs import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer
 from dialgraph.telephony.speech.fallback import FallbackRecognizer, FallbackSynthesizer
-from tests.fakes.deepgram_server import DeepgramFake, word_audio
-from tests.fakes.elevenlabs_server import ElevenLabsFake
 from tests.fakes.speech import ToneSynthesizer, WordCodeRecognizer
 from tests.speech.conftest import OFFLINE, VOCAB, needs_espeak, phrase_source, similarity
 
@@ -61,7 +61,9 @@ async def asr_case(request: pytest.FixtureRequest) -> AsyncIterator[Case]:
             fake = await stack.enter_async_context(DeepgramFake(VOCAB))
             fake.refuse = True
             primary = DeepgramRecognizer("dg-test-key", url=fake.url, max_reconnects=0)
-            yield FallbackRecognizer(primary, WordCodeRecognizer(VOCAB)), coded, 1.0
+            chain = FallbackRecognizer([primary, WordCodeRecognizer(VOCAB)])
+            stack.push_async_callback(chain.aclose)
+            yield chain, coded, 1.0
         else:
             from dialgraph.telephony.speech.offline_asr import WhisperRecognizer
             from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer
@@ -156,7 +158,9 @@ async def synth(request: pytest.FixtureRequest) -> AsyncIterator[SpeechSynthesiz
                 yield ElevenLabsHttpSynthesizer("el-test-key", url=fake.url)
             else:
                 fake.refuse = True
-                yield FallbackSynthesizer(ElevenLabsSynthesizer("el-test-key", url=fake.url), ToneSynthesizer())
+                chain = FallbackSynthesizer([ElevenLabsSynthesizer("el-test-key", url=fake.url), ToneSynthesizer()])
+                stack.push_async_callback(chain.aclose)
+                yield chain
         elif name == "piper":
             from dialgraph.telephony.speech.offline_tts import OfflineSynthesizer
 

@@ -4,19 +4,20 @@ and through a whole call where two flows are configured differently."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from dialgraph.server.core.settings import FlowSettings, Settings
+from dialgraph.server.core.flow_config import FlowSettings
+from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
+from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedRunner
+from dialgraph.telephony.simulator.vendors.elevenlabs import ElevenLabsFake, fake_audio
 from dialgraph.telephony.speech.elevenlabs import ElevenLabsHttpSynthesizer, ElevenLabsSynthesizer
 from dialgraph.telephony.speech.fallback import FallbackSynthesizer
 from dialgraph.telephony.speech.vad import EnergyVad
-from tests.fakes.elevenlabs_server import ElevenLabsFake, fake_audio
-from tests.fakes.scripted_runner import ScriptedRunner
-from tests.fakes.speech import ScriptedRecognizer
 from tests.speech.conftest import phrase_source
 from tests.telephony.harness import TwilioMediaClient, new_call, new_sids, serve
 
@@ -57,8 +58,9 @@ async def test_the_http_fallback_keeps_the_flows_model_and_voice() -> None:
     async with ElevenLabsFake(drop_after_chunks=1) as fake:
         ws = ElevenLabsSynthesizer("el-test-key", url=fake.url, voice="default-voice", model=DEFAULT_MODEL)
         http = ElevenLabsHttpSynthesizer("el-test-key", url=fake.url, voice="default-voice", model=DEFAULT_MODEL)
-        synth = FallbackSynthesizer(ws, http)
-        chunks = [c async for c in synth.synthesize(phrase_source(phrases), voice="X", model=FLOW_MODEL)]
+        synth = FallbackSynthesizer([ws, http])
+        async with contextlib.aclosing(synth):
+            chunks = [c async for c in synth.synthesize(phrase_source(phrases), voice="X", model=FLOW_MODEL)]
     assert [(s.voice, s.query["model_id"]) for s in fake.sockets] == [("X", FLOW_MODEL)]
     assert [(r["voice"], r["body"]["model_id"], r["body"]["text"]) for r in fake.http_requests] == [
         ("X", FLOW_MODEL, p) for p in phrases

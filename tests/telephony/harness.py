@@ -16,20 +16,21 @@ from typing import Any, NamedTuple
 import numpy as np
 import uvicorn
 from fastapi import FastAPI
-from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from dialgraph.server.app import create_app
 from dialgraph.server.core.call_store import record_call
+from dialgraph.server.core.enums import StreamSignal
 from dialgraph.server.core.security import issue_stream_token
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
 from dialgraph.telephony.audio import SILENCE_FRAME, pcm16_to_ulaw
 from dialgraph.telephony.call.pacer import mark_every_bytes_for, message_ms_for
 from dialgraph.telephony.call.session import CallSession
+from dialgraph.telephony.simulator.protocol import TwilioProtocol, check_server_message, payload
+from dialgraph.telephony.simulator.webhooks import stream_signature
 
-ACCOUNT = "AC" + "1" * 32
 LOUD_FRAME = pcm16_to_ulaw((np.sin(np.arange(160) * 2 * np.pi * 300 / 8000) * 12000).astype("<i2").tobytes())
 WAIT_S = 20.0  # a safety net against hangs, not a timing assertion
 
@@ -106,29 +107,33 @@ async def new_call(
         thread_id=call_sid,
         flow=flow,
         ttl_s=settings.stream_token_ttl_s,
-        signal=signal,
+        signal=StreamSignal.parse(signal),
     )
 
 
-def handshake_signature(settings: Settings, path: str = "/twilio/media") -> str:
-    """What Twilio sends in ``X-Twilio-Signature``: the wss URL, no parameters."""
-    base = settings.public_url.replace("https://", "wss://").replace("http://", "ws://")
-    sig: str = RequestValidator(settings.twilio_auth_token.get_secret_value()).compute_signature(base + path, {})
-    return sig
+def handshake_signature(settings: Settings) -> str:
+    """What Twilio sends in ``X-Twilio-Signature`` for this server's media URL."""
+    return stream_signature(settings.twilio_auth_token.get_secret_value(), settings.public_url)
 
 
 class TwilioMediaClient:
-    """Plays Twilio's side of one media stream; keeps every message the server sent."""
+    """Twilio's side of one media stream, driven by hand: ``TwilioProtocol`` (the
+    simulator's) builds every message; every message the server sent is kept, and each
+    must be one Twilio accepts."""
 
     def __init__(self, ws: ClientConnection, *, call_sid: str, stream_sid: str) -> None:
         self.ws = ws
-        self.call_sid = call_sid
-        self.stream_sid = stream_sid
+        self.protocol = TwilioProtocol(stream_sid=stream_sid, call_sid=call_sid)
         self.received: list[dict[str, Any]] = []
-        self._seq = 0
-        self._chunk = 0
-        self._ts = 0
         self._cursor = 0
+
+    @property
+    def call_sid(self) -> str:
+        return self.protocol.call_sid
+
+    @property
+    def stream_sid(self) -> str:
+        return self.protocol.stream_sid
 
     @classmethod
     @asynccontextmanager
@@ -141,85 +146,34 @@ class TwilioMediaClient:
         async with connect(url, additional_headers=headers, max_size=None) as ws:
             yield cls(ws, call_sid=call_sid, stream_sid=stream_sid)
 
-    def _next_seq(self) -> str:
-        self._seq += 1
-        return str(self._seq)
-
     async def send(self, msg: dict[str, Any] | str | bytes) -> None:
         await self.ws.send(msg if isinstance(msg, str | bytes) else json.dumps(msg))
 
     async def start(self, token: str | None, **params: str) -> None:
-        await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        custom = {**params, **({"token": token} if token is not None else {})}
-        await self.send(
-            {
-                "event": "start",
-                "sequenceNumber": self._next_seq(),
-                "start": {
-                    "accountSid": ACCOUNT,
-                    "streamSid": self.stream_sid,
-                    "callSid": self.call_sid,
-                    "tracks": ["inbound"],
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    "customParameters": custom,
-                },
-                "streamSid": self.stream_sid,
-            }
-        )
+        await self.send(self.protocol.connected())
+        await self.send(self.protocol.start({**params, **({"token": token} if token is not None else {})}))
 
-    def media_message(self, payload: bytes = SILENCE_FRAME, *, chunk: int | None = None, ts: int | None = None) -> str:
-        if chunk is None:
-            self._chunk += 1
-            chunk = self._chunk
-        if ts is None:
-            ts = self._ts
-            self._ts += 20
-        return json.dumps(
-            {
-                "event": "media",
-                "sequenceNumber": self._next_seq(),
-                "media": {
-                    "track": "inbound",
-                    "chunk": str(chunk),
-                    "timestamp": str(ts),
-                    "payload": base64.b64encode(payload).decode(),
-                },
-                "streamSid": self.stream_sid,
-            }
-        )
+    def media_message(self, audio: bytes = SILENCE_FRAME, *, chunk: int | None = None, ts: int | None = None) -> str:
+        return self.protocol.media(payload(audio), chunk=chunk, timestamp=ts)
 
-    async def media(self, payload: bytes = SILENCE_FRAME, frames: int = 1) -> None:
+    async def media(self, audio: bytes = SILENCE_FRAME, frames: int = 1) -> None:
+        b64 = payload(audio)
         for _ in range(frames):
-            await self.ws.send(self.media_message(payload))
+            await self.ws.send(self.protocol.media(b64))
 
     async def dtmf(self, digit: str) -> None:
-        await self.send(
-            {
-                "event": "dtmf",
-                "streamSid": self.stream_sid,
-                "sequenceNumber": self._next_seq(),
-                "dtmf": {"track": "inbound_track", "digit": digit},
-            }
-        )
+        await self.send(self.protocol.dtmf(digit))
 
     async def echo_mark(self, name: str) -> None:
-        await self.send(
-            {"event": "mark", "sequenceNumber": self._next_seq(), "streamSid": self.stream_sid, "mark": {"name": name}}
-        )
+        await self.send(self.protocol.mark(name))
 
     async def stop(self) -> None:
-        await self.send(
-            {
-                "event": "stop",
-                "sequenceNumber": self._next_seq(),
-                "streamSid": self.stream_sid,
-                "stop": {"accountSid": ACCOUNT, "callSid": self.call_sid},
-            }
-        )
+        await self.send(self.protocol.stop())
 
     async def _recv(self) -> dict[str, Any]:
         raw = await self.ws.recv()
-        assert isinstance(raw, str), "Twilio rejects binary frames"
+        checked = check_server_message(raw, self.stream_sid)
+        assert not isinstance(checked, str), f"Twilio would reject this message ({checked}): {raw!r:.200}"
         msg: dict[str, Any] = json.loads(raw)
         self.received.append(msg)
         return msg

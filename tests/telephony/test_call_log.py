@@ -8,10 +8,11 @@ import datetime as dt
 from sqlalchemy import event, text
 from structlog.testing import capture_logs
 
+from dialgraph.server.core.call_events import CallEventWriter
 from dialgraph.server.core.call_store import get_call, record_call, transcript
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import CallEvent
-from dialgraph.telephony.call.call_log import CallEventWriter, CallLog
+from dialgraph.telephony.call.call_log import CallLog
 from tests.telephony.harness import new_sids
 
 

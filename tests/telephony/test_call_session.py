@@ -14,10 +14,9 @@ from dialgraph.server.core.turns import CallerDigits, CallerText, CallSignal, En
 from dialgraph.server.services import Overrides
 from dialgraph.telephony.audio import SILENCE_FRAME
 from dialgraph.telephony.call.pacer import message_ms_for
+from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer, phrase_byte
 from dialgraph.telephony.speech.base import Final, Interim
 from dialgraph.telephony.speech.vad import EnergyVad
-from tests.fakes.scripted_runner import ScriptedRunner
-from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer, phrase_byte
 from tests.telephony.harness import (
     DEFAULT_MESSAGE_BYTES,
     LOUD_FRAME,

@@ -12,10 +12,9 @@ import pytest
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
 from dialgraph.telephony.audio import SILENCE_FRAME
+from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
 from dialgraph.telephony.speech.base import Final
 from dialgraph.telephony.speech.vad import EnergyVad
-from tests.fakes.scripted_runner import ScriptedRunner
-from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 from tests.telephony.harness import TwilioMediaClient, new_call, new_sids, serve
 from tests.telephony.test_call_session import play_out
 

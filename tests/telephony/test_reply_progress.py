@@ -12,16 +12,13 @@ from sqlalchemy import event
 from dialgraph.server.core.call_store import get_call, record_call, update_call
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.server.core.models import CallEvent
-from dialgraph.server.core.settings import FlowSettings
+from dialgraph.server.core.reply_heard import ReplyProgressWriter, clear_heard, peek_heard
 from dialgraph.server.core.turns import CallSignal, TextChunk
-from dialgraph.telephony.call.pacer import OutboundPacer
+from dialgraph.telephony.call.heard import HeardText
 from dialgraph.telephony.call.playback import PlaybackTracker
-from dialgraph.telephony.call.reply import ReplyPipeline
-from dialgraph.telephony.call.reply_progress import ReplyProgressWriter, clear_heard, peek_heard
-from dialgraph.telephony.call.state import CallState
-from tests.fakes.scripted_runner import ScriptedRunner
-from tests.fakes.speech import ScriptedSynthesizer
+from dialgraph.telephony.simulator.scripted import ScriptedRunner
 from tests.telephony.harness import new_sids
 
 HEARD = "We are open Monday to"
@@ -53,33 +50,10 @@ async def stored(db: Database, sid: str) -> str | None:
     return call.reply_heard
 
 
-def new_pipeline(
-    sid: str,
-    runner: ScriptedRunner,
-    progress: ReplyProgressWriter,
-    recorded: list[CallEvent],
-    tracker: PlaybackTracker | None = None,
-) -> ReplyPipeline:
-    """The reply pipeline of a new stream of call ``sid``, as ``CallSession`` builds it."""
-
-    async def nothing(*_: object) -> None:
-        return None
-
-    state = CallState(call_sid=sid, stream_sid="MZ1")
-    out = OutboundPacer(
-        stream_sid="MZ1",
-        send=nothing,
-        close=nothing,
-        current=lambda: state.generation,
-        on_frame=lambda *_: None,
-        on_reply_end=lambda _: None,
-    )
-    return ReplyPipeline(
+def new_heard(sid: str, runner: ScriptedRunner, progress: ReplyProgressWriter, recorded: list[CallEvent]) -> HeardText:
+    """The heard-text state of a new stream of call ``sid``, as ``CallSession`` builds it."""
+    return HeardText(
         ctx=CallContext(sid, sid, "+14155550100", "+15550009999", "scheduling", FlowSettings()),
-        state=state,
-        tracker=tracker or PlaybackTracker(),
-        out=out,
-        synthesizer=ScriptedSynthesizer(),
         runner=runner,
         progress=progress,
         record=recorded.append,
@@ -92,11 +66,12 @@ async def resume(
     runner: ScriptedRunner,
     progress: ReplyProgressWriter,
     recorded: list[CallEvent],
-    replies: ReplyPipeline | None = None,
+    heard: HeardText | None = None,
 ) -> str:
     """A reconnected stream's first reply, as ``CallSession`` starts it; returns its text."""
-    replies = replies or new_pipeline(sid, runner, progress, recorded)
-    return "".join([e.text async for e in replies.resume(CallSignal("reconnected")) if isinstance(e, TextChunk)])
+    heard = heard or new_heard(sid, runner, progress, recorded)
+    async with heard.graph_run():
+        return "".join([e.text async for e in heard.resume(CallSignal("reconnected")) if isinstance(e, TextChunk)])
 
 
 async def test_a_failed_repair_leaves_the_heard_text_in_place_for_the_next_stream(db: Database) -> None:
@@ -132,28 +107,33 @@ async def test_a_failed_repairs_text_stays_in_front_of_the_next_replys_progress(
     recorded: list[CallEvent] = []
     tracker = PlaybackTracker()
     async with ReplyProgressWriter(db, interval_s=60) as progress:
-        replies = new_pipeline(sid, runner, progress, recorded, tracker)
-        assert await resume(sid, runner, progress, recorded, replies) == RECONNECTED  # the repair failed
+        heard = new_heard(sid, runner, progress, recorded)
+        assert await resume(sid, runner, progress, recorded, heard) == RECONNECTED  # the repair failed
         # The reconnection line, as the session reports it: its audio begins ("" = nothing
         # heard of it yet), its first phrase is heard, it plays to the end (None).
         tracker.start_reply(1)
         for phrase in ("Sorry,", "we were cut off."):
             tracker.add_phrase(phrase)
         values = []
-        for heard in ("", "Sorry,", None):
-            replies.set_heard(heard)
-            await progress.flush_now()
-            values.append(await stored(db, sid))
+        heard.audio_began(1)
+        await progress.flush_now()
+        values.append(await stored(db, sid))
+        heard.progressed("Sorry,")
+        await progress.flush_now()
+        values.append(await stored(db, sid))
+        heard.played(tracker.full_text())
+        await progress.flush_now()
+        values.append(await stored(db, sid))
         assert values == [HEARD, f"{HEARD} Sorry,", f"{HEARD} {RECONNECTED}"]
         assert (runner.heard, recorded) == ([], [])
 
         # The next stream repairs the turn with all the caller heard of it; then "" is a new
         # reply's start again.
-        replies = new_pipeline(sid, runner, progress, recorded, tracker)
-        assert await resume(sid, runner, progress, recorded, replies) == RECONNECTED
+        heard = new_heard(sid, runner, progress, recorded)
+        assert await resume(sid, runner, progress, recorded, heard) == RECONNECTED
         await progress.flush_now()
         assert await stored(db, sid) is None
-        replies.set_heard("")
+        heard.audio_began(2)
         await progress.flush_now()
         assert await stored(db, sid) == ""
     assert runner.heard == [f"{HEARD} {RECONNECTED}"]

@@ -13,20 +13,23 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from dialgraph.server.core.call_events import CallEventWriter
 from dialgraph.server.core.call_store import get_call, record_call, transcript, update_call
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
-from dialgraph.server.core.settings import FlowSettings, Settings
+from dialgraph.server.core.flow_config import FlowSettings
+from dialgraph.server.core.reply_heard import ReplyProgressWriter
+from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.turns import CallerDigits, CallerInput, CallerText, RunnerEvent, TextChunk, TransferRequest
 from dialgraph.telephony.audio import SILENCE_FRAME
-from dialgraph.telephony.call.call_log import CallEventWriter
-from dialgraph.telephony.call.reply_progress import ReplyProgressWriter
 from dialgraph.telephony.call.session import APOLOGY, CallSession
 from dialgraph.telephony.call.turn_policy import TurnPolicy
+from dialgraph.telephony.simulator.protocol import TwilioProtocol
+from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
 from dialgraph.telephony.speech.base import AudioChunk, Final, ProviderError
 from dialgraph.telephony.speech.vad import EnergyVad
-from tests.fakes.scripted_runner import ScriptedRunner
-from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
+from dialgraph.telephony.twilio.codec import Start
+from dialgraph.telephony.twilio.protocol import MediaStreamProtocol
 from tests.telephony.harness import WAIT_S, Served, TwilioMediaClient, connected_call, new_call, new_sids, serve
 from tests.telephony.test_call_session import GREETING, overrides, play_out
 
@@ -386,12 +389,15 @@ async def test_a_silent_socket_ends_its_session(sqlite_url: str) -> None:
     )
     socket = HalfOpenSocket()
     recognizer = ScriptedRecognizer()
+    media = MediaStreamProtocol()  # its handshake done, as the media route leaves it
+    twilio = TwilioProtocol(stream_sid=stream_sid, call_sid=call_sid)
+    assert isinstance(media.receive_text(twilio.start({})), Start)
     try:
         async with ReplyProgressWriter(db) as progress, CallEventWriter(db) as call_events:
             session = CallSession(
                 socket=socket,
                 ctx=CallContext(call_sid, call_sid, "+14155550100", "+15550009999", "x", FlowSettings()),
-                stream_sid=stream_sid,
+                media=media,
                 db=db,
                 recognition=recognizer.stream(),
                 synthesizer=ScriptedSynthesizer(),

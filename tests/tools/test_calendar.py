@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.server.core.models import Appointment
-from dialgraph.server.core.settings import FlowSettings
 from dialgraph.tools import build_tools
 from dialgraph.tools.calendar import Calendar
 from dialgraph.tools.speech_format import spoken_time

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from dialgraph.server.core.call_store import record_call, update_call
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.server.core.models import Contact
-from dialgraph.server.core.settings import FlowSettings
 from dialgraph.tools import build_tools
 from tests.fakes.tool_graph import FixedClock, ToolGraph, call_context
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dialgraph.server.core.settings import FlowSettings, TransferTarget
+from dialgraph.server.core.flow_config import FlowSettings, TransferTarget
 from dialgraph.server.core.turns import EndCallRequest, TransferRequest
 from dialgraph.tools.handoff import handoff_tools, resolve_target
 from tests.fakes.tool_graph import ToolGraph, call_context

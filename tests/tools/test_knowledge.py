@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from dialgraph.server.core.settings import FlowSettings
+from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.tools.knowledge import DEFAULT_KNOWLEDGE_FILE as SAMPLE
 from dialgraph.tools.knowledge import DONT_KNOW, KnowledgeBase, KnowledgeLibrary, knowledge_tools, load_entries
 from tests.fakes.tool_graph import ToolGraph, call_context

@@ -13,13 +13,14 @@ import pytest
 
 from dialgraph.server.app import create_app
 from dialgraph.server.core.db import Database
-from dialgraph.server.core.settings import FlowSettings, Settings, TransferTarget
+from dialgraph.server.core.flow_config import FlowSettings, TransferTarget
+from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
+from dialgraph.telephony.simulator.webhooks import TwilioWebhookClient
 from dialgraph.telephony.speech.vad import EnergyVad
 from dialgraph.telephony.twilio.call_control import build_call_control
 from tests.fakes.speech import NullRecognizer, NullSynthesizer
 from tests.fakes.twilio_rest import FakeTwilioRest
-from tests.fakes.twilio_webhooks import TwilioWebhookClient
 
 PUBLIC_URL = "https://voice.example.com"
 ACCOUNT = "AC" + "1" * 32

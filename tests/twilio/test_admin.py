@@ -8,7 +8,7 @@ import pytest
 
 from dialgraph.server.core.call_store import add_events, get_call, update_call
 from dialgraph.server.core.models import CallEvent
-from tests.fakes.twilio_webhooks import call_params, new_call_sid
+from dialgraph.telephony.simulator.webhooks import call_params, new_call_sid
 from tests.twilio.conftest import ADMIN_TOKEN, CALLER, PUBLIC_URL, SUPPORT_NUMBER, TwilioApp
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
-from tests.fakes.twilio_webhooks import call_params, new_call_sid
+from dialgraph.telephony.simulator.webhooks import call_params, new_call_sid
 from tests.twilio.conftest import SUPPORT_NUMBER, TwilioApp
 
 MAX_WEBHOOK_BODY = 64 * 1024  # the documented limit (server.security.MAX_WEBHOOK_BODY)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
+from dialgraph.server.core.enums import SignalKind, StreamSignal
 from dialgraph.server.core.security import (
     InvalidStreamToken,
     StreamClaims,
@@ -131,7 +132,13 @@ SID = "CA" + "0123456789abcdef" * 2
 
 def test_token_round_trip() -> None:
     token = issue_stream_token(
-        "s3cret", call_sid=SID, thread_id="thread-1", flow="support", ttl_s=60, signal="transfer_failed:busy", now=1000
+        "s3cret",
+        call_sid=SID,
+        thread_id="thread-1",
+        flow="support",
+        ttl_s=60,
+        signal=StreamSignal(SignalKind.TRANSFER_FAILED, "busy"),
+        now=1000,
     )
     assert len(token) < 500
     assert token.replace(".", "").replace("-", "").replace("_", "").isalnum()
@@ -201,7 +208,13 @@ def test_token_garbage(garbage: str) -> None:
 @settings(max_examples=300, deadline=None)
 def test_token_tamper_always_rejected(data: st.DataObject) -> None:
     token = issue_stream_token(
-        "s3cret", call_sid=SID, thread_id=SID, flow="scheduling", ttl_s=60, signal="reconnected", now=0
+        "s3cret",
+        call_sid=SID,
+        thread_id=SID,
+        flow="scheduling",
+        ttl_s=60,
+        signal=StreamSignal(SignalKind.RECONNECTED),
+        now=0,
     )
     index = data.draw(st.integers(0, len(token) - 1))
     replacement = data.draw(st.characters(codec="ascii").filter(lambda c: c != token[index]))

@@ -17,9 +17,8 @@ from dialgraph.server.core.security import issue_stream_token, verify_stream_tok
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.turns import CallerText
 from dialgraph.telephony.audio import SILENCE_FRAME
+from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
 from dialgraph.telephony.speech.base import Final
-from tests.fakes.scripted_runner import ScriptedRunner
-from tests.fakes.speech import ScriptedRecognizer, ScriptedSynthesizer
 from tests.telephony.harness import TwilioMediaClient, new_call, new_sids, serve
 from tests.telephony.test_call_session import GREETING, overrides, play_out
 

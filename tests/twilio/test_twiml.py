@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from dialgraph.server.core.enums import SignalKind, StreamSignal
+from dialgraph.server.core.flow_config import TransferTarget
 from dialgraph.server.core.security import verify_stream_token
-from dialgraph.server.core.settings import Settings, TransferTarget
+from dialgraph.server.core.settings import Settings
 from dialgraph.telephony.twilio import twiml
 
 
@@ -29,7 +31,11 @@ def _children(element: ET.Element) -> list[str]:
 
 def test_connect_stream(public_settings: Settings) -> None:
     xml = twiml.connect_stream(
-        public_settings, call_sid="CA1", thread_id="CA0", flow="support", signal="transfer_failed:busy"
+        public_settings,
+        call_sid="CA1",
+        thread_id="CA0",
+        flow="support",
+        signal=StreamSignal(SignalKind.TRANSFER_FAILED, "busy"),
     )
     root = ET.fromstring(xml)
     assert root.tag == "Response"
@@ -62,7 +68,6 @@ def test_dial_transfer(public_settings: Settings) -> None:
     xml = twiml.dial_transfer(
         public_settings,
         target=target,
-        target_name="billing",
         summary_url=twiml.whisper_url(public_settings, "CA1"),
         caller_id="+14155550100",
     )
@@ -81,9 +86,7 @@ def test_dial_transfer(public_settings: Settings) -> None:
 
 
 def test_dial_without_caller_id(public_settings: Settings) -> None:
-    xml = twiml.dial_transfer(
-        public_settings, target=TransferTarget(number="+15550100002"), target_name="x", summary_url="https://w/"
-    )
+    xml = twiml.dial_transfer(public_settings, target=TransferTarget(number="+15550100002"), summary_url="https://w/")
     assert "callerId" not in ET.fromstring(xml)[0].attrib
 
 

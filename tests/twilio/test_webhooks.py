@@ -12,8 +12,8 @@ from dialgraph.server.core.call_store import get_call, record_call, transcript, 
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Call
 from dialgraph.server.core.security import verify_stream_token
+from dialgraph.telephony.simulator.webhooks import call_params, new_call_sid
 from tests.fakes.twilio_rest import FakeTwilioRest
-from tests.fakes.twilio_webhooks import call_params, new_call_sid
 from tests.twilio.conftest import CALLER, PUBLIC_URL, STREAM_SECRET, SUPPORT_NUMBER, TwilioApp, make_settings, start_app
 
 

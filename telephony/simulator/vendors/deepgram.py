@@ -1,4 +1,4 @@
-"""A local Deepgram live-streaming server (``/v1/listen``) for the real deepgram-sdk.
+"""A local Deepgram stand-in: the live-streaming server (``/v1/listen``) for the real deepgram-sdk.
 
 It speaks Deepgram's wire protocol (query parameters at the handshake, binary audio in,
 ``KeepAlive``/``Finalize``/``CloseStream`` JSON in; ``Results``, ``SpeechStarted``,
@@ -76,6 +76,10 @@ class DeepgramFake:
         assert self._server is not None
         host, port = next(iter(self._server.sockets)).getsockname()[:2]
         return f"ws://{host}:{port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment that points a ``dialgraph serve`` process at this stand-in."""
+        return {"DEEPGRAM_API_KEY": self.api_key, "DEEPGRAM_URL": self.url}
 
     async def __aenter__(self) -> DeepgramFake:
         self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._check)
@@ -206,11 +210,12 @@ class _Session:
         self.speaking = False
 
     async def _results(self, *, is_final: bool, speech_final: bool, until: float, from_finalize: bool = False) -> None:
+        spoken = [w.capitalize() if i == 0 else w for i, (w, _, _) in enumerate(self.pending)]
         words = [
-            {"word": w, "start": s, "end": e, "confidence": 0.99, "punctuated_word": w.capitalize() if i == 0 else w}
-            for i, (w, s, e) in enumerate(self.pending)
+            {"word": w, "start": s, "end": e, "confidence": 0.99, "punctuated_word": said}
+            for (w, s, e), said in zip(self.pending, spoken, strict=True)
         ]
-        transcript = " ".join(w["punctuated_word"] for w in words)
+        transcript = " ".join(spoken)
         message = {
             "type": "Results",
             "channel_index": [0, 1],
@@ -248,9 +253,3 @@ class _Session:
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(message))
-
-
-async def run_forever(vocab: list[str], port: int) -> None:  # pragma: no cover - bench helper
-    fake = DeepgramFake(vocab)
-    fake._server = await serve(fake._handle, "127.0.0.1", port, process_request=fake._check)
-    await asyncio.Future()

@@ -1,4 +1,4 @@
-"""A local ElevenLabs TTS server: the multi-context WebSocket and HTTP streaming.
+"""A local ElevenLabs stand-in, the TTS server: the multi-context WebSocket and HTTP streaming.
 
 Served by uvicorn on 127.0.0.1 (both on one port, like api.elevenlabs.io), for the real
 ``elevenlabs`` SDK (HTTP) and our WebSocket client. It checks ``xi-api-key`` and
@@ -73,9 +73,13 @@ class ElevenLabsFake:
         port = self._server.servers[0].sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
+    def env(self) -> dict[str, str]:
+        """The environment that points a ``dialgraph serve`` process at this stand-in."""
+        return {"ELEVENLABS_API_KEY": self.api_key, "ELEVENLABS_URL": self.url}
+
     async def __aenter__(self) -> ElevenLabsFake:
         self._serve_task = asyncio.get_running_loop().create_task(self._server.serve())
-        while not self._server.started:
+        while not self._server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
             await asyncio.sleep(0.01)
         return self
 
@@ -186,9 +190,3 @@ class ElevenLabsFake:
                 await asyncio.sleep(0)
 
         return StreamingResponse(stream(), media_type="audio/basic")
-
-
-async def serve_forever() -> None:  # pragma: no cover - bench helper
-    async with ElevenLabsFake():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.Future()
