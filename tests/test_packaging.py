@@ -28,7 +28,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "--disable-pip-version-check", "-w", str(out), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "--disable-pip-version-check",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
         timeout=600,
@@ -78,7 +89,18 @@ def test_installed_wheel_runs_from_a_directory_with_its_own_tools_and_server(whe
     ours = sysconfig.get_paths()["purelib"]
     (purelib / "deps.pth").write_text("\n".join([ours, *site.getsitepackages()]) + "\n")
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--disable-pip-version-check", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "-q",
+            "--no-deps",
+            "--disable-pip-version-check",
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
         timeout=300,
@@ -94,7 +116,11 @@ def test_installed_wheel_runs_from_a_directory_with_its_own_tools_and_server(whe
 
     where = subprocess.run(
         [str(py), "-c", "import dialgraph.tools, dialgraph.server; print(dialgraph.tools.__file__)"],
-        cwd=work, env=env, check=True, capture_output=True, text=True,
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     assert where.startswith(str(purelib))
 
