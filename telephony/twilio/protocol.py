@@ -28,11 +28,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from dialgraph.telephony.audio import FRAME_MS
 from dialgraph.telephony.twilio import codec
 
 MAX_FRAMES_BEFORE_START = 3  # ``connected`` may come more than once; ``start`` must follow soon
 MAX_GAP_FRAMES = 250  # never fill more than 5 s of silence for one gap
-FRAME_MS = 20
 
 
 class StreamState(enum.Enum):
