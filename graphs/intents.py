@@ -9,7 +9,29 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+# "Don't call me again" in English and in Hinglish (romanised Hindi, as ASR writes it).
+OPT_OUT = (
+    r"\bstop (calling|phoning|ringing|contacting)\b"
+    r"|\b(don['’]?t|dont|do not|never) (ever )?(call|phone|ring|contact) (me|us|this number|here)"
+    r"( (again|anymore|any more|ever|back again)\b|$)"
+    r"|\bdo not call (list|register|registry)\b|\bdo not call$|\bdo not disturb\b|\bunsubscribe\b"
+    r"|\bopt (me )?out\b|\bno more calls\b"
+    r"|\b(remove|take|delete|strike|cross) (me|my number|this number|us) (off|from|out of) (of )?(your |the |this )?"
+    r"(calling |call |contact |contacts |mailing |phone |marketing )?(list|database|records?|system)\b"
+    r"|\b(put|add) (me|my number|this number) (on|to|in) (your |the )?(do not call|don['’]?t call|dnd|no call)\b"
+    r"|\bi (don['’]?t|do not) want (any |these |your |such )?(more )?(calls|phone calls|to be called)\b"
+    r"|\b(call|phone|fone|kaal)\s+(mat|na|nahi|nahin|mut)\s+(karo|karna|karen|karein|kijiye|kijie|kariye|kar)\b"
+    r"|\bmat (call|phone) (karo|karna|karen|karein|kijiye|kariye)\b|\bdobara (call|phone)\b"
+    r"|\b(call|phone) (band|bandh) (karo|kar do|kijiye)\b|\b(call|phone|calls) nahi(n)? chahiye\b"
+)
+NOT_INTERESTED = (
+    r"\bnot interested\b|\bno interest\b|\bnot for me\b|\b(don['’]?t|do not) need (it|this|that|anything)\b"
+    r"|\binterest(ed)? nahi(n)?\b|\bnahi(n)? chahiye\b|\bzaroorat nahi(n)?\b"
+)
+
 _PATTERNS: tuple[tuple[str, str], ...] = (
+    ("opt_out", OPT_OUT),  # before everything: "bye, and don't call me again" opts out
+    ("not_interested", NOT_INTERESTED),  # before "bye": "no thanks, not interested"
     (
         "bye",
         r"\b(good ?bye|bye|that's all|that is all|that's it|nothing else|no thanks|no thank you|i'm done|hang up)\b",
@@ -50,7 +72,8 @@ _FILLER = re.compile(r"^(um+|uh+|er+|well|so|oh|hi|hello|yes|yeah|sure|ok|okay)\
 
 
 def classify(norm: str, flow: str, targets: Mapping[str, str] | None = None) -> str | None:
-    """The first intent the words show (order matters: "bye" before "book"), or yes/no."""
+    """The first intent the words show (order matters: "opt_out" before everything, "bye"
+    before "book"), or yes/no."""
     for name, pattern in _PATTERNS:
         if re.search(pattern, norm):
             if name == "bye" and re.search(r"\b(book|appointment|cancel|message)\b", norm):

@@ -6,6 +6,11 @@ words, its own earlier replies and the tools' results — and decides like a car
 receptionist: pick the tool the caller's words ask for, fill its arguments, ask for what
 is missing, then say the tool's (already speakable) result and move the call on.
 
+On a call we placed (``facts.outbound``) the greeting already said who we are and why; it
+asked for a minute (sales, support) or whether to keep, move or cancel the appointment
+(a reminder). "Not interested" ends the call politely (reason ``not_interested``); "stop
+calling me" (any flow, any direction) calls ``opt_out``.
+
 Its working memory is a small ``Frame`` (task, what it last asked, collected slots) that
 it attaches to each reply's ``response_metadata``; the next call reads the newest one
 back. A reply without a frame (an interrupted one, or history from another model) simply
@@ -26,6 +31,7 @@ from dialgraph.graphs.facts import CallFacts
 from dialgraph.graphs.intents import classify, extract_name, is_no, is_yes, pick_ordinal
 from dialgraph.graphs.spoken_time import When, normalise, parse_date, parse_time, parse_when
 from dialgraph.graphs.state import DIALOG_ACT, OFFER
+from dialgraph.tools.state import NOT_INTERESTED
 
 FRAME_KEY = "offline_frame"
 
@@ -44,6 +50,13 @@ ASK_HOT = "Would you like me to connect you with our sales team right now, or bo
 ASK_FOLLOWUP = "Would you like to book a follow-up call with our team?"
 SORRY = "Sorry, I didn't quite catch that."
 GOODBYE = "Thank you for calling {company}. Goodbye!"
+GOODBYE_OUT = "Thank you for your time. Goodbye!"
+NOT_INTERESTED_BYE = "No problem at all. Thank you for your time, and have a good day. Goodbye!"
+KEEP_BYE = "Great, your appointment stays as it is. We'll see you then. Goodbye!"
+ASK_MOVE_OR_CANCEL = "No problem. Would you like to move it to another time, or cancel it?"
+ASK_NEED_OUT = "Great, thank you. To start, what are you looking for, and what would you use it for?"
+ASK_LATER = "No problem. Would you like to book a better time for a follow-up call?"
+LATER_BYE = "No problem, we'll try you another time. Thank you, goodbye!"
 HELP = {
     "scheduling": "I can book, move or cancel an appointment, or take a message. What would you like to do?",
     "support": "You can ask me a question about our services, or I can take a message. What would you like to do?",
@@ -56,7 +69,7 @@ QUALIFY = (("need", ASK_NEED), ("timeline", ASK_TIMELINE), ("budget", ASK_BUDGET
 class Frame:
     """What the receptionist is doing and has gathered (plain data: stored in metadata)."""
 
-    task: str | None = None  # book | reschedule | message | lead | None
+    task: str | None = None  # book | reschedule | message | lead | keep | later | None
     ask: str | None = None  # what the last reply asked for
     start: str | None = None  # ISO local datetime chosen
     day: str | None = None  # ISO local date mentioned without a time
@@ -104,6 +117,8 @@ def decide(messages: list[BaseMessage], tool_names: set[str], facts: CallFacts, 
         frame.for_whom = latest.response_metadata.get("for_whom")
     if latest is not None and latest.response_metadata.get(OFFER) == "appointment":  # welcome back
         frame.ask, frame.task = "hear_or_change", None
+    if latest is not None and latest.response_metadata.get("outbound"):  # our greeting asked
+        frame.ask, frame.task = str(latest.response_metadata.get(OFFER) or "minute"), None
     if facts.caller_name and not frame.name:
         frame.name = facts.caller_name
     policy = _Policy(facts, now, frame, tool_names)
@@ -163,6 +178,15 @@ class _Policy:
         f = self.frame
         norm = normalise(text)
         intent = classify(norm, self.flow, self.facts.targets)
+        if intent == "opt_out" and "opt_out" in self.tools:
+            return self.call("opt_out", {"reason": "asked not to be called again"}, task=None)
+        if intent == "not_interested":
+            reason = NOT_INTERESTED if self.facts.outbound else "completed"
+            return self.call("end_call", {"reason": reason}, task=None)
+        if f.ask == "minute" and (reply := self.on_minute(norm, intent)):
+            return reply
+        if f.ask == "reminder" and (reply := self.on_reminder(norm, intent)):
+            return reply
         if f.topic is None and intent not in (None, "yes", "no", "bye", "human"):
             f.topic = "question" if self.flow == "support" else intent
             f.topic_text = " ".join(text.split()[:16])
@@ -218,6 +242,36 @@ class _Policy:
         if f.ask == "name" and f.name:
             return self.say(f"Thanks, {f.name}. " + HELP[self.flow])
         return self.say(SORRY + " " + HELP[self.flow], task=None)
+
+    def on_minute(self, norm: str, intent: str | None) -> Reply | None:
+        """The answer to our outbound greeting's "do you have a minute?"; None: handle the
+        words as any other turn (they went straight to what they want)."""
+        if _LATER.search(norm) or _NOT_NOW.search(norm):
+            if self.flow == "sales" and "book_appointment" in self.tools:
+                return self.say(ASK_LATER, ask="followup_book", task="lead")
+            return self.call("end_call", {"reason": "call_later"}, task="later")
+        if intent in ("bye", "no") or (intent is None and is_no(norm)):
+            return self.call("end_call", {"reason": NOT_INTERESTED}, task=None)
+        if intent == "yes":
+            if self.flow == "sales":
+                return self.say(ASK_NEED_OUT, ask="need", task="lead")
+            return self.say(f"Great, thank you. {HELP[self.flow]}", task=None)
+        if _WHO_WHAT.search(norm):
+            about = self.facts.purpose or "a quick follow-up"
+            return self.say(f"I'm calling from {self.facts.company} about {about}. Do you have a minute?", ask="minute")
+        return None
+
+    def on_reminder(self, norm: str, intent: str | None) -> Reply | None:
+        """The answer to "would you like to keep it, move it, or cancel it?"; None: moving,
+        cancelling and anything else take their usual paths (the tools find the
+        appointment by the number we called)."""
+        if intent in ("reschedule", "cancel", "human", "message", "list", "bye"):
+            return None
+        if _CANT.search(norm) or (intent == "no" and not _KEEP.search(norm)):
+            return self.say(ASK_MOVE_OR_CANCEL, ask="reminder")
+        if _KEEP.search(norm) or intent == "yes":
+            return self.call("end_call", {"reason": "completed"}, task="keep")
+        return None
 
     def when(self, text: str, norm: str) -> When | None:
         f = self.frame
@@ -343,7 +397,15 @@ class _Policy:
         names = [r.name for r in results]
         text, offers_message = speakable(" ".join(r.content for r in results))
         if "end_call" in names:
-            return self.say(GOODBYE.format(company=self.facts.company), task=None)
+            reason = next((r.args.get("reason") for r in results if r.name == "end_call"), None)
+            if reason == NOT_INTERESTED:
+                return self.say(NOT_INTERESTED_BYE, task=None)
+            if f.task == "keep":
+                return self.say(KEEP_BYE, task=None)
+            if f.task == "later":
+                return self.say(LATER_BYE, task=None)
+            bye = GOODBYE_OUT if self.facts.outbound else GOODBYE.format(company=self.facts.company)
+            return self.say(bye, task=None)
         for r in results:
             if r.name == "request_transfer":
                 target = getattr(r.artifact, "target", None)
@@ -409,6 +471,19 @@ def _names_day(norm: str) -> bool:
 _NAMES_BOOKED = re.compile(r"\b(my|the|our|that) (appointment|booking|visit)\b")
 _INSTEAD = re.compile(r"\binstead\b")
 _NOT_NOW = re.compile(r"\bnot (right )?now\b")
+_LATER = re.compile(
+    r"\b(i'm busy|i am busy|busy right now|bad time|not a good time|call (me )?(back )?later|another time|in a meeting"
+    r"|driving)\b"
+)
+_WHO_WHAT = re.compile(
+    r"\b(who (is|'s) (this|it|calling|speaking)|who are you|what (is|'s) (this|it|that) (about|regarding|for)"
+    r"|what is this|why (are you|did you|do you) call|what do you want|which company|where are you calling from)\b"
+)
+_KEEP = re.compile(
+    r"\b(keep (it|that|the appointment|my appointment)|i'll be there|i will be there|i'll come|i will come"
+    r"|that's fine|that is fine|still (good|fine|on|works)|works for me|confirm(ed)?|see you then)\b"
+)
+_CANT = re.compile(r"\b(can't|cannot|can not|won't be able to) (make|come|do)\b")
 _ASKS_OPTIONS = re.compile(r"\b(what|which|any|anything|available|free|open|options?)\b|\?\s*$")
 _HEAR = re.compile(r"\b(hear|read|tell|remind|what|when)\b")
 _SPOKEN_TIME = re.compile(r"\b\d{1,2}(?::\d{2})?\s?(?:am|pm)\b|\b12:00\b")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -60,6 +63,17 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
         call_control = build_call_control(settings)
         stack.push_async_callback(call_control.aclose)
 
+    from dialgraph.server.outbound.placer import OutboundPlacer
+    from dialgraph.server.outbound.voicemail import VoicemailCache
+
+    placer = OutboundPlacer(db, settings, call_control)
+    if settings.outbound.dispatcher:
+        from dialgraph.server.outbound.dispatcher import CampaignDispatcher
+
+        dispatcher = CampaignDispatcher(db, settings, placer, call_control, instance_id=instance_id())
+        dispatcher.start()
+        stack.push_async_callback(dispatcher.aclose)  # stops before the client and the db close
+
     log.info(
         "services ready",
         env=settings.env,
@@ -79,7 +93,14 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
         call_control=call_control,
         reply_progress=reply_progress,
         call_events=call_events,
+        placer=placer,
+        voicemail_cache=VoicemailCache(),
     )
+
+
+def instance_id() -> str:
+    """This process among the instances sharing the database (host, pid, a random part)."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def create_app(settings: Settings, *, overrides: Overrides | None = None) -> FastAPI:
@@ -106,11 +127,12 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
 
     app = FastAPI(title="dialgraph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    from dialgraph.server.routes import admin, media, twilio
+    from dialgraph.server.routes import admin, media, outbound, twilio
 
     app.include_router(health.router)
     app.include_router(twilio.router)
     app.include_router(media.router)
+    app.include_router(outbound.router)
     app.include_router(admin.router)
     return app
 

@@ -1,4 +1,5 @@
-"""The ``dialgraph`` command line: serve, config check, db upgrade/prune, chat, demo, simulate."""
+"""The ``dialgraph`` command line: serve, config check, db upgrade/prune, chat, call, campaign, dnd,
+demo, simulate."""
 
 from __future__ import annotations
 
@@ -116,13 +117,65 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     from dialgraph.telephony.simulator.cli import simulate_main
 
-    return simulate_main([args.scenario, "--url", args.url, *rest])
+    return simulate_main([*([args.scenario] if args.scenario else []), "--url", args.url, *rest])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from dialgraph.server.demo import run_demo
 
     return run_demo(_settings(args), out_dir=Path(args.out).resolve())
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from dialgraph.server.outbound import commands
+
+    try:
+        context = commands.parse_context(args.context or [])
+    except ValueError as exc:
+        print(f"dialgraph: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(
+        commands.place_call(
+            _settings(args), to=args.to, flow=args.flow, from_=args.from_number, context=context, purpose=args.purpose
+        )
+    )
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    from dialgraph.server.outbound import commands
+
+    settings = _settings(args)
+    if args.campaign_command == "create":
+        spec: dict[str, object] = {
+            "name": args.name,
+            "flow": args.flow,
+            "from_number": args.from_number,
+            "max_concurrent": args.max_concurrent,
+            "calls_per_second": args.calls_per_second,
+            "max_attempts": args.max_attempts,
+            "retry_after_s": args.retry_after_s,
+            "purpose": args.purpose,
+        }
+        if args.window:
+            hours, _, days = args.window.partition(",")
+            start, _, end = hours.partition("-")
+            spec["window"] = {"start": start, "end": end, **({"days": days.split(",")} if days else {})}
+        try:
+            csv_path = Path(args.csv)
+            text = csv_path.read_text(encoding="utf-8-sig")
+            return asyncio.run(commands.create_campaign(settings, spec=spec, csv_path=csv_path, csv_text=text))
+        except (ValidationError, ValueError) as exc:
+            print(f"dialgraph: invalid campaign:\n{exc}", file=sys.stderr)
+            return 2
+    if args.campaign_command == "status":
+        return asyncio.run(commands.campaign_status(settings, args.id))
+    return asyncio.run(commands.campaign_action(settings, args.id, args.campaign_command))
+
+
+def cmd_dnd_import(args: argparse.Namespace) -> int:
+    from dialgraph.server.outbound import commands
+
+    return asyncio.run(commands.dnd_import(_settings(args), Path(args.file)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,12 +209,45 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--thread", default=None, help="resume this thread id")
     chat.set_defaults(func=cmd_chat)
 
+    purposes = ("promotional", "service", "transactional")
+    call = sub.add_parser("call", help="place one outbound call (compliance checks first)")
+    call.add_argument("to", help="the callee, E.164 (+15551234567)")
+    call.add_argument("--flow", required=True)
+    call.add_argument("--from", dest="from_number", default=None, help="caller ID (default: the flow's)")
+    call.add_argument("--context", nargs="*", metavar="KEY=VALUE", help="what the agent knows: name=Jane ...")
+    call.add_argument("--purpose", choices=purposes, default="service")
+    call.set_defaults(func=cmd_call)
+
+    campaign = sub.add_parser("campaign", help="outbound campaigns")
+    campaign_sub = campaign.add_subparsers(dest="campaign_command", required=True)
+    create = campaign_sub.add_parser("create", help="queue a campaign from a CSV with a 'to' column")
+    create.add_argument("--name", required=True)
+    create.add_argument("--flow", required=True)
+    create.add_argument("--csv", required=True, help="contacts: a 'to' column plus any fields")
+    create.add_argument("--from", dest="from_number", default=None)
+    create.add_argument("--max-concurrent", type=int, default=1)
+    create.add_argument("--calls-per-second", type=float, default=1.0)
+    create.add_argument("--max-attempts", type=int, default=1)
+    create.add_argument("--retry-after-s", type=int, default=3600)
+    create.add_argument("--purpose", choices=purposes, default="service")
+    create.add_argument("--window", default=None, help="callee-local hours and days: 09:00-21:00[,mon,tue,...]")
+    for verb in ("status", "pause", "resume", "cancel"):
+        one = campaign_sub.add_parser(verb, help=f"{verb} a campaign")
+        one.add_argument("id")
+    campaign.set_defaults(func=cmd_campaign)
+
+    dnd = sub.add_parser("dnd", help="do-not-call list")
+    dnd_sub = dnd.add_subparsers(dest="dnd_command", required=True)
+    dnd_import = dnd_sub.add_parser("import", help="import the NCPR/DND registry file (number[,categories])")
+    dnd_import.add_argument("file")
+    dnd_import.set_defaults(func=cmd_dnd_import)
+
     demo = sub.add_parser("demo", help="run a spoken demo call against a local server (no keys)")
     demo.add_argument("--out", default="out/demo", help="where the transcript, recording and server log go")
     demo.set_defaults(func=cmd_demo)
 
     simulate = sub.add_parser("simulate", help="play Twilio and a scripted caller against a running server")
-    simulate.add_argument("scenario")
+    simulate.add_argument("scenario", nargs="?", help="a scenario file or name (optional with --callee)")
     simulate.add_argument("--url", default="http://127.0.0.1:8000")
     simulate.set_defaults(func=None, passthrough=cmd_simulate)
     return parser

@@ -19,6 +19,8 @@ from dialgraph.server.core.turns import TurnRunner
 from dialgraph.telephony.speech.base import SpeechRecognizer, SpeechSynthesizer, VoiceActivityDetector
 
 if TYPE_CHECKING:  # the Twilio client loads only when the app builds one
+    from dialgraph.server.outbound.placer import OutboundPlacer
+    from dialgraph.server.outbound.voicemail import VoicemailCache
     from dialgraph.telephony.twilio.call_control import CallControl
 
 
@@ -35,6 +37,8 @@ class Services:
     call_control: CallControl
     reply_progress: ReplyProgressWriter  # the process's one writer of calls.reply_heard
     call_events: CallEventWriter  # the process's one writer of call_events (transcripts)
+    placer: OutboundPlacer  # places outbound calls (compliance checks, then Twilio REST)
+    voicemail_cache: VoicemailCache  # rendered voicemail messages, by CallSid
 
     def runner(self, flow: str) -> TurnRunner:
         return self.runners[flow]

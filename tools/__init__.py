@@ -3,7 +3,7 @@
 Every tool reads the caller and the flow from the run's ``CallContext`` (a hidden
 ``ToolRuntime`` argument), answers in short speakable words, and turns errors into
 something the agent can say. A tool that changes the call's state (a transfer or end-call
-request, the caller's name, sales answers) returns ``Command(update=...)`` with keys of
+request, an opt-out, the caller's name, sales answers) returns ``Command(update=...)`` with keys of
 ``tools.state.ToolState``; the flow's tool node applies it, and the call session carries
 out the requests once the reply has played.
 """
@@ -21,6 +21,7 @@ from dialgraph.tools.contacts import contact_tools
 from dialgraph.tools.handoff import handoff_tools
 from dialgraph.tools.knowledge import KnowledgeLibrary, knowledge_tools
 from dialgraph.tools.messages import message_tools
+from dialgraph.tools.opt_out import opt_out_tools
 from dialgraph.tools.runtime import model_args_schema, utc_clock
 
 
@@ -33,6 +34,7 @@ def build_tools(*, db: Database, clock: Callable[[], dt.datetime] | None = None)
         *knowledge_tools(library=KnowledgeLibrary()),
         *message_tools(db=db),
         *handoff_tools(),
+        *opt_out_tools(db=db),
     ]
     return {t.name: model_args_schema(t) for t in tools}
 

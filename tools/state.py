@@ -22,8 +22,15 @@ class TransferState(TypedDict):
     summary: str
 
 
+# End reasons with a meaning of their own (the call's outcome says them): the person asked
+# not to be called again (``tools.opt_out``), or said no to an outbound call.
+OPTED_OUT = "opted_out"
+NOT_INTERESTED = "not_interested"
+
+
 class EndState(TypedDict):
-    """An end of call decided on (``server.core.turns.EndCallRequest`` as data)."""
+    """An end of call decided on (``server.core.turns.EndCallRequest`` as data): ``reason``
+    is ``completed``, ``opted_out``, ``not_interested``, or what the model said."""
 
     reason: str
 

@@ -4,6 +4,7 @@
                        ├─ signal ──┬──────────────────────► END   (reconnected, transfer failed)
                        │           └─► agent                      (a caller turn was left unanswered)
                        ├─ keypad ──┬──────────────────────► END   (DTMF mapped to a transfer)
+                       │           ├─► tools                      (the opt-out digit: opt_out)
                        │           └─► agent
                        └─────────────► agent ─route_after_agent─┬─► END
                                          ▲                      └─► tools ─┐
@@ -11,8 +12,8 @@
 
 A flow is data: a ``FlowSpec`` (its tools, prompt and greeting) that its module holds, and
 ``flow_builder(spec)`` makes the module's ``build_<name>_graph``. The greeting, the
-reconnection line, the "nobody is free" line and keypad transfers are fixed sentences (no
-model call: spoken at once, same on every model). ``agent`` is the flow's model with its
+reconnection line, the "nobody is free" line, keypad transfers and the opt-out confirmation
+are fixed sentences (no model call: spoken at once, same on every model). ``agent`` is the flow's model with its
 tools and prompt; on a new caller turn it also labels the turn's ``intent`` by keywords (no
 model call), and routes itself on its reply (a ``Command``: a conditional edge would
 rebuild the whole state to read it). ``tools`` is LangGraph's ``ToolNode``: a tool that
@@ -23,11 +24,21 @@ needs no step of its own shares one: a turn answered through one tool round trip
 five checkpoints (input, start, agent, tools, agent). The model sees the flow's prompt and
 the call's facts (``graphs.facts.CallFacts``: the local time, the names, never the numbers,
 of the transfer targets); the offline model gets the same facts as an object.
+
+Outbound calls (``CallContext.direction == "outbound"``): the agent speaks first. The
+greeting node says the flow's outbound greeting (``FlowSettings.outbound_greeting``, else
+the spec's), filled from the contact the call was placed with: their name, the company,
+why we call, and for a reminder the appointment in words ("tomorrow at 10 in the
+morning"). The model is told the same through ``CallFacts``. An opt-out ("stop calling
+me", or the flow's ``opt_out_digit``, which the keypad node turns into a call of the same
+tool) runs ``opt_out``; once its ``Command`` has set ``pending_end`` to ``opted_out`` the
+agent node says ``OPT_OUT_CONFIRM`` without a model call, and the session hangs up.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,8 +60,9 @@ from dialgraph.graphs.spoken_time import normalise
 from dialgraph.graphs.state import DIALOG_ACT, INTERRUPTED, OFFER, UNSAID, CallbackState, CallState
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.flow_config import FlowSettings
+from dialgraph.tools.opt_out import KEYPAD_REASON
 from dialgraph.tools.runtime import utc_clock
-from dialgraph.tools.state import TransferState
+from dialgraph.tools.state import OPTED_OUT, TransferState
 
 VOICE_RULES = """You are on a live phone call, so speak like a friendly, efficient receptionist:
 short sentences, one question at a time, no lists, no markdown, no emojis, never read out IDs.
@@ -65,16 +77,65 @@ NOBODY_FREE = "I'm sorry, nobody from the {desc} is free to take your call right
 KEYPAD_TRANSFER = "Connecting you to the {desc} now. Please hold."
 WELCOME_BACK = "Welcome back, {name}."
 OFFER_APPOINTMENT = "I see you have an upcoming appointment — would you like to hear it, or change it?"
+OPT_OUT_CONFIRM = "Understood. I've taken your number off our list and we won't call you again. Goodbye."
+OUTBOUND_GREETING = "Hi {name}, this is {company}. I'm calling about {purpose}. Is now a good time to talk?"
+# what an outbound greeting asks (the ``offer`` of its line): "do you have a minute?", or
+# for a reminder "keep it, move it or cancel it?"
+OFFER_MINUTE = "minute"
+OFFER_REMINDER = "reminder"
+_TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "shri", "smt", "sri", "kumari"})
 
 
 @dataclass(frozen=True, slots=True)
 class FlowSpec:
-    """What makes one flow different: its tools, its prompt, its greeting."""
+    """What makes one flow different: its tools, its prompt, its greetings."""
 
     name: str
     tool_names: tuple[str, ...]
     prompt: str
     greeting: str  # may use {company}
+    # the first words of a call we place: may use {name} {company} {purpose}, and {when}
+    # (the contact's appointment in words); a missing value drops out with its space
+    outbound_greeting: str = OUTBOUND_GREETING
+    outbound_purpose: str = "a quick follow-up"  # {purpose} when the contact gives none
+    outbound_offer: str = OFFER_MINUTE  # what the outbound greeting asks
+
+
+def first_name(name: str | None) -> str | None:
+    """The name to greet someone by: "Jane" of "Jane Doe", "Dr. Rao" of "Dr. Anil Rao"."""
+    words = (name or "").split()
+    if not words:
+        return None
+    if words[0].lower().rstrip(".") in _TITLES and len(words) > 1:
+        return f"{words[0]} {words[-1]}"
+    return words[0]
+
+
+def fill(template: str, values: Mapping[str, str | None]) -> str:
+    """``template`` with its ``{placeholders}`` filled; a missing value drops out with the
+    space or comma before it ("Hi {name}, this is" -> "Hi, this is"), and "about {purpose}"
+    reads right when the purpose is phrased as "to ..." or "regarding ..."."""
+    text = template
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", (value or "").strip())
+    text = re.sub(r"\babout (about|regarding|to|because|on|for) ", r"\1 ", text)
+    text = re.sub(r"\s+([,.!?;:])", r"\1", text)
+    text = re.sub(r"[,;:]+(?=[.!?,])", "", text)
+    return re.sub(r"\s{2,}", " ", text).strip()
+
+
+def outbound_greeting(spec: FlowSpec, flow: FlowSettings, facts: CallFacts) -> str:
+    """The first words of a call we placed, from the contact's facts (fixed words, no model)."""
+    template = flow.outbound_greeting or spec.outbound_greeting
+    return fill(
+        template,
+        {
+            "name": first_name(facts.contact_name),
+            "company": flow.company,
+            "purpose": facts.purpose or spec.outbound_purpose,
+            "when": facts.appointment_words(),
+        },
+    )
 
 
 class GraphFactory(Protocol):
@@ -136,8 +197,17 @@ def route_after_signal(state: CallState) -> Literal["agent", "__end__"]:
     return "agent" if unanswered(state.get("messages", [])[:-1]) else "__end__"
 
 
-def route_after_keypad(state: CallState) -> Literal["agent", "__end__"]:
+def route_after_keypad(state: CallState) -> Literal["agent", "tools", "__end__"]:
+    messages = state.get("messages", [])
+    if messages and isinstance(messages[-1], AIMessage) and messages[-1].tool_calls:
+        return "tools"  # the opt-out digit: the keypad node asked for opt_out
     return "__end__" if state.get("pending_transfer") else "agent"
+
+
+def opted_out(state: CallState) -> bool:
+    """True when this run's tools took the number off the call list (the call ends)."""
+    end = state.get("pending_end")
+    return end is not None and end.get("reason") == OPTED_OUT
 
 
 def caller_intent(messages: Sequence[AnyMessage], flow: str, *, lookback: int = 3) -> str | None:
@@ -191,11 +261,19 @@ def build_flow_graph(
     flow_tools = select_tools(tools, spec.tool_names)
     bound = model.bind_tools(flow_tools) if flow_tools else model
     now = clock or utc_clock
+    opt_out_ready = any(t.name == "opt_out" for t in flow_tools)
 
     def greeting(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
         flow = runtime.context.flow_settings
         callback = state.get("callback")
         update: dict[str, Any] = {"signal": None, "caller_turns": 0, "agent_turns": 0}
+        ctx = runtime.context
+        if ctx.direction == "outbound":  # we called them: say who we are and why, by name
+            facts = CallFacts.of(flow, now=now(), direction=ctx.direction, contact=ctx.contact)
+            text = outbound_greeting(spec, flow, facts)
+            if facts.contact_name:
+                update["caller_name"] = facts.contact_name
+            return {**update, "messages": [_ai(text, "greeting", outbound=True, **{OFFER: spec.outbound_offer})]}
         if callback:
             if callback.get("appointment") and "list_my_appointments" not in spec.tool_names:
                 callback = {**callback, "appointment": None}  # nothing this flow could do with it
@@ -229,6 +307,17 @@ def build_flow_graph(
     def keypad(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
         digits = state.get("keypad") or ""
         flow = runtime.context.flow_settings
+        if flow.opt_out_digit and flow.opt_out_digit in digits and opt_out_ready:
+            # the same tool as a spoken opt-out does the write; the tools node runs it next
+            request = AIMessage(
+                content="",
+                id=f"fixed-{uuid.uuid4().hex}",
+                tool_calls=[
+                    {"name": "opt_out", "args": {"reason": KEYPAD_REASON}, "id": f"call_{uuid.uuid4().hex[:24]}"}
+                ],
+                response_metadata={DIALOG_ACT: "keypad_opt_out"},
+            )
+            return {"messages": [request], "keypad": None}
         target = next((flow.dtmf_transfer[d] for d in digits if d in flow.dtmf_transfer), None)
         if target is None:
             return {"keypad": None}
@@ -246,11 +335,18 @@ def build_flow_graph(
         flow = runtime.context.flow_settings
         messages = state.get("messages", [])
         update: dict[str, Any] = {"agent_turns": state.get("agent_turns", 0) + 1}
+        if messages and isinstance(messages[-1], ToolMessage) and opted_out(state):
+            # the number is off the list and the call ends: fixed words, no model call
+            update["messages"] = [_ai(OPT_OUT_CONFIRM, "opted_out")]
+            return Command(update=update, goto="__end__")
         if messages and isinstance(messages[-1], HumanMessage):  # a new caller turn (not a tool round)
             update["caller_turns"] = state.get("caller_turns", 0) + 1
             if label := caller_intent(messages, spec.name):
                 update["intent"] = label
-        facts = CallFacts.of(flow, now=now(), caller_name=state.get("caller_name"))
+        ctx = runtime.context
+        facts = CallFacts.of(
+            flow, now=now(), caller_name=state.get("caller_name"), direction=ctx.direction, contact=ctx.contact
+        )
         role = (flow.prompt or spec.prompt).replace("{company}", flow.company)
         prompt = f"{role}\n\n{VOICE_RULES}\n\n{facts.prompt()}"
         reply = await bound.ainvoke([SystemMessage(prompt), *messages], facts_config(facts))

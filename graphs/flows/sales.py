@@ -1,9 +1,10 @@
 """Sales: qualify the lead (need, timeline, budget, decision maker), book a follow-up,
-hand hot leads straight to the sales team."""
+hand hot leads straight to the sales team. Outbound: greet the contact by name, say why we
+call, ask for a minute; "not interested" ends politely, "stop calling me" opts out."""
 
 from __future__ import annotations
 
-from dialgraph.graphs.flows.base import FlowSpec, flow_builder
+from dialgraph.graphs.flows.base import OFFER_MINUTE, FlowSpec, flow_builder
 
 SPEC = FlowSpec(
     name="sales",
@@ -16,12 +17,18 @@ SPEC = FlowSpec(
         "take_message",
         "request_transfer",
         "end_call",
+        "opt_out",
     ),
     prompt="""You answer the sales line of {company}. Learn, one question at a time, what the
 caller needs, when they need it, their budget, and whether they make the decision; save the
 answers with save_lead. A hot lead (needs it soon, has a budget, decides) may be transferred to
-the sales team right away with a one-sentence summary; otherwise offer to book a follow-up call.""",
+the sales team right away with a one-sentence summary; otherwise offer to book a follow-up call.
+On a call you placed, ask your questions only once they agree to talk; if they are not
+interested, thank them and end the call.""",
     greeting="Thank you for calling {company}. I'd love to hear what you're looking for. How can I help?",
+    outbound_greeting="Hi {name}, this is {company}. I'm calling about {purpose}. Do you have a minute?",
+    outbound_purpose="how we could help your business",
+    outbound_offer=OFFER_MINUTE,
 )
 
 build_sales_graph = flow_builder(SPEC)

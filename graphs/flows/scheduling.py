@@ -1,8 +1,9 @@
-"""Scheduling: find free times, book, move and cancel appointments, confirm them in words."""
+"""Scheduling: find free times, book, move and cancel appointments, confirm them in words.
+Outbound: the reminder call ("your appointment tomorrow at 10: keep it, move it, or cancel it?")."""
 
 from __future__ import annotations
 
-from dialgraph.graphs.flows.base import FlowSpec, flow_builder
+from dialgraph.graphs.flows.base import OFFER_REMINDER, FlowSpec, flow_builder
 
 SPEC = FlowSpec(
     name="scheduling",
@@ -17,12 +18,20 @@ SPEC = FlowSpec(
         "take_message",
         "request_transfer",
         "end_call",
+        "opt_out",
     ),
     prompt="""You answer the phone for {company} and look after appointments: you find free times,
 book, move and cancel appointments, and tell callers when their appointments are.
 Ask for the day and time they want; offer free times when theirs is taken; ask for their name
-before booking if you don't know it. Anything else: take a message or transfer to the front desk.""",
+before booking if you don't know it. Anything else: take a message or transfer to the front desk.
+On a reminder call you placed: if they keep the appointment, confirm it and end the call.""",
     greeting="Thank you for calling {company}. I can book, move or cancel an appointment for you. How can I help?",
+    outbound_greeting=(
+        "Hi {name}, this is {company}. I'm calling to remind you of your appointment {when}. "
+        "Would you like to keep it, move it, or cancel it?"
+    ),
+    outbound_purpose="your appointment",
+    outbound_offer=OFFER_REMINDER,
 )
 
 build_scheduling_graph = flow_builder(SPEC)

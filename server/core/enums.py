@@ -22,6 +22,15 @@ class CallOutcome(StrEnum):
     ENDED_BY_ADMIN = "ended_by_admin"
     CALLER_HUNG_UP = "caller_hung_up"
     RECONNECTS_EXHAUSTED = "reconnects_exhausted"
+    # outbound
+    VOICEMAIL = "voicemail"  # a machine answered; the flow's message was left
+    FAX = "fax"  # a fax answered; hung up
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    OPTED_OUT = "opted_out"  # the callee asked not to be called again
+    NOT_INTERESTED = "not_interested"  # the callee declined; the agent said goodbye
 
 
 class CallStatus(StrEnum):
@@ -90,3 +99,15 @@ class StreamSignal:
             return cls(SignalKind(kind), detail)
         except ValueError:
             return None
+
+
+# AMD verdicts (Twilio's AnsweredBy) that mean a machine took the call.
+MACHINE_ANSWERS = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other"})
+
+# The outcome of an outbound call that never got answered, by its final CallStatus.
+UNANSWERED_OUTCOMES = {
+    "busy": CallOutcome.BUSY,
+    "no-answer": CallOutcome.NO_ANSWER,
+    "failed": CallOutcome.FAILED,
+    "canceled": CallOutcome.CANCELED,
+}

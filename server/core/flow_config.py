@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -28,6 +29,83 @@ class TransferTarget(BaseModel):
     number: str = Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.164 number to <Dial>")
     description: str = ""
     timeout_s: int = Field(default=20, ge=5, le=120, description="ring time before giving up")
+
+
+E164 = r"^\+[1-9]\d{6,14}$"
+DTMF_KEYS = frozenset("0123456789*#")
+
+
+class CallingWindow(BaseModel):
+    """Local calling hours and weekdays, evaluated in the *callee's* time zone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field(default="09:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field(default="21:00", pattern=r"^([01]\d|2[0-4]):[0-5]\d$")
+    days: list[str] = Field(default_factory=lambda: list(WEEKDAYS))
+
+    @field_validator("days")
+    @classmethod
+    def _weekdays(cls, v: list[str]) -> list[str]:
+        bad = [d for d in v if d not in WEEKDAYS]
+        if bad:
+            raise ValueError(f"unknown weekday(s) {', '.join(bad)} (use {', '.join(WEEKDAYS)})")
+        if not v:
+            raise ValueError("a calling window needs at least one day")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CallingWindow:
+        if self.start >= self.end:
+            raise ValueError(f"calling window {self.start}-{self.end} ends before it starts")
+        return self
+
+    def _opens(self, day: dt.date) -> tuple[dt.time, dt.time] | None:
+        if WEEKDAYS[day.weekday()] not in self.days:
+            return None
+        close = dt.time.max if self.end == "24:00" else dt.time.fromisoformat(self.end)
+        return dt.time.fromisoformat(self.start), close
+
+    def allows(self, now_utc: dt.datetime, zone: ZoneInfo) -> bool:
+        local = now_utc.astimezone(zone)
+        span = self._opens(local.date())
+        return span is not None and span[0] <= local.time() < span[1]
+
+    def next_allowed(self, now_utc: dt.datetime, zones: Sequence[ZoneInfo]) -> dt.datetime | None:
+        """None when a call is allowed now in every zone of ``zones``; else the earliest UTC
+        instant (to the minute) at which it is, looking up to 8 days ahead."""
+        if all(self.allows(now_utc, z) for z in zones):
+            return None
+        candidates: set[dt.datetime] = set()
+        for zone in zones:  # the window's openings in each zone are the only moments it can start
+            local_day = now_utc.astimezone(zone).date()
+            for offset in range(9):
+                day = local_day + dt.timedelta(days=offset)
+                span = self._opens(day)
+                if span is not None:
+                    opening = dt.datetime.combine(day, span[0], tzinfo=zone).astimezone(dt.UTC)
+                    if opening > now_utc:
+                        candidates.add(opening)
+        for at in sorted(candidates):
+            if all(self.allows(at, z) for z in zones):
+                return at
+        return None if not candidates else min(candidates)
+
+
+class DltFields(BaseModel):
+    """India's TRAI DLT registration facts of the sender (TCCCPR 2018)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entity_id: str | None = Field(default=None, description="principal entity (PE) id registered on DLT")
+    header: str | None = Field(default=None, description="registered caller-ID header")
+    template_id: str | None = Field(default=None, description="content template id, when the call uses one")
+
+    def merged(self, other: DltFields | None) -> DltFields:
+        """``other``'s fields where set, else ours."""
+        if other is None:
+            return self
+        return DltFields(**{**self.model_dump(exclude_none=True), **other.model_dump(exclude_none=True)})
 
 
 class FlowSettings(BaseModel):
@@ -55,6 +133,15 @@ class FlowSettings(BaseModel):
     )
     dtmf_transfer: dict[str, str] = Field(
         default_factory=dict, description="DTMF digit -> transfer target name, e.g. {'0': 'front_desk'}"
+    )
+    # --- outbound --------------------------------------------------------------------------
+    caller_id: str | None = Field(default=None, pattern=E164, description="E.164 'from' of this flow's outbound calls")
+    voicemail: str | None = Field(
+        default=None, description="message left on an answering machine; may use {name} {company} {purpose}"
+    )
+    opt_out_digit: str | None = Field(default=None, description="DTMF key that puts the callee on the opt-out list")
+    outbound_greeting: str | None = Field(
+        default=None, description="first words of an outbound call; may use {name} {company} {purpose}"
     )
 
     @field_validator("timezone")
@@ -97,6 +184,11 @@ class FlowSettings(BaseModel):
         for digit, target in self.dtmf_transfer.items():
             if target not in self.transfer_targets:
                 raise ValueError(f"dtmf_transfer[{digit!r}] names unknown target {target!r}")
+        if self.opt_out_digit is not None:
+            if self.opt_out_digit not in DTMF_KEYS:
+                raise ValueError(f"opt_out_digit {self.opt_out_digit!r} is not one key of 0-9 * #")
+            if self.opt_out_digit in self.dtmf_transfer:
+                raise ValueError(f"opt_out_digit {self.opt_out_digit!r} is also a dtmf_transfer key")
         return self
 
     @property
@@ -131,5 +223,6 @@ def default_flows() -> dict[str, FlowSettings]:
         "sales": FlowSettings(
             transfer_targets={"sales": TransferTarget(number="+15550100004", description="sales team")},
             dtmf_transfer={"0": "sales"},
+            opt_out_digit="9",
         ),
     }

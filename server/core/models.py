@@ -85,6 +85,13 @@ class Call(Base):
     # written by the media session from mark echoes, so another instance can repair the
     # checkpoint after this one died mid-reply.
     reply_heard: Mapped[str | None] = mapped_column(Text, default=None)
+    # Outbound calls: what the agent knows of the person it calls (name, purpose, custom
+    # fields), why it calls, and the campaign contact it serves; AMD's verdict.
+    context: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    purpose: Mapped[str | None] = mapped_column(String(16), default=None)
+    campaign_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    contact_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    answered_by: Mapped[str | None] = mapped_column(String(32), default=None)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
@@ -181,3 +188,107 @@ class ConsumedStreamToken(Base):
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Campaign(Base):
+    """A batch of outbound calls: one flow, one caller ID, limits that hold across instances.
+
+    ``next_dial_at`` is the campaign's token schedule: a dispatcher may start a call only at
+    or after it, and moves it on by ``1 / calls_per_second`` under the campaign row's lock.
+    """
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    flow: Mapped[str] = mapped_column(String(64))
+    from_number: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | paused | cancelled | completed
+    purpose: Mapped[str] = mapped_column(String(16), default="service")  # promotional | service | transactional
+    dlt: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    window: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    max_concurrent: Mapped[int] = mapped_column(Integer, default=1)
+    calls_per_second: Mapped[float] = mapped_column(Float, default=1.0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    retry_after_s: Mapped[int] = mapped_column(Integer, default=3600)
+    next_dial_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class CampaignContact(Base):
+    """One person a campaign calls, and where that stands.
+
+    ``state``: queued -> claimed (an instance took it) -> dialing (REST request made) ->
+    live (answered) -> done; ``outcome`` says how it ended (completed, no_answer, busy,
+    voicemail, failed, canceled, opted_out, skipped_dnd, skipped_opted_out, skipped_hours,
+    skipped_dlt, skipped_rate_limited). A retry puts it back to queued with a later
+    ``next_attempt_at``.
+    """
+
+    __tablename__ = "campaign_contacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    line: Mapped[int] = mapped_column(Integer, default=0)
+    to_number: Mapped[str] = mapped_column(String(32))
+    context: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    timezone: Mapped[str | None] = mapped_column(String(64), default=None)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    outcome: Mapped[str | None] = mapped_column(String(32), default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    call_sid: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "to_number", name="uq_campaign_contacts_number"),
+        Index("ix_campaign_contacts_queue", "campaign_id", "state", "next_attempt_at"),
+    )
+
+
+class DoNotCall(Base):
+    """A number that must not be called: from the national registry (NCPR/DND, with its
+    preference categories) or the business's own opt-out list."""
+
+    __tablename__ = "do_not_call"
+
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)  # ncpr | opt_out
+    categories: Mapped[str | None] = mapped_column(String(64), default=None)  # "0": fully blocked; "1,2,7"
+    reason: Mapped[str | None] = mapped_column(String(128), default=None)
+    call_sid: Mapped[str | None] = mapped_column(String(64), default=None)
+    added_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OutboundAudit(Base):
+    """Every outbound decision and the rule that made it: placed, skipped (why), refused,
+    opted out, voicemail left, fax hung up, failed."""
+
+    __tablename__ = "outbound_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    rule: Mapped[str] = mapped_column(String(64))
+    to_number: Mapped[str] = mapped_column(String(32))
+    call_sid: Mapped[str | None] = mapped_column(String(64), default=None)
+    campaign_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    contact_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    detail: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+
+    __table_args__ = (Index("ix_outbound_audit_number_at", "to_number", "at"),)
+
+
+class RateSlot(Base):
+    """A shared token schedule (``account``: Twilio's calls per second across instances).
+    Taking a slot moves ``next_at`` on by one interval under the row's lock."""
+
+    __tablename__ = "rate_slots"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,7 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from dialgraph.server.core.flow_config import FlowSettings, default_flows
+from dialgraph.server.core.flow_config import E164, CallingWindow, DltFields, FlowSettings, default_flows
 
 CONFIG_ENV = "DIALGRAPH_CONFIG"
 
@@ -42,6 +42,35 @@ DEV_SECRETS = {
 _PLACEHOLDERS = re.compile(
     r"^(|changeme|change-me|changethis|secret|test|dev|xxx+|your[-_ ].*|placeholder|\.\.\.)$", re.I
 )
+
+
+class OutboundSettings(BaseModel):
+    """``[outbound]``: how calls are placed, and the compliance defaults they obey."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_from: str | None = Field(default=None, pattern=E164, description="caller ID when none is given")
+    ring_timeout_s: int = Field(default=30, ge=5, le=600, description="Twilio's `timeout`: ring this long")
+    machine_detection: Literal["DetectMessageEnd", "Enable", "off"] = "DetectMessageEnd"
+    unknown_is_human: bool = Field(default=True, description="AnsweredBy=unknown: talk (true) or leave voicemail")
+    window: CallingWindow = Field(default_factory=CallingWindow, description="local calling hours of the callee")
+    promotional_prefixes: list[str] = Field(
+        default_factory=lambda: ["+91140"], description="promotional calls to +91 must come from these series"
+    )
+    dlt: DltFields = Field(default_factory=DltFields, description="deployment-wide DLT facts (+91 callees)")
+    account_calls_per_second: float = Field(default=1.0, gt=0, le=100, description="Twilio account CPS, all instances")
+    claim_ttl_s: float = Field(default=60, gt=0, description="a claimed, undialled contact returns to the queue")
+    stale_call_s: float = Field(default=120, gt=0, description="a call not heard of this long is checked over REST")
+    dispatch_interval_s: float = Field(default=0.25, gt=0, le=60)
+    dispatcher: bool = Field(default=True, description="run the campaign dispatcher in this instance")
+
+
+class LimitsSettings(BaseModel):
+    """``[limits]``: guardrails shared by all instances (state in SQL)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    callee_attempts_per_day: int = Field(default=3, ge=0, description="outbound calls to one number per 24 h; 0: none")
 
 
 class Settings(BaseSettings):
@@ -110,6 +139,8 @@ class Settings(BaseSettings):
     callback_window_hours: float = Field(default=72, ge=0)
     checkpoint_retention_days: float = Field(default=30, gt=0)
     durability: Literal["async", "sync", "exit"] = "async"
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     @classmethod
     def settings_customise_sources(

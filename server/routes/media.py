@@ -93,11 +93,15 @@ async def call_context(db: Database, settings: Settings, claims: StreamClaims) -
         flow = call.flow if call is not None and call.flow in settings.flows else settings.default_flow
     caller = called = ""
     previous = None
+    direction = "inbound"
+    contact: dict[str, Any] = {}
     if call is not None:
         outbound = call.direction == "outbound"
         caller = call.to_number if outbound else call.from_number
         called = call.from_number if outbound else call.to_number
         previous = call.previous_thread_id
+        direction = call.direction
+        contact = dict(call.context or {})
     else:
         log.warning("stream for a call without a record", call_sid=claims.call_sid)
     return CallContext(
@@ -108,6 +112,8 @@ async def call_context(db: Database, settings: Settings, claims: StreamClaims) -
         flow=flow,
         flow_settings=settings.flows[flow],
         previous_thread_id=previous,
+        direction=direction,
+        contact=contact,
     )
 
 

@@ -14,6 +14,12 @@ intent to the call row before closing the socket:
 
 ``/dial-ended`` (the ``<Dial action>``) records the transfer outcome; when nobody took the
 call, the caller goes back to the agent on the same thread (signal ``transfer_failed:<status>``).
+
+Outbound calls (placed by ``server/outbound``) answer through the same ``/voice`` and
+stream; ``/status`` also moves their campaign contact on, and ``/amd`` (async answering
+machine detection) acts on Twilio's verdict while the agent is already greeting: a machine
+gets the flow's voicemail message (``<Play>`` of ``/voicemail``, in the flow's voice) and a
+hang-up, a fax a hang-up, a human the conversation that is already running.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from fastapi import APIRouter, Depends, Response
 from dialgraph.server.core.call_store import add_events, get_call, last_call_from, record_call, update_call
 from dialgraph.server.core.enums import (
     DIAL_ANSWERED,
+    MACHINE_ANSWERS,
     TERMINAL_STATUSES,
+    UNANSWERED_OUTCOMES,
     CallOutcome,
     CallStatus,
     SignalKind,
@@ -37,8 +45,10 @@ from dialgraph.server.core.enums import (
 from dialgraph.server.core.models import Call, CallEvent
 from dialgraph.server.core.security import require_twilio_signature
 from dialgraph.server.core.settings import Settings
-from dialgraph.server.deps import DbDep, SettingsDep
+from dialgraph.server.deps import DbDep, ServicesDep, SettingsDep
+from dialgraph.server.outbound import audit, campaigns, voicemail
 from dialgraph.telephony.twilio import twiml
+from dialgraph.telephony.twilio.call_control import CallControlError
 
 log = structlog.get_logger(__name__)
 
@@ -103,10 +113,117 @@ async def status(form: TwilioForm, db: DbDep) -> Response:
         if form.get(field):
             data[field] = form[field]
     if new_status and call.status not in TERMINAL_STATUSES:
-        await update_call(db, sid, status=new_status)
+        values: dict[str, object] = {"status": new_status}
+        now = dt.datetime.now(dt.UTC)
+        if new_status == CallStatus.IN_PROGRESS and call.answered_at is None:
+            values["answered_at"] = now
+        if new_status in TERMINAL_STATUSES:
+            values["ended_at"] = now
+            if call.direction == "outbound" and call.outcome is None and new_status in UNANSWERED_OUTCOMES:
+                values["outcome"] = UNANSWERED_OUTCOMES[new_status]
+        await update_call(db, sid, **values)
     await add_events(db, [CallEvent(call_sid=sid, kind="status", role="system", data=data)])
+    if call.campaign_id is not None and new_status:
+        await campaigns.on_call_status(db, sid, new_status, answered_by=form.get("AnsweredBy") or None)
     log.info("call status", call_sid=sid, status=new_status)
     return Response(status_code=204)
+
+
+@router.post("/amd")
+async def answering_machine(form: TwilioForm, services: ServicesDep, db: DbDep) -> Response:
+    """Async AMD's verdict (``AnsweredBy``). The agent has been greeting since the answer, so a
+    human never waits in silence; a machine gets the voicemail message instead."""
+    sid, answered_by = form.get("CallSid", ""), form.get("AnsweredBy", "unknown")
+    call = await get_call(db, sid) if sid else None
+    if call is None:
+        log.info("amd for unknown call", call_sid=sid, answered_by=answered_by)
+        return Response(status_code=204)
+    settings = services.settings
+    data = {"answered_by": answered_by, "detection_ms": form.get("MachineDetectionDuration", "")}
+    await update_call(db, sid, answered_by=answered_by)
+    await add_events(db, [CallEvent(call_sid=sid, kind="amd", role="system", data=data)])
+    if call.campaign_id is not None:
+        await campaigns.on_answered_by(db, sid, answered_by)
+    machine = answered_by in MACHINE_ANSWERS or (answered_by == "unknown" and not settings.outbound.unknown_is_human)
+    if call.status in TERMINAL_STATUSES or call.outcome is not None:
+        log.info("amd after the call was decided", call_sid=sid, answered_by=answered_by)
+    elif machine:
+        await _leave_voicemail(services, db, call)
+    elif answered_by == "fax":
+        await update_call(db, sid, outcome=CallOutcome.FAX)
+        await audit.record(
+            db,
+            decision="hung_up_fax",
+            rule="amd.fax",
+            to_number=call.to_number,
+            call_sid=sid,
+            campaign_id=call.campaign_id,
+            contact_id=call.contact_id,
+        )
+        try:
+            await services.call_control.hangup(sid)
+        except CallControlError as exc:
+            log.warning("could not hang up a fax", call_sid=sid, error=str(exc))
+    log.info("amd", call_sid=sid, answered_by=answered_by, machine=machine)
+    return Response(status_code=204)
+
+
+async def _leave_voicemail(services: ServicesDep, db: DbDep, call: Call) -> None:
+    """Switch the live call from the conversation to the flow's message, then hang up. The
+    outcome is written first, so the media session that gets ``stop`` does not reconnect."""
+    settings = services.settings
+    flow = settings.flows.get(call.flow) or settings.flows[settings.default_flow]
+    text = voicemail.message(flow, call.context)
+    await update_call(db, call.sid, outcome=CallOutcome.VOICEMAIL)
+    try:
+        audio = await voicemail.render_wav(services.synthesizer, flow, text)
+    except Exception as exc:  # any TTS failure: Twilio's own <Say> still leaves the message
+        log.warning("voicemail TTS failed, using <Say>", call_sid=call.sid, error=type(exc).__name__)
+        answer = twiml.say_and_hangup(text)
+    else:
+        services.voicemail_cache.put(call.sid, audio)
+        answer = twiml.play_and_hangup(twiml.voicemail_url(settings, call.sid))
+    try:
+        await services.call_control.redirect(call.sid, answer)
+    except CallControlError as exc:
+        log.warning("could not leave voicemail", call_sid=call.sid, error=str(exc))
+        await audit.record(
+            db,
+            decision="failed",
+            reason="voicemail",
+            rule="amd.machine",
+            to_number=call.to_number,
+            call_sid=call.sid,
+            campaign_id=call.campaign_id,
+            contact_id=call.contact_id,
+            detail={"error": str(exc)[:200]},
+        )
+        return
+    await add_events(db, [CallEvent(call_sid=call.sid, kind="voicemail", role="agent", text=text)])
+    await audit.record(
+        db,
+        decision="voicemail",
+        rule="amd.machine",
+        to_number=call.to_number,
+        call_sid=call.sid,
+        campaign_id=call.campaign_id,
+        contact_id=call.contact_id,
+    )
+
+
+@router.api_route("/voicemail", methods=["GET", "POST"])
+async def voicemail_audio(form: TwilioForm, services: ServicesDep, db: DbDep, sid: str = "") -> Response:
+    """``<Play>``: the call's voicemail message as WAV, in the flow's voice."""
+    audio = services.voicemail_cache.get(sid) if sid else None
+    if audio is None:
+        call = await get_call(db, sid) if sid else None
+        if call is None:
+            return Response(status_code=404)
+        settings = services.settings
+        flow = settings.flows.get(call.flow) or settings.flows[settings.default_flow]
+        audio = await voicemail.render_wav(services.synthesizer, flow, voicemail.message(flow, call.context))
+        services.voicemail_cache.put(sid, audio)
+    return Response(content=audio, media_type="audio/wav")
 
 
 @router.post("/stream-status")

@@ -361,7 +361,11 @@ class CallSession:
             self._record(CallEvent(call_sid=sid, kind="transfer", role="system", data={"target": request.target}))
         else:
             self.state.end_reason = "ended by agent"
-            values = {"outcome": CallOutcome.ENDED_BY_AGENT}
+            # An opt-out is its own outcome (a campaign must never call this person again), and
+            # so is a declined call; any other ending is the agent's.
+            named = {CallOutcome.OPTED_OUT, CallOutcome.NOT_INTERESTED}
+            ending = CallOutcome(request.reason) if request.reason in named else CallOutcome.ENDED_BY_AGENT
+            values = {"outcome": ending}
             self._record(CallEvent(call_sid=sid, kind="end_call", role="system", data={"reason": request.reason}))
         await self._call_log.flush()
         for attempt in (1, 2):  # a failed write must not turn the transfer into a reconnect

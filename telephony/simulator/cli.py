@@ -6,6 +6,12 @@ and returns a ``SimulationResult``: the transcript (the agent's audio transcribe
 offline ASR), a per-turn latency table, a stereo recording and the checked expectations.
 ``simulate_main`` is ``dialgraph simulate SCENARIO --url URL``; exit status 1 when an
 expectation fails. ``simulator.load.load`` runs many cheap calls for benchmarks.
+
+``simulate_outbound`` plays the callee of an outbound call: it serves Twilio's REST API
+(``twilio_api.TwilioApi``; the server must run with ``TWILIO_API_URL`` pointing at it), asks
+the server to place the call (``POST /api/calls``), answers as a human, a voicemail, a busy
+line... and reports what happened (``dialgraph simulate outbound_sales_human``, or
+``dialgraph simulate --callee voicemail --to +15557770002 --flow sales``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import sys
 import wave
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +47,32 @@ from dialgraph.telephony.simulator.report import (
     transcribe_turn,
     write_stereo_wav,
 )
-from dialgraph.telephony.simulator.scenario import BargeIn, Expectations, Say, Scenario, ScenarioError, load_scenario
+from dialgraph.telephony.simulator.scenario import (
+    CALLEE_KINDS,
+    BargeIn,
+    Callee,
+    Expectations,
+    Outbound,
+    Say,
+    Scenario,
+    ScenarioError,
+    Step,
+    WaitForAgent,
+    load_scenario,
+)
+from dialgraph.telephony.simulator.twilio_api import OutboundCall, TwilioApi
 from dialgraph.telephony.simulator.webhooks import TwilioWebhooks, new_sid
 from dialgraph.telephony.speech.base import SpeechRecognizer, SpeechSynthesizer
 
-__all__ = ["SimulationResult", "render_caller_audio", "simulate", "simulate_main"]
+__all__ = [
+    "OutboundResult",
+    "SimulationResult",
+    "render_caller_audio",
+    "render_outbound",
+    "simulate",
+    "simulate_main",
+    "simulate_outbound",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -328,16 +356,265 @@ def _write_outputs(result: SimulationResult, out_dir: Path, phone: Phone, name: 
     (out_dir / f"{name}.txt").write_text(render_report(result) + "\n", encoding="utf-8")
 
 
+@dataclass
+class OutboundResult:
+    """One outbound call seen from the callee's side (see ``simulate_outbound``)."""
+
+    scenario: str
+    to: str
+    call_sid: str | None
+    ok: bool
+    refused: dict[str, Any] | None = None  # the server's 409 detail: no call was placed
+    status: str | None = None  # the call's final status (completed, busy, no-answer, ...)
+    answered_by: str | None = None
+    hung_up_by: str | None = None
+    duration_s: int = 0
+    callbacks: list[str] = field(default_factory=list)  # "answered: in-progress -> 204", in order
+    failures: list[str] = field(default_factory=list)
+    conversation: SimulationResult | None = None  # transcript, latencies, checks: when answered
+    call: OutboundCall | None = field(default=None, repr=False)
+
+
+DEFAULT_CALLEE_NUMBER = "+15557770001"
+# A human callee with no scenario: listens, says one line, says goodbye.
+DEFAULT_HUMAN_STEPS: tuple[Step, ...] = (
+    WaitForAgent(),
+    Say("Yes, I have a minute."),
+    WaitForAgent(),
+    Say("No thanks, goodbye."),
+    WaitForAgent(),
+)
+
+
+def outbound_scenario(
+    scenario: Scenario | str | Path | None,
+    *,
+    kind: str | None = None,
+    to: str | None = None,
+    flow: str | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> Scenario:
+    """The outbound scenario to play: a loaded one with overrides, or one built from them."""
+    if scenario is not None and not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    if scenario is None:
+        steps = DEFAULT_HUMAN_STEPS if (kind or "human") == "human" else ()
+        scenario = Scenario(
+            name=f"outbound_{kind or 'human'}", steps=steps, flow=flow or "sales", to_number=DEFAULT_CALLEE_NUMBER
+        )
+    outbound = scenario.outbound or Outbound(callee=Callee(steps=scenario.steps, quiet_ms=scenario.quiet_ms))
+    callee = outbound.callee
+    if kind is not None and kind != callee.kind:
+        steps = (callee.steps or DEFAULT_HUMAN_STEPS) if kind == "human" else ()
+        callee = dataclasses.replace(callee, kind=kind, steps=steps)  # type: ignore[arg-type]
+    merged = {**outbound.context, **dict(context or {})}
+    return dataclasses.replace(
+        scenario,
+        to_number=to or scenario.to_number,
+        flow=flow or scenario.flow,
+        outbound=dataclasses.replace(outbound, callee=callee, context=merged),
+    )
+
+
+async def simulate_outbound(
+    scenario: Scenario | str | Path | None = None,
+    *,
+    url: str,
+    admin_token: str = "dev-admin-token",
+    auth_token: str = "dev-auth-token",
+    account_sid: str = DEFAULT_ACCOUNT_SID,
+    api: TwilioApi | None = None,
+    api_port: int = 0,
+    callee: str | None = None,
+    to: str | None = None,
+    flow: str | None = None,
+    context: Mapping[str, Any] | None = None,
+    synthesizer: SpeechSynthesizer | None = None,
+    recognizer: SpeechRecognizer | None = None,
+    transcribe: bool = True,
+    out_dir: Path | None = None,
+    database_url: str | None = None,
+    max_duration_s: float = 600.0,
+    http_client: httpx.AsyncClient | None = None,
+) -> OutboundResult:
+    """Play the callee of one outbound call the server at ``url`` places.
+
+    Serves Twilio's REST API (``api``, or a new ``TwilioApi`` on ``api_port``: the server's
+    ``TWILIO_API_URL`` must point at it, with the same account SID and auth token), asks the
+    server to place the call (``POST /api/calls`` with the admin token), answers as the
+    scenario's callee (``callee`` overrides its kind) and waits for the end. The callee's lines
+    are spoken by ``synthesizer`` (default: the offline TTS); the agent's audio is transcribed
+    with ``recognizer`` (default: the offline ASR) unless ``transcribe=False``.
+    """
+    play = outbound_scenario(scenario, kind=callee, to=to, flow=flow, context=context)
+    assert play.outbound is not None
+    who = play.outbound.callee
+    async with AsyncExitStack() as stack:
+        need_tts = synthesizer is None and any(isinstance(s, Say | BargeIn) for s in who.steps)
+        need_asr = transcribe and recognizer is None and who.answers
+        if need_tts or need_asr:
+            built_asr, built_tts = await offline_speech(stack, asr=need_asr, tts=need_tts)
+            recognizer = recognizer or built_asr
+            synthesizer = synthesizer or built_tts
+        if api is None:
+            api = await stack.enter_async_context(
+                TwilioApi(account_sid=account_sid, auth_token=auth_token, port=api_port, synthesizer=synthesizer)
+            )
+        elif synthesizer is not None:
+            api.synthesizer = synthesizer
+        api.callees[play.to_number] = who
+        if http_client is None:
+            http_client = await stack.enter_async_context(httpx.AsyncClient(timeout=30.0, trust_env=False))
+        body: dict[str, Any] = {"to": play.to_number, "flow": play.flow or "sales", "context": play.outbound.context}
+        if play.outbound.from_number:
+            body["from"] = play.outbound.from_number
+        try:
+            response = await http_client.post(
+                f"{url.rstrip('/')}/api/calls", json=body, headers={"Authorization": f"Bearer {admin_token}"}
+            )
+        except httpx.HTTPError as exc:
+            failure = f"POST /api/calls failed: {type(exc).__name__}: {exc}"
+            return OutboundResult(play.name, play.to_number, None, ok=False, failures=[failure])
+        if response.status_code == 409:
+            detail = response.json().get("detail") or {}
+            return OutboundResult(play.name, play.to_number, None, ok=False, refused=detail)
+        if response.status_code != 201:
+            failure = f"POST /api/calls answered {response.status_code}: {response.text[:300]}"
+            return OutboundResult(play.name, play.to_number, None, ok=False, failures=[failure])
+        sid = str(response.json()["call_sid"])
+        failures: list[str] = []
+        try:
+            call = await api.wait_ended(sid, max_duration_s)
+        except KeyError:
+            return OutboundResult(play.name, play.to_number, sid, ok=False, failures=["the call never reached Twilio"])
+        except TimeoutError:
+            call = api.calls[sid]
+            failures.append(f"the call did not end within {max_duration_s:g} s")
+        conversation = None
+        if call.engine is not None and call.phone is not None:
+            if call.engine.log.ended_by == "api":
+                call.engine.log.ended_by = "agent"  # the server hung up through REST: the agent ended it
+            server_call = await fetch_server_call(url, admin_token, sid, client=http_client)
+            conversation = await _result(
+                dataclasses.replace(play, from_number=play.to_number),  # the contact is the callee
+                call.engine,
+                call.phone,
+                list(call.notes),
+                server_call,
+                recognizer if transcribe else None,
+                out_dir,
+                database_url,
+            )
+        failures += [f"{c.event} callback: {c.error or c.http_status}" for c in call.callbacks if c.error]
+        return OutboundResult(
+            scenario=play.name,
+            to=play.to_number,
+            call_sid=sid,
+            ok=not failures and (conversation is None or conversation.ok),
+            status=call.status,
+            answered_by=call.answered_by,
+            hung_up_by=call.hung_up_by,
+            duration_s=call.duration_s,
+            callbacks=[f"{c.event}: {c.value} -> {c.http_status or c.error}" for c in call.callbacks],
+            failures=failures,
+            conversation=conversation,
+            call=call,
+        )
+
+
+def render_outbound(result: OutboundResult) -> str:
+    """The outbound report: how the call went, then the conversation's report if it was answered."""
+    lines = [f"== outbound {result.scenario}: the callee {result.to}"]
+    if result.refused is not None:
+        extra = ", ".join(f"{k}={v}" for k, v in result.refused.items() if k != "reason")
+        lines.append(f"refused by the server: {result.refused.get('reason')}" + (f" ({extra})" if extra else ""))
+        return "\n".join(lines)
+    if result.call_sid is None:
+        return "\n".join([*lines, *(f"FAIL {f}" for f in result.failures)])
+    lines.append(
+        f"call {result.call_sid}: {result.status}, answered by {result.answered_by or '-'}, "
+        f"hung up by {result.hung_up_by or '-'}, {result.duration_s} s"
+    )
+    lines += [f"  callback {c}" for c in result.callbacks]
+    call = result.call
+    if call is not None:
+        lines += [f"  <Say> {text}" for text in call.says]
+        lines += [f"  <Play> {len(audio) / 8000:.1f} s of audio" for audio in call.plays]
+        if call.redirects:
+            lines.append(f"  the call was moved by REST {call.redirects} time(s)")
+    if result.conversation is not None:
+        lines.append(render_report(result.conversation))
+    lines += [f"FAIL {f}" for f in result.failures]
+    lines.append("OK" if result.ok else "NOT OK")
+    return "\n".join(lines)
+
+
+def _context_pairs(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ScenarioError(f"--context takes key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dialgraph simulate", description=__doc__.split("\n\n")[0] if __doc__ else "")
-    p.add_argument("scenario", help="a scenario YAML file, or the name of a shipped one (scheduling_demo, ...)")
+    p.add_argument(
+        "scenario",
+        nargs="?",
+        help="a scenario YAML file, or the name of a shipped one (scheduling_demo, outbound_sales_human, ...)",
+    )
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the server's public base URL")
     p.add_argument("--auth-token", default="dev-auth-token", help="Twilio auth token the server checks signatures with")
     p.add_argument("--admin-token", default="dev-admin-token", help="admin API token (call record, server timings)")
     p.add_argument("--database-url", default=None, help="the server's database, to check appointments and messages")
     p.add_argument("--out", default="out/simulate", help="where the recording, transcript and result JSON go")
     p.add_argument("--no-transcribe", action="store_true", help="skip the offline ASR of the agent's audio")
+    out = p.add_argument_group("outbound: play the callee of a call the server places (POST /api/calls)")
+    out.add_argument("--callee", choices=CALLEE_KINDS, help="who answers (default: the scenario's callee)")
+    out.add_argument("--to", help="the callee's number (default: the scenario's `to`)")
+    out.add_argument("--flow", help="the flow that calls (default: the scenario's, else sales)")
+    out.add_argument("--context", action="append", default=[], metavar="KEY=VALUE", help="contact context, repeatable")
+    out.add_argument(
+        "--twilio-api-port",
+        type=int,
+        default=8765,
+        help="port of the simulated Twilio REST API; start the server with TWILIO_API_URL=http://127.0.0.1:PORT",
+    )
+    out.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID, help="the server's TWILIO_ACCOUNT_SID")
     return p
+
+
+def _outbound_main(args: argparse.Namespace) -> int:
+    try:
+        context = _context_pairs(args.context)
+        play = outbound_scenario(args.scenario, kind=args.callee, to=args.to, flow=args.flow, context=context)
+    except ScenarioError as exc:
+        print(f"dialgraph simulate: {exc}", file=sys.stderr)
+        return 2
+    assert play.outbound is not None
+    print(
+        f"dialgraph simulate: Twilio's REST API on 127.0.0.1:{args.twilio_api_port}; asking {args.url} to call "
+        f"{play.to_number} ({play.outbound.callee.kind}, flow {play.flow or 'sales'}) ...",
+        flush=True,
+    )
+    result = asyncio.run(
+        simulate_outbound(
+            play,
+            url=args.url,
+            admin_token=args.admin_token,
+            auth_token=args.auth_token,
+            account_sid=args.account_sid,
+            api_port=args.twilio_api_port,
+            out_dir=Path(args.out),
+            transcribe=not args.no_transcribe,
+            database_url=args.database_url,
+        )
+    )
+    print(render_outbound(result), flush=True)
+    return 0 if result.ok else 1
 
 
 def simulate_main(argv: list[str] | None = None) -> int:
@@ -346,11 +623,17 @@ def simulate_main(argv: list[str] | None = None) -> int:
     from dialgraph.server.core.logging import configure_logging
 
     configure_logging("WARNING")  # the report is the output; provider chatter is not
+    if args.scenario is None and args.callee is None:
+        print("dialgraph simulate: give a scenario, or --callee KIND for an outbound call", file=sys.stderr)
+        return 2
     try:
-        scenario = load_scenario(args.scenario)
+        scenario = load_scenario(args.scenario) if args.scenario is not None else None
     except ScenarioError as exc:
         print(f"dialgraph simulate: {exc}", file=sys.stderr)
         return 2
+    if scenario is None or scenario.outbound is not None or args.callee is not None:
+        args.scenario = scenario
+        return _outbound_main(args)
     print(f"dialgraph simulate: calling {args.url} as {scenario.from_number} -> {scenario.to_number} ...", flush=True)
     result = asyncio.run(
         simulate(

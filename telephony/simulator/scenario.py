@@ -22,6 +22,20 @@ number, the steps the caller takes and what must hold at the end::
       ended_by_agent: true
       agent_said: ["(?i)booked"]
 
+An outbound scenario plays the other end: the server places the call (``POST /api/calls``)
+and the simulator's ``TwilioApi`` answers it as the ``outbound.callee``; ``to`` is the callee's
+number and the steps are what the callee says::
+
+    name: outbound_sales_human
+    flow: sales
+    to: "+15557770001"
+    outbound:
+      callee: {kind: human, ring_s: 1.0}       # or just: human | voicemail | busy | no-answer | failed | fax
+      context: {name: Jane, purpose: "your demo request"}
+    steps:
+      - wait_for_agent: true
+      - say: "Yes, I have a minute."
+
 Shipped scenarios live in ``telephony/scenarios/`` (package data); ``load_scenario`` takes
 a path or the name of a shipped one.
 """
@@ -92,6 +106,50 @@ class Transfer:
 
 Step = Say | WaitForAgent | Wait | BargeIn | Dtmf | Hangup | Transfer
 
+CalleeKind = Literal["human", "voicemail", "busy", "no-answer", "failed", "fax"]
+CALLEE_KINDS: tuple[CalleeKind, ...] = ("human", "voicemail", "busy", "no-answer", "failed", "fax")
+
+
+@dataclass(frozen=True, slots=True)
+class Callee:
+    """Who (or what) answers an outbound call placed through the simulator's ``TwilioApi``.
+
+    - ``human`` answers after ``ring_s`` and plays ``steps`` (scenario steps) over the media
+      stream; when they are done it waits ``linger_s`` for the agent to end the call, then hangs up.
+    - ``voicemail`` answers after ``ring_s``, plays ``steps`` as its greeting if any, "beeps" at
+      ``beep_after_s`` after the answer, records whatever the call plays, and hangs up after
+      ``hangup_after_s`` (default 60 s: the longest message it takes).
+    - ``fax`` answers and hangs up after ``hangup_after_s`` (default 10 s) unless hung up first.
+    - ``busy``, ``no-answer`` and ``failed`` never answer (no-answer after min(ring timeout, ring_s)).
+
+    AMD's verdict is ``answered_by`` when given, else human / fax / machine_end_beep (DetectMessageEnd)
+    or machine_start (Enable), ``amd_after_s`` after the answer (default 1 s; a voicemail under
+    DetectMessageEnd: at the beep). ``hangup_after_s`` caps any answered call's length.
+    """
+
+    kind: CalleeKind = "human"
+    ring_s: float = 1.0
+    steps: tuple[Step, ...] = ()
+    hangup_after_s: float | None = None
+    amd_after_s: float | None = None
+    beep_after_s: float = 3.0
+    answered_by: str | None = None
+    linger_s: float = 8.0
+    quiet_ms: int = 900
+
+    @property
+    def answers(self) -> bool:
+        return self.kind in ("human", "voicemail", "fax")
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """The outbound side of a scenario: the callee, and what the server is asked to place."""
+
+    callee: Callee
+    context: dict[str, Any] = field(default_factory=dict)
+    from_number: str | None = None  # the caller ID to ask for ("from"); None: the flow's or the default
+
 
 @dataclass(frozen=True, slots=True)
 class AppointmentExpectation:
@@ -125,6 +183,7 @@ class Scenario:
     quiet_ms: int = 900
     expect: Expectations = field(default_factory=Expectations)
     source: Path | None = None
+    outbound: Outbound | None = None
 
     def lines(self) -> list[str]:
         """Every line the caller speaks (to pre-render audio)."""
@@ -195,13 +254,55 @@ def _expectations(raw: dict[str, Any] | None) -> Expectations:
     return Expectations(appointment=appointment, agent_said=tuple(str(p) for p in said), **raw)
 
 
+_CALLEE_FIELDS = ("ring_s", "hangup_after_s", "amd_after_s", "beep_after_s", "linger_s")
+
+
+def parse_callee(raw: Any, steps: tuple[Step, ...] = (), *, quiet_ms: int = 900) -> Callee:
+    """A ``Callee`` from ``human`` or ``{kind: voicemail, ring_s: 1, ...}``."""
+    if isinstance(raw, str):
+        raw = {"kind": raw}
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"callee is a kind or a mapping, got {raw!r}")
+    raw = dict(raw)
+    kind = str(raw.pop("kind", "human"))
+    if kind not in CALLEE_KINDS:
+        raise ScenarioError(f"callee kind {kind!r} is not one of {', '.join(CALLEE_KINDS)}")
+    values: dict[str, Any] = {}
+    for name in _CALLEE_FIELDS:
+        if name in raw:
+            values[name] = float(raw.pop(name))
+    if "answered_by" in raw:
+        values["answered_by"] = str(raw.pop("answered_by"))
+    if raw:
+        raise ScenarioError(f"unknown callee fields: {', '.join(sorted(raw))}")
+    return Callee(kind=kind, steps=steps, quiet_ms=quiet_ms, **values)  # type: ignore[arg-type]
+
+
+def _outbound(raw: Any, steps: tuple[Step, ...], quiet_ms: int) -> Outbound | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ScenarioError("outbound is a mapping (callee, context, from)")
+    raw = dict(raw)
+    callee = parse_callee(raw.pop("callee", "human"), steps, quiet_ms=quiet_ms)
+    context = raw.pop("context", None) or {}
+    if not isinstance(context, dict):
+        raise ScenarioError("outbound.context is a mapping")
+    from_number = raw.pop("from", None)
+    if raw:
+        raise ScenarioError(f"unknown outbound fields: {', '.join(sorted(raw))}")
+    return Outbound(callee=callee, context=dict(context), from_number=str(from_number) if from_number else None)
+
+
 def parse_scenario(data: dict[str, Any], *, name: str = "scenario", source: Path | None = None) -> Scenario:
     """Build a Scenario from the YAML mapping (see the module docstring)."""
     if not isinstance(data, dict):
         raise ScenarioError("a scenario is a YAML mapping")
     base = source.parent if source is not None else None
     steps = tuple(_step(s, base) for s in data.get("steps") or ())
-    if not steps:
+    quiet_ms = int(data.get("quiet_ms", 900))
+    outbound = _outbound(data.get("outbound"), steps, quiet_ms)
+    if not steps and (outbound is None or outbound.callee.kind == "human"):
         raise ScenarioError("a scenario needs at least one step")
     return Scenario(
         name=str(data.get("name", name)),
@@ -210,9 +311,10 @@ def parse_scenario(data: dict[str, Any], *, name: str = "scenario", source: Path
         from_number=str(data.get("from", "+15551230001")),
         flow=data.get("flow"),
         description=str(data.get("description", "")),
-        quiet_ms=int(data.get("quiet_ms", 900)),
+        quiet_ms=quiet_ms,
         expect=_expectations(data.get("expect")),
         source=source,
+        outbound=outbound,
     )
 
 

@@ -50,6 +50,15 @@ class SayVerb:
 
 
 @dataclass(frozen=True, slots=True)
+class PlayVerb:
+    """``<Play loop digits>URL</Play>``: ``loop`` 0 means "until interrupted" (Twilio: up to 1000)."""
+
+    url: str
+    loop: int = 1
+    digits: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PauseVerb:
     length_s: float = 1.0
 
@@ -70,7 +79,7 @@ class Unsupported:
     tag: str
 
 
-Verb = ConnectVerb | DialVerb | SayVerb | PauseVerb | HangupVerb | RedirectVerb | Unsupported
+Verb = ConnectVerb | DialVerb | SayVerb | PlayVerb | PauseVerb | HangupVerb | RedirectVerb | Unsupported
 
 
 def parse_twiml(text: str | bytes, *, base_url: str) -> list[Verb]:
@@ -122,6 +131,13 @@ def parse_twiml(text: str | bytes, *, base_url: str) -> list[Verb]:
             )
         elif el.tag == "Say":
             verbs.append(SayVerb(text=(el.text or "").strip()))
+        elif el.tag == "Play":
+            try:
+                loop = int(el.get("loop", "1"))
+            except ValueError as exc:
+                raise TwimlError(f"<Play loop> is not a number: {el.get('loop')!r}") from exc
+            digits = el.get("digits")
+            verbs.append(PlayVerb(url=url((el.text or "").strip()) or "", loop=max(0, loop), digits=digits))
         elif el.tag == "Pause":
             verbs.append(PauseVerb(length_s=float(el.get("length", "1"))))
         elif el.tag == "Hangup":

@@ -6,6 +6,7 @@ checked against the SDK, not against itself.
 
 - ``TwilioWebhooks`` is the simulator's call engine's client: absolute URLs from TwiML,
   every status logged, answers parsed as TwiML.
+- ``TwilioWebhooks.fetch_audio`` GETs what a ``<Play>`` names (signed), as 8 kHz mu-law.
 - ``TwilioWebhookClient`` posts to paths of a server that believes it is ``public_url``
   (behind a proxy, or an in-process app), with a correct or a deliberately wrong signature.
 """
@@ -13,17 +14,23 @@ checked against the SDK, not against itself.
 from __future__ import annotations
 
 import secrets
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
+import numpy as np
 from twilio.request_validator import RequestValidator
 
-from dialgraph.telephony.simulator.protocol import DEFAULT_ACCOUNT_SID
+from dialgraph.telephony.audio import audioop
+from dialgraph.telephony.simulator.protocol import DEFAULT_ACCOUNT_SID, SAMPLE_RATE
 from dialgraph.telephony.simulator.twiml import TwimlError, Verb, parse_twiml
 
 API_VERSION = "2010-04-01"
+WAV_TYPES = frozenset({"audio/wav", "audio/x-wav", "audio/wave"})
+WAVE_FORMAT_PCM = 1
+WAVE_FORMAT_MULAW = 7
 
 
 def new_sid(prefix: str) -> str:
@@ -67,6 +74,44 @@ def stream_signature(auth_token: str, public_url: str, path: str = "/twilio/medi
     return str(RequestValidator(auth_token).compute_signature(base + path, {}))
 
 
+def wav_to_mulaw(data: bytes) -> bytes:
+    """A WAV file's audio as 8 kHz mono mu-law: 16-bit PCM (any rate, mono or stereo) or
+    mu-law; raises ``TwimlError`` for anything else."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise TwimlError("<Play> audio is not a RIFF/WAVE file")
+    fmt: tuple[int, int, int, int] | None = None
+    body: bytes | None = None
+    pos = 12
+    while pos + 8 <= len(data):
+        tag, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        chunk = data[pos + 8 : pos + 8 + size]
+        if tag == b"fmt " and len(chunk) >= 16:
+            audio_format, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", chunk)
+            fmt = (audio_format, channels, rate, bits)
+        elif tag == b"data":
+            body = chunk
+        pos += 8 + size + (size & 1)
+    if fmt is None or body is None:
+        raise TwimlError("<Play> WAV has no fmt or data chunk")
+    audio_format, channels, rate, bits = fmt
+    if audio_format == WAVE_FORMAT_MULAW and bits == 8:
+        if channels == 1 and rate == SAMPLE_RATE:
+            return body
+        linear = bytes(audioop.ulaw2lin(body, 2))
+    elif audio_format == WAVE_FORMAT_PCM and bits == 16:
+        linear = body[: len(body) // 2 * 2]
+    else:
+        raise TwimlError(f"<Play> WAV format {audio_format} with {bits}-bit samples: 16-bit PCM or mu-law only")
+    pcm = np.frombuffer(linear[: len(linear) // (2 * channels) * 2 * channels], dtype="<i2")
+    mono = pcm.reshape(-1, channels).mean(axis=1).astype(np.float32) / 32768.0
+    if rate != SAMPLE_RATE:
+        import soxr  # imported here: only resampled audio needs it
+
+        mono = soxr.resample(mono, rate, SAMPLE_RATE)
+    out = (np.clip(mono, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    return bytes(audioop.lin2ulaw(out, 2))
+
+
 @dataclass
 class WebhookLog:
     """Every request the simulator made as Twilio, with the status it got."""
@@ -108,6 +153,19 @@ class TwilioWebhooks:
             response = await self._client.post(url, data=params, headers=headers)
         self.log.entries.append((method.upper(), urlsplit(url).path, response.status_code))
         return response
+
+    async def fetch_audio(self, url: str) -> bytes:
+        """GET a ``<Play>`` URL the way Twilio fetches media (signed over the URL), as 8 kHz
+        mu-law; ``TwimlError`` for a non-2xx, a type other than WAV, or a WAV it cannot read."""
+        url = self.absolute(url)
+        response = await self._client.get(url, headers={"X-Twilio-Signature": self.signature(url)})
+        self.log.entries.append(("GET", urlsplit(url).path, response.status_code))
+        if not 200 <= response.status_code < 300:
+            raise TwimlError(f"<Play> GET {urlsplit(url).path} answered {response.status_code}")
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in WAV_TYPES:
+            raise TwimlError(f"<Play> of {kind or 'no content type'}: the simulator plays audio/wav only")
+        return wav_to_mulaw(response.content)
 
     async def fetch_twiml(self, url: str, params: dict[str, str], *, method: str = "POST") -> list[Verb]:
         response = await self.request(url, params, method=method)

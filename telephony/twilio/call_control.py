@@ -1,7 +1,8 @@
-"""Call control through Twilio's REST API: hang up, move a live call, place a call.
+"""Call control through Twilio's REST API: hang up, move a live call, place a call, read a
+call's status.
 
 Uses twilio-python's ``AsyncTwilioHttpClient`` and the ``*_async`` methods, so nothing blocks
-the event loop. Hang-up and redirect are idempotent and retried once on a retryable failure;
+the event loop. Hang-up, redirect and fetch are idempotent and retried once on a retryable failure;
 placing a call is never retried (a retry after a lost answer could ring someone twice).
 
 Errors: every failure surfaces as ``CallControlError`` with ``retryable`` (5xx, 429, network)
@@ -85,6 +86,13 @@ class CallControl:
         receives ``stop``: the session must not hang the call up while cleaning up."""
         await self._idempotent("redirect", call_sid, lambda: self._rest().calls(call_sid).update_async(twiml=twiml))
 
+    async def fetch_status(self, call_sid: str) -> tuple[str, str | None]:
+        """The call's ``status`` (queued, ringing, in-progress, completed, busy, no-answer,
+        failed, canceled) and ``answered_by`` (AMD's verdict, None when there is none).
+        A call Twilio does not know raises ``CallControlError`` with ``call_not_live``."""
+        call = await self._idempotent("fetch", call_sid, lambda: self._rest().calls(call_sid).fetch_async())
+        return str(call.status or ""), call.answered_by or None
+
     async def place_call(
         self,
         *,
@@ -122,10 +130,10 @@ class CallControl:
         log.info("call placed", call_sid=sid, to_number=to)
         return sid
 
-    async def _idempotent(self, action: str, call_sid: str, op: Callable[[], Awaitable[object]]) -> None:
+    async def _idempotent(self, action: str, call_sid: str, op: Callable[[], Awaitable[T]]) -> T:
         for attempt in (1, 2):
             try:
-                await op()
+                result = await op()
             except Exception as exc:
                 error = _translate(action, exc)
                 if not error.retryable or attempt == 2:
@@ -141,7 +149,8 @@ class CallControl:
                 await asyncio.sleep(self._retry_delay_s)
             else:
                 log.info("call control done", action=action, call_sid=call_sid, attempt=attempt)
-                return
+                return result
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def aclose(self) -> None:
         """Close the HTTP session. Idempotent."""

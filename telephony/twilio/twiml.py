@@ -25,6 +25,8 @@ STREAM_STATUS_PATH = "/twilio/stream-status"
 STREAM_ENDED_PATH = "/twilio/stream-ended"
 DIAL_ENDED_PATH = "/twilio/dial-ended"
 WHISPER_PATH = "/twilio/whisper"
+AMD_PATH = "/twilio/amd"
+VOICEMAIL_PATH = "/twilio/voicemail"
 
 DEFAULT_WHISPER = "You have a transferred call from the virtual assistant."
 
@@ -107,6 +109,19 @@ def whisper(summary: str | None) -> str:
     """What the human hears before being bridged: the summary, spoken (Say only)."""
     response = VoiceResponse()
     response.say(shorten(summary or "") or DEFAULT_WHISPER)
+    return _render(response)
+
+
+def voicemail_url(settings: Settings, call_sid: str) -> str:
+    """The ``<Play>`` URL of call ``call_sid``'s voicemail message (the flow's own voice)."""
+    return public_url_for(settings, VOICEMAIL_PATH) + "?" + urlencode({"sid": call_sid})
+
+
+def play_and_hangup(url: str) -> str:
+    """Play the audio at ``url`` (our own, signed-request endpoint), then hang up."""
+    response = VoiceResponse()
+    response.play(url)
+    response.hangup()
     return _render(response)
 
 

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -58,6 +59,7 @@ class FakeCall:
     from_: str = ""
     twiml: str | None = None
     url: str | None = None
+    answered_by: str | None = None  # AMD's verdict, as a fetch answers it
 
 
 @dataclass
@@ -73,6 +75,9 @@ class FakeTwilioRest:
     auth_token: str
     requests: list[RecordedRequest] = field(default_factory=list)
     calls: dict[str, FakeCall] = field(default_factory=dict)
+    # Runs after a call is created and before the REST answer goes back: a test's stand-in
+    # for Twilio's webhooks that can land before the client has the CallSid.
+    on_create: Callable[[FakeCall], Awaitable[None]] | None = None
     _failures: list[_Failure] = field(default_factory=list)
     _server: uvicorn.Server | None = None
     _serve_task: asyncio.Task[None] | None = None
@@ -83,8 +88,13 @@ class FakeTwilioRest:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}"
 
-    def add_call(self, sid: str, *, status: str = "in-progress") -> FakeCall:
-        call = FakeCall(sid=sid, status=status)
+    @property
+    def creates(self) -> list[RecordedRequest]:
+        """The ``calls.create`` requests (placed calls), in order."""
+        return [r for r in self.requests if r.method == "POST" and r.call_sid is None]
+
+    def add_call(self, sid: str, *, status: str = "in-progress", answered_by: str | None = None) -> FakeCall:
+        call = FakeCall(sid=sid, status=status, answered_by=answered_by)
         self.calls[sid] = call
         return call
 
@@ -155,6 +165,8 @@ class FakeTwilioRest:
             sid="CA" + uuid.uuid4().hex, status="queued", to=form["To"], from_=form["From"], url=form.get("Url")
         )
         self.calls[call.sid] = call
+        if self.on_create is not None:
+            await self.on_create(call)
         return JSONResponse(self._resource(call), status_code=201)
 
     async def _update(self, request: Request) -> JSONResponse:
@@ -191,6 +203,7 @@ class FakeTwilioRest:
             "to": call.to,
             "from": call.from_,
             "status": call.status,
+            "answered_by": call.answered_by,
             "direction": "outbound-api",
             "api_version": "2010-04-01",
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call.sid}.json",

@@ -26,6 +26,7 @@ from dialgraph.tools.contacts import contact_tools
 from dialgraph.tools.handoff import handoff_tools
 from dialgraph.tools.knowledge import knowledge_tools
 from dialgraph.tools.messages import message_tools
+from dialgraph.tools.opt_out import opt_out_tools
 from dialgraph.tools.runtime import utc_clock
 from tests.fakes.graph_calls import Call
 
@@ -91,6 +92,7 @@ async def test_tools_validate_the_models_arguments_and_still_get_the_runtime(db:
             *knowledge_tools(),
             *message_tools(db=db),
             *handoff_tools(),
+            *opt_out_tools(db=db),
         ]
     }
     assert set(built) == set(raw)

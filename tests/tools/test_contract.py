@@ -36,6 +36,7 @@ EXPECTED_ARGS = {
     "take_message": {"message", "for_whom", "caller_name", "callback_number"},
     "request_transfer": {"target", "reason", "summary"},
     "end_call": {"reason"},
+    "opt_out": {"reason"},
 }
 
 

@@ -156,3 +156,30 @@ async def test_unreachable_api_is_retryable(tmp_path: Path) -> None:
 async def test_aclose_is_idempotent(control: CallControl) -> None:
     await control.aclose()
     await control.aclose()
+
+
+async def test_fetch_status(rest: FakeTwilioRest, control: CallControl) -> None:
+    rest.add_call(CALL, status="in-progress", answered_by="machine_end_beep")
+    assert await control.fetch_status(CALL) == ("in-progress", "machine_end_beep")
+    (req,) = rest.requests
+    assert (req.method, req.path, req.authorized) == ("GET", f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL}.json", True)
+    rest.calls[CALL].status, rest.calls[CALL].answered_by = "completed", None
+    assert await control.fetch_status(CALL) == ("completed", None)
+
+
+async def test_fetch_status_is_retried_once(rest: FakeTwilioRest, control: CallControl) -> None:
+    rest.add_call(CALL, status="ringing")
+    rest.fail_next(status=503, code=20503)
+    assert await control.fetch_status(CALL) == ("ringing", None)
+    assert [r.method for r in rest.requests] == ["GET", "GET"]
+    rest.fail_next(status=500, code=20500, times=2)
+    with pytest.raises(CallControlError) as info:
+        await control.fetch_status(CALL)
+    assert info.value.retryable and len(rest.requests) == 4
+
+
+async def test_fetch_status_of_unknown_call(rest: FakeTwilioRest, control: CallControl) -> None:
+    with pytest.raises(CallControlError) as info:
+        await control.fetch_status("CA" + "e" * 32)
+    assert info.value.call_not_live and not info.value.retryable
+    assert len(rest.requests) == 1

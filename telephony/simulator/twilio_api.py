@@ -1,0 +1,827 @@
+"""A local Twilio REST API (the Calls resource) that places outbound calls and plays their callees.
+
+``TwilioApi`` is a real HTTP server (Starlette under uvicorn on 127.0.0.1) speaking Twilio's
+wire format, so the real twilio-python client works against it (``client.api.base_url =
+api.url``): HTTP basic auth with the account SID and auth token, form bodies, JSON resources,
+JSON errors ``{code, message, more_info, status}``.
+
+- ``POST /2010-04-01/Accounts/{AccountSid}/Calls.json`` creates a call (``To``, ``From``,
+  ``Url``/``Twiml``, ``Method``, ``StatusCallback``, ``StatusCallbackEvent`` (repeated),
+  ``StatusCallbackMethod``, ``MachineDetection``, ``AsyncAmd``, ``AsyncAmdStatusCallback``,
+  ``AsyncAmdStatusCallbackMethod``, ``Timeout``): 201 and a ``queued`` call resource;
+  400/21211 for a bad ``To``, 400/21212 for a bad ``From``.
+- ``POST .../Calls/{Sid}.json`` updates a call: ``Status=completed|canceled`` hangs up or
+  cancels; ``Twiml=``/``Url=`` moves a live call (a media leg gets ``stop`` and closes, the new
+  TwiML runs); 404/20404 unknown call, 400/21220 not in progress.
+- ``GET .../Calls/{Sid}.json`` fetches one; ``GET .../Calls.json`` lists (``To``, ``From``,
+  ``Status``, ``StartTime``, ``StartTime>``, ``StartTime<``; ``PageSize``/``Page``).
+
+Every created call then plays out on its own task, as the ``Callee`` that ``callees`` maps its
+``To`` to (``default_callee`` otherwise): status callbacks for the events asked (initiated,
+ringing, answered, completed), signed as Twilio signs them and sent in order; once answered,
+the call's ``Url`` is requested (``Direction=outbound-api``) and its TwiML executed by the
+simulator's engine (``call.TwilioCall``) against a ``caller.Phone`` that plays the callee;
+async AMD posts ``AnsweredBy`` to ``AsyncAmdStatusCallback``. A webhook target that refuses
+connections ends the call (``completed``), as with Twilio; a failed callback is only noted.
+
+Everything is kept for tests and benchmarks: ``calls`` (an ``OutboundCall`` per SID: times,
+status, AMD verdict, what the callee heard), ``requests``, ``created_at``, ``dials`` per number,
+``live``/``max_live`` (create to final status) and ``in_progress``/``max_in_progress``.
+
+    async with TwilioApi(callees={"+15557770002": Callee(kind="voicemail")}) as api:
+        ...  # a server with TWILIO_API_URL=api.url places calls
+        call = await api.wait_ended(sid)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import re
+import socket
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from email.utils import format_datetime
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from dialgraph.telephony.simulator.call import TwilioCall
+from dialgraph.telephony.simulator.caller import Phone, run_script
+from dialgraph.telephony.simulator.protocol import DEFAULT_ACCOUNT_SID, LegStats
+from dialgraph.telephony.simulator.scenario import BargeIn, Callee, Say, Scenario
+from dialgraph.telephony.simulator.text_speech import TextSynthesizer, decode_texts
+from dialgraph.telephony.simulator.twiml import TwimlError, parse_twiml
+from dialgraph.telephony.simulator.webhooks import API_VERSION, TwilioWebhooks, call_params, new_sid, wav_to_mulaw
+from dialgraph.telephony.speech.base import SpeechSynthesizer
+
+__all__ = ["CallbackRecord", "Callee", "OutboundCall", "RecordedRequest", "TwilioApi"]
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "/2010-04-01/Accounts/{account}/Calls"
+E164 = re.compile(r"\+[1-9]\d{6,14}")
+FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+NOT_ANSWERED = frozenset({"queued", "initiated", "ringing"})
+STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
+DEFAULT_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One REST request as it arrived (``pairs`` keeps repeated fields, in order)."""
+
+    method: str
+    path: str
+    pairs: tuple[tuple[str, str], ...]
+    authorized: bool
+    call_sid: str | None = None
+    at: float = 0.0
+
+    @property
+    def form(self) -> dict[str, str]:
+        """Fields, first value of each name."""
+        out: dict[str, str] = {}
+        for name, value in self.pairs:
+            out.setdefault(name, value)
+        return out
+
+    def values(self, name: str) -> list[str]:
+        return [v for n, v in self.pairs if n == name]
+
+
+@dataclass(frozen=True)
+class CallbackRecord:
+    """A callback the API sent: a status event or the AMD verdict, and how it went."""
+
+    kind: Literal["status", "amd"]
+    event: str  # initiated | ringing | answered | completed | amd
+    value: str  # CallStatus, or AnsweredBy
+    url: str
+    params: dict[str, str]
+    at: float
+    http_status: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class OutboundCall:
+    """One call created through the API, and everything that happened to it."""
+
+    sid: str
+    to: str
+    from_: str
+    callee: Callee
+    url: str | None
+    method: str
+    twiml: str | None
+    status_callback: str | None
+    status_callback_method: str
+    events: frozenset[str]
+    machine_detection: str | None
+    async_amd: bool
+    amd_callback: str | None
+    amd_callback_method: str
+    timeout_s: int
+    created_at: float  # time.monotonic()
+    date_created: dt.datetime
+    status: str = "queued"
+    answered_at: float | None = None
+    ended_at: float | None = None
+    start_time: dt.datetime | None = None
+    end_time: dt.datetime | None = None
+    answered_by: str | None = None
+    amd_duration_ms: int | None = None
+    beep_at: float | None = None  # voicemail: when it beeped (seconds after the answer)
+    hung_up_by: str | None = None  # callee | agent | api | error | None (never answered)
+    callbacks: list[CallbackRecord] = field(default_factory=list)
+    updates: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    engine: TwilioCall | None = None
+    phone: Phone | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # final status set, callbacks sent
+    _cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+    _sequence: int = 0
+
+    @property
+    def duration_s(self) -> int:
+        """Twilio's ``duration``: whole seconds from answer to end (0 if never answered)."""
+        if self.answered_at is None or self.ended_at is None:
+            return 0
+        return max(1, round(self.ended_at - self.answered_at))
+
+    @property
+    def says(self) -> list[str]:
+        """The ``<Say>`` texts the callee heard, in order."""
+        return [s.text for s in self.engine.log.says] if self.engine else []
+
+    @property
+    def plays(self) -> list[bytes]:
+        """The ``<Play>`` audio the callee heard (8 kHz mu-law, one entry per loop)."""
+        return [p.audio for p in self.engine.log.plays] if self.engine else []
+
+    @property
+    def legs(self) -> list[LegStats]:
+        return list(self.engine.log.legs) if self.engine else []
+
+    @property
+    def redirects(self) -> int:
+        return self.engine.log.redirects if self.engine else 0
+
+    @property
+    def heard(self) -> bytes:
+        """Everything the callee heard from the call (media streams and ``<Play>``), as recorded."""
+        return bytes(self.phone.recorder.agent) if self.phone is not None else b""
+
+    @property
+    def agent_texts(self) -> list[str]:
+        """What the agent said over the media stream, when the server speaks with the
+        simulator's text speech (``text_speech.TextSynthesizer``); [] otherwise."""
+        return decode_texts(self.heard)
+
+    @property
+    def callee_said(self) -> list[str]:
+        phone = self.phone
+        return [t.text for t in phone.turns if t.start is not None] if phone is not None else []
+
+    def statuses(self, kind: Literal["status", "amd"] = "status") -> list[str]:
+        """The values of the callbacks sent, in order (CallStatus, or AnsweredBy for ``amd``)."""
+        return [c.value for c in self.callbacks if c.kind == kind]
+
+
+@dataclass
+class _Failure:
+    status: int
+    code: int
+    message: str
+
+
+def _rfc2822(value: dt.datetime | None) -> str | None:
+    return format_datetime(value) if value is not None else None
+
+
+def _error(status: int, code: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
+        status_code=status,
+    )
+
+
+def _parse_time(value: str) -> tuple[dt.datetime, bool]:
+    """A filter time (``YYYY-MM-DD`` or ISO with ``Z``), and whether it was a bare date."""
+    if len(value) == 10:
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC), True
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)), False
+
+
+def amd_verdict(callee: Callee, mode: str) -> tuple[str, float]:
+    """What Twilio's AMD (``mode`` Enable | DetectMessageEnd) says about ``callee``, and how
+    many seconds after the answer."""
+    if callee.kind == "voicemail":
+        verdict = "machine_end_beep" if mode == "DetectMessageEnd" else "machine_start"
+        default = callee.beep_after_s if mode == "DetectMessageEnd" else min(callee.beep_after_s, 1.0)
+    else:
+        verdict, default = ("fax" if callee.kind == "fax" else "human"), 1.0
+    return callee.answered_by or verdict, callee.amd_after_s if callee.amd_after_s is not None else default
+
+
+async def _until(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; True when it was set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), max(0.0, seconds))
+    return event.is_set()
+
+
+class TwilioApi:
+    """Twilio's Calls resource on 127.0.0.1 (``async with``); ``url`` is the base URL to give
+    twilio-python (``client.api.base_url``) or a server (``TWILIO_API_URL``, see ``env()``).
+
+    ``callees`` maps a ``To`` number to its ``Callee`` (mutable: set one before the call is
+    placed); ``synthesizer`` voices the callees' lines (default: the simulator's text speech,
+    which a server with ``text_speech`` recognises exactly; pass the offline TTS for real
+    audio); ``voice`` pre-renders lines (text or WAV path -> 8 kHz mu-law).
+    """
+
+    def __init__(
+        self,
+        *,
+        account_sid: str = DEFAULT_ACCOUNT_SID,
+        auth_token: str = "dev-auth-token",
+        port: int = 0,
+        callees: Mapping[str, Callee] | None = None,
+        default_callee: Callee | None = None,
+        synthesizer: SpeechSynthesizer | None = None,
+        voice: Mapping[str, bytes] | None = None,
+        record: bool = True,
+        max_call_s: float = 600.0,
+        poll_s: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.callees: dict[str, Callee] = dict(callees or {})
+        self.default_callee = default_callee or Callee()
+        self.synthesizer: SpeechSynthesizer = synthesizer or TextSynthesizer()
+        self.record = record
+        self.max_call_s = max_call_s
+        self.poll_s = poll_s
+        self.clock = clock
+        self.calls: dict[str, OutboundCall] = {}
+        self.requests: list[RecordedRequest] = []
+        self.created_at: list[float] = []
+        self.dials: Counter[str] = Counter()
+        self.live = 0
+        self.max_live = 0
+        self.in_progress = 0
+        self.max_in_progress = 0
+        self._voice: dict[str, asyncio.Future[bytes]] = {}
+        self._preset_voice = dict(voice or {})
+        self._failures: list[_Failure] = []
+        self._port = port
+        self._server: uvicorn.Server | None = None
+        self._serve_task: asyncio.Task[None] | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- control -----------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment that points a ``dialgraph serve`` process at this API."""
+        return {
+            "TWILIO_API_URL": self.url,
+            "TWILIO_ACCOUNT_SID": self.account_sid,
+            "TWILIO_AUTH_TOKEN": self.auth_token,
+        }
+
+    def callee_for(self, number: str) -> Callee:
+        return self.callees.get(number, self.default_callee)
+
+    def fail_next(
+        self, *, status: int = 500, code: int = 20500, times: int = 1, message: str = "Internal error"
+    ) -> None:
+        """The next ``times`` authorised requests get this error instead of being served."""
+        self._failures.extend(_Failure(status, code, message) for _ in range(times))
+
+    def calls_to(self, number: str) -> list[OutboundCall]:
+        return [c for c in self.calls.values() if c.to == number]
+
+    async def wait_ended(self, sid: str, timeout_s: float = 30.0) -> OutboundCall:
+        """The call once its final status is set and every callback has been sent."""
+        call = self.calls[sid]
+        async with asyncio.timeout(timeout_s):
+            await call.done.wait()
+        return call
+
+    async def wait_idle(self, timeout_s: float = 60.0) -> None:
+        """Until every call created so far has ended."""
+        async with asyncio.timeout(timeout_s):
+            for call in list(self.calls.values()):
+                await call.done.wait()
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def __aenter__(self) -> TwilioApi:
+        prefix = PREFIX.format(account="{account}")
+        app = Starlette(
+            routes=[
+                Route(prefix + ".json", self._create, methods=["POST"]),
+                Route(prefix + ".json", self._list, methods=["GET"]),
+                Route(prefix + "/{sid}.json", self._update, methods=["POST"]),
+                Route(prefix + "/{sid}.json", self._fetch, methods=["GET"]),
+            ]
+        )
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._port))
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, ws="none")
+        self._server = uvicorn.Server(config)
+        self._http = httpx.AsyncClient(
+            timeout=15.0, trust_env=False, limits=httpx.Limits(max_connections=500, max_keepalive_connections=100)
+        )
+        self._serve_task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
+            if self._serve_task.done():
+                self._serve_task.result()
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for call in self.calls.values():
+            if call.status in NOT_ANSWERED:
+                call._cancel.set()
+            elif call.status == "in-progress" and call.engine is not None:
+                call.engine.hangup()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=10.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+        if self._server is not None and self._serve_task is not None:
+            self._server.should_exit = True
+            await self._serve_task
+
+    # --- wire ----------------------------------------------------------------------------
+    async def _record(self, request: Request) -> tuple[RecordedRequest, JSONResponse | None]:
+        if request.method == "GET":
+            pairs = tuple(request.query_params.multi_items())
+        else:
+            pairs = tuple(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
+        expected = "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        authorized = (
+            request.headers.get("authorization", "") == expected and request.path_params["account"] == self.account_sid
+        )
+        recorded = RecordedRequest(
+            method=request.method,
+            path=request.url.path,
+            pairs=pairs,
+            authorized=authorized,
+            call_sid=request.path_params.get("sid"),
+            at=self.clock(),
+        )
+        self.requests.append(recorded)
+        if not authorized:
+            return recorded, _error(401, 20003, "Authenticate")
+        if self._failures:
+            failure = self._failures.pop(0)
+            return recorded, _error(failure.status, failure.code, failure.message)
+        return recorded, None
+
+    def _not_found(self, path: str) -> JSONResponse:
+        return _error(404, 20404, f"The requested resource {path} was not found")
+
+    async def _create(self, request: Request) -> JSONResponse:
+        recorded, error = await self._record(request)
+        if error is not None:
+            return error
+        form = recorded.form
+        to, from_ = form.get("To", ""), form.get("From", "")
+        if not to:
+            return _error(400, 21201, "No 'To' number is specified")
+        if not E164.fullmatch(to):
+            return _error(400, 21211, f"Invalid 'To' Phone Number: {to}")
+        if not from_:
+            return _error(400, 21213, "No 'From' number is specified")
+        if not E164.fullmatch(from_):
+            return _error(400, 21212, f"Invalid 'From' Phone Number: {from_}")
+        if not (form.get("Url") or form.get("Twiml")):
+            return _error(400, 21205, "Url parameter is required.")
+        if form.get("Twiml"):
+            try:
+                parse_twiml(form["Twiml"], base_url="")
+            except TwimlError as exc:
+                return _error(400, 12100, f"Document parse failure: {exc}")
+        mode = form.get("MachineDetection") or None
+        if mode not in (None, "Enable", "DetectMessageEnd"):
+            return _error(400, 21268, f"MachineDetection must be Enable or DetectMessageEnd, not {mode}")
+        try:
+            timeout_s = min(600, max(5, int(form.get("Timeout") or DEFAULT_TIMEOUT_S)))
+        except ValueError:
+            return _error(400, 21218, "Timeout must be an integer")
+        events = {e.lower() for v in recorded.values("StatusCallbackEvent") for e in v.split()}
+        unknown = events - set(STATUS_EVENTS)
+        if unknown:
+            return _error(400, 21626, f"Invalid StatusCallbackEvent: {', '.join(sorted(unknown))}")
+        now = self.clock()
+        call = OutboundCall(
+            sid=new_sid("CA"),
+            to=to,
+            from_=from_,
+            callee=self.callee_for(to),
+            url=form.get("Url") or None,
+            method=(form.get("Method") or "POST").upper(),
+            twiml=form.get("Twiml") or None,
+            status_callback=form.get("StatusCallback") or None,
+            status_callback_method=(form.get("StatusCallbackMethod") or "POST").upper(),
+            # Twilio: a status callback without events gets "completed" only.
+            events=frozenset(events or {"completed"}),
+            machine_detection=mode,
+            async_amd=form.get("AsyncAmd", "").lower() == "true",
+            amd_callback=form.get("AsyncAmdStatusCallback") or None,
+            amd_callback_method=(form.get("AsyncAmdStatusCallbackMethod") or "POST").upper(),
+            timeout_s=timeout_s,
+            created_at=now,
+            date_created=dt.datetime.now(dt.UTC).replace(microsecond=0),
+        )
+        self.calls[call.sid] = call
+        self.created_at.append(now)
+        self.dials[to] += 1
+        self.live += 1
+        self.max_live = max(self.max_live, self.live)
+        call._task = asyncio.create_task(self._run(call))
+        self._tasks.add(call._task)
+        call._task.add_done_callback(self._tasks.discard)
+        log.debug("twilio api: call created", call_sid=call.sid, to_number=to, callee=call.callee.kind)
+        return JSONResponse(self._resource(call), status_code=201)
+
+    async def _update(self, request: Request) -> JSONResponse:
+        recorded, error = await self._record(request)
+        if error is not None:
+            return error
+        call = self.calls.get(recorded.call_sid or "")
+        if call is None:
+            return self._not_found(recorded.path)
+        form = recorded.form
+        call.updates.append(form)
+        status = form.get("Status")
+        if status not in (None, "completed", "canceled"):
+            return _error(400, 21218, f"Status must be completed or canceled, not {status}")
+        twiml, url = form.get("Twiml") or None, form.get("Url") or None
+        if (twiml or url) and call.status != "in-progress":
+            return _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+        if twiml:
+            try:
+                parse_twiml(twiml, base_url="")
+            except TwimlError as exc:
+                return _error(400, 12100, f"Document parse failure: {exc}")
+        shown = call.status
+        if status is not None and call.status in NOT_ANSWERED:
+            call._cancel.set()  # canceled or completed: a call not yet answered is canceled
+            shown = "canceled"
+        elif status == "completed" and call.status == "in-progress" and call.engine is not None:
+            call.engine.hangup()
+            shown = "completed"
+        elif (twiml or url) and call.engine is not None:
+            call.engine.redirect(twiml=twiml, url=url, method=(form.get("Method") or "POST").upper())
+        return JSONResponse(self._resource(call, status=shown))
+
+    async def _fetch(self, request: Request) -> JSONResponse:
+        recorded, error = await self._record(request)
+        if error is not None:
+            return error
+        call = self.calls.get(recorded.call_sid or "")
+        if call is None:
+            return self._not_found(recorded.path)
+        return JSONResponse(self._resource(call))
+
+    async def _list(self, request: Request) -> JSONResponse:
+        recorded, error = await self._record(request)
+        if error is not None:
+            return error
+        form = recorded.form
+        try:
+            page_size = min(1000, max(1, int(form.get("PageSize") or 50)))
+            page = max(0, int(form.get("Page") or 0))
+            bounds = {k: _parse_time(form[k]) for k in ("StartTime", "StartTime>", "StartTime<") if form.get(k)}
+        except ValueError as exc:
+            return _error(400, 20001, f"Invalid filter: {exc}")
+
+        def keep(call: OutboundCall) -> bool:
+            if form.get("To") and call.to != form["To"]:
+                return False
+            if form.get("From") and call.from_ != form["From"]:
+                return False
+            if form.get("Status") and call.status != form["Status"]:
+                return False
+            started = call.start_time
+            for key, (at, is_date) in bounds.items():
+                if started is None:
+                    return False
+                value: dt.date | dt.datetime = started.date() if is_date else started
+                limit: dt.date | dt.datetime = at.date() if is_date else at
+                ok = {"StartTime": value == limit, "StartTime>": value >= limit, "StartTime<": value <= limit}[key]
+                if not ok:
+                    return False
+            return True
+
+        matched = sorted((c for c in self.calls.values() if keep(c)), key=lambda c: c.created_at, reverse=True)
+        chunk = matched[page * page_size : (page + 1) * page_size]
+        base = PREFIX.format(account=self.account_sid) + ".json"
+        filters = [(k, v) for k, v in recorded.pairs if k not in ("Page", "PageSize", "PageToken")]
+
+        def uri(n: int) -> str:
+            return base + "?" + urlencode([*filters, ("PageSize", str(page_size)), ("Page", str(n))])
+
+        more = (page + 1) * page_size < len(matched)
+        return JSONResponse(
+            {
+                "calls": [self._resource(c) for c in chunk],
+                "end": page * page_size + max(0, len(chunk) - 1),
+                "first_page_uri": uri(0),
+                "next_page_uri": uri(page + 1) if more else None,
+                "page": page,
+                "page_size": page_size,
+                "previous_page_uri": uri(page - 1) if page > 0 else None,
+                "start": page * page_size,
+                "uri": uri(page),
+            }
+        )
+
+    def _resource(self, call: OutboundCall, *, status: str | None = None) -> dict[str, Any]:
+        uri = PREFIX.format(account=self.account_sid) + f"/{call.sid}"
+        ended = call.status in FINAL_STATUSES
+        return {
+            "sid": call.sid,
+            "date_created": _rfc2822(call.date_created),
+            "date_updated": _rfc2822(call.end_time or call.start_time or call.date_created),
+            "parent_call_sid": None,
+            "account_sid": self.account_sid,
+            "to": call.to,
+            "to_formatted": call.to,
+            "from": call.from_,
+            "from_formatted": call.from_,
+            "phone_number_sid": None,
+            "status": status or call.status,
+            "start_time": _rfc2822(call.start_time),
+            "end_time": _rfc2822(call.end_time),
+            "duration": str(call.duration_s) if ended else None,
+            "price": None,
+            "price_unit": "USD",
+            "direction": "outbound-api",
+            "answered_by": call.answered_by,
+            "api_version": API_VERSION,
+            "forwarded_from": None,
+            "group_sid": None,
+            "caller_name": None,
+            "queue_time": "0",
+            "trunk_sid": None,
+            "uri": uri + ".json",
+            "subresource_uris": {
+                "notifications": uri + "/Notifications.json",
+                "recordings": uri + "/Recordings.json",
+                "events": uri + "/Events.json",
+            },
+        }
+
+    # --- one call ------------------------------------------------------------------------
+    async def _run(self, call: OutboundCall) -> None:
+        """The call's whole life; its callbacks go out in order from one sender task."""
+        queue: asyncio.Queue[CallbackRecord | None] = asyncio.Queue()
+        webhooks = TwilioWebhooks(base_url=call.url or self.url, auth_token=self.auth_token, client=self._http)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._send_callbacks(call, webhooks, queue))
+                try:
+                    async with asyncio.timeout(self.max_call_s):
+                        await self._progress(call, webhooks, queue)
+                except TimeoutError:
+                    call.notes.append(f"the call ran over {self.max_call_s:g} s and was cut")
+                except Exception as exc:  # the last resort: one call's failure ends that call only
+                    log.exception("twilio api: call failed", call_sid=call.sid)
+                    call.notes.append(f"simulator error: {exc!r}")
+                finally:
+                    if call.status not in FINAL_STATUSES:
+                        self._finish(call, "completed" if call.answered_at is not None else "failed", queue)
+                    queue.put_nowait(None)
+        finally:
+            call.done.set()
+
+    async def _progress(
+        self, call: OutboundCall, webhooks: TwilioWebhooks, queue: asyncio.Queue[CallbackRecord | None]
+    ) -> None:
+        callee = call.callee
+        voice_task = asyncio.ensure_future(self._render(callee)) if callee.answers and callee.steps else None
+        try:
+            await asyncio.sleep(0)  # the create answer goes out first, as a rule
+            call.start_time = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            self._status(call, "initiated", queue)
+            if callee.kind == "failed":
+                self._finish(call, "failed", queue)
+                return
+            self._status(call, "ringing", queue)
+            answers = callee.answers and callee.ring_s <= call.timeout_s
+            ring_s = min(callee.ring_s, float(call.timeout_s))
+            if await _until(call._cancel, ring_s):
+                self._finish(call, "canceled", queue)
+                return
+            if not answers:
+                self._finish(call, "busy" if callee.kind == "busy" else "no-answer", queue)
+                return
+            audio = await voice_task if voice_task is not None else {}
+            await self._answered(call, webhooks, queue, audio)
+        finally:
+            if voice_task is not None and not voice_task.done():
+                voice_task.cancel()
+
+    async def _answered(
+        self,
+        call: OutboundCall,
+        webhooks: TwilioWebhooks,
+        queue: asyncio.Queue[CallbackRecord | None],
+        audio: Mapping[str, bytes],
+    ) -> None:
+        callee = call.callee
+        phone = Phone(record=self.record, poll_s=self.poll_s, clock=self.clock)
+        engine = TwilioCall(
+            webhooks=webhooks,
+            phone=phone,
+            account_sid=self.account_sid,
+            call_sid=call.sid,
+            from_number=call.from_,
+            to_number=call.to,
+            direction="outbound-api",
+        )
+        call.phone, call.engine = phone, engine
+        call.answered_at = self.clock()
+        call.status = "in-progress"
+        self.in_progress += 1
+        self.max_in_progress = max(self.max_in_progress, self.in_progress)
+        self._status(call, "answered", queue)
+        verdict, amd_s = amd_verdict(callee, call.machine_detection or "")
+        if callee.kind == "voicemail":
+            call.beep_at = callee.beep_after_s
+
+        async def twiml() -> None:
+            try:
+                extra: dict[str, str] = {}
+                if call.machine_detection and not call.async_amd:
+                    # Synchronous AMD: the Url is requested once the verdict is in, and carries it.
+                    await asyncio.sleep(amd_s)
+                    call.answered_by, call.amd_duration_ms = verdict, round(amd_s * 1000)
+                    extra = {"AnsweredBy": verdict, "MachineDetectionDuration": str(call.amd_duration_ms)}
+                await engine.follow(url=call.url, twiml=call.twiml, method=call.method, extra=extra)
+            finally:
+                phone.ended.set()
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(twiml())
+            tg.create_task(self._callee(call, phone, audio))
+            if call.machine_detection and call.async_amd:
+                tg.create_task(self._amd(call, phone, verdict, amd_s, queue))
+        call.notes.extend(engine.log.notes)
+        call.notes.extend(f"webhook {m} {p} answered {s}" for m, p, s in webhooks.log.errors)
+        ended_by = engine.log.ended_by
+        call.hung_up_by = {"caller": "callee"}.get(ended_by, ended_by)
+        self._finish(call, "completed", queue)
+
+    async def _callee(self, call: OutboundCall, phone: Phone, audio: Mapping[str, bytes]) -> None:
+        """The callee's side: a human's script, a machine's greeting and patience."""
+        callee = call.callee
+        limit = callee.hangup_after_s
+        if limit is None:
+            limit = {"voicemail": 60.0, "fax": 10.0}.get(callee.kind, self.max_call_s)
+
+        async def behave() -> None:
+            if callee.steps:
+                script = Scenario(name=f"callee {call.sid}", steps=callee.steps, quiet_ms=callee.quiet_ms)
+
+                def audio_for(step: Say | BargeIn) -> bytes:
+                    key = str(step.wav) if isinstance(step, Say) and step.wav is not None else step.text
+                    return audio[key]
+
+                await run_script(phone, script, audio_for, notes=call.notes)
+            if callee.kind == "human":
+                await _until(phone.ended, callee.linger_s)
+            else:
+                await phone.ended.wait()
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                await behave()
+        if not phone.ended.is_set():
+            await phone.hang_up()
+
+    async def _amd(
+        self,
+        call: OutboundCall,
+        phone: Phone,
+        verdict: str,
+        after_s: float,
+        queue: asyncio.Queue[CallbackRecord | None],
+    ) -> None:
+        if await _until(phone.ended, after_s):
+            return  # the call ended before AMD made up its mind
+        call.answered_by, call.amd_duration_ms = verdict, round(after_s * 1000)
+        if call.amd_callback:
+            params = {
+                "AccountSid": self.account_sid,
+                "CallSid": call.sid,
+                "AnsweredBy": verdict,
+                "MachineDetectionDuration": str(call.amd_duration_ms),
+            }
+            queue.put_nowait(CallbackRecord("amd", "amd", verdict, call.amd_callback, params, self.clock()))
+        else:
+            call.notes.append("AMD enabled without AsyncAmdStatusCallback (Twilio warning 21262)")
+
+    def _status(self, call: OutboundCall, event: str, queue: asyncio.Queue[CallbackRecord | None]) -> None:
+        status = {"answered": "in-progress"}.get(event, call.status if event == "completed" else event)
+        if event != "completed":
+            call.status = status
+        if call.status_callback is None or event not in call.events:
+            return
+        extra = {
+            "CallbackSource": "call-progress-events",
+            "SequenceNumber": str(call._sequence),
+            "Timestamp": _rfc2822(dt.datetime.now(dt.UTC)) or "",
+        }
+        if event == "completed":
+            extra["CallDuration"] = str(call.duration_s)
+        if call.machine_detection and call.answered_by and event in ("answered", "completed"):
+            extra["AnsweredBy"] = call.answered_by
+        params = call_params(
+            call.sid,
+            from_number=call.from_,
+            to_number=call.to,
+            status=status,
+            direction="outbound-api",
+            account_sid=self.account_sid,
+            **extra,
+        )
+        call._sequence += 1
+        queue.put_nowait(CallbackRecord("status", event, status, call.status_callback, params, self.clock()))
+
+    def _finish(self, call: OutboundCall, status: str, queue: asyncio.Queue[CallbackRecord | None]) -> None:
+        if call.status in FINAL_STATUSES:
+            return
+        if call.status == "in-progress":
+            self.in_progress -= 1
+        call.ended_at = self.clock()
+        call.end_time = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        call.status = status
+        self.live -= 1
+        self._status(call, "completed", queue)
+        log.debug("twilio api: call ended", call_sid=call.sid, status=status, hung_up_by=call.hung_up_by)
+
+    async def _send_callbacks(
+        self, call: OutboundCall, webhooks: TwilioWebhooks, queue: asyncio.Queue[CallbackRecord | None]
+    ) -> None:
+        while (record := await queue.get()) is not None:
+            method = call.amd_callback_method if record.kind == "amd" else call.status_callback_method
+            try:
+                response = await webhooks.request(record.url, record.params, method=method)
+            except httpx.HTTPError as exc:
+                # Twilio notes a failed callback (error 15003) and goes on with the call.
+                call.callbacks.append(replace(record, error=f"{type(exc).__name__}: {exc}"))
+                continue
+            call.callbacks.append(replace(record, http_status=response.status_code))
+
+    async def _render(self, callee: Callee) -> dict[str, bytes]:
+        """The callee's lines as 8 kHz mu-law (rendered once per text for every call)."""
+        out: dict[str, bytes] = {}
+        for step in callee.steps:
+            if isinstance(step, Say) and step.wav is not None:
+                out[str(step.wav)] = wav_to_mulaw(await asyncio.to_thread(step.wav.read_bytes))
+            elif isinstance(step, Say | BargeIn):
+                out[step.text] = await self._line_audio(step.text)
+        return out
+
+    async def _line_audio(self, text: str) -> bytes:
+        if text in self._preset_voice:
+            return self._preset_voice[text]
+        pending = self._voice.get(text)
+        if pending is None:
+            pending = self._voice[text] = asyncio.ensure_future(self._synthesize(text))
+        return await asyncio.shield(pending)
+
+    async def _synthesize(self, text: str) -> bytes:
+        async def one() -> AsyncIterator[str]:
+            yield text
+
+        return b"".join([chunk.audio async for chunk in self.synthesizer.synthesize(one())])
