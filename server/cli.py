@@ -126,6 +126,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args), out_dir=Path(args.out).resolve())
 
 
+def _logged(settings: Settings) -> Settings:
+    """Logs to stderr (redacted), so a command's JSON answer owns stdout."""
+    from dialgraph.server.core.logging import configure_logging
+
+    configure_logging(settings.log_level)
+    return settings
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     from dialgraph.server.outbound import commands
 
@@ -136,7 +144,12 @@ def cmd_call(args: argparse.Namespace) -> int:
         return 2
     return asyncio.run(
         commands.place_call(
-            _settings(args), to=args.to, flow=args.flow, from_=args.from_number, context=context, purpose=args.purpose
+            _logged(_settings(args)),
+            to=args.to,
+            flow=args.flow,
+            from_=args.from_number,
+            context=context,
+            purpose=args.purpose,
         )
     )
 
@@ -144,7 +157,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 def cmd_campaign(args: argparse.Namespace) -> int:
     from dialgraph.server.outbound import commands
 
-    settings = _settings(args)
+    settings = _logged(_settings(args))
     if args.campaign_command == "create":
         spec: dict[str, object] = {
             "name": args.name,
@@ -175,7 +188,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 def cmd_dnd_import(args: argparse.Namespace) -> int:
     from dialgraph.server.outbound import commands
 
-    return asyncio.run(commands.dnd_import(_settings(args), Path(args.file)))
+    return asyncio.run(commands.dnd_import(_logged(_settings(args)), Path(args.file)))
 
 
 def build_parser() -> argparse.ArgumentParser:

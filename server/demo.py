@@ -65,7 +65,10 @@ EXPECTED_OUTCOMES = {HUMAN: "completed", MACHINE: "voicemail", BUSY: "busy", DND
 
 async def campaign_demo(url: str, api_port: int, database_url: str, out_dir: Path) -> int:
     """The outbound half of the demo; returns 1 when a contact ended otherwise than expected."""
+    from sqlalchemy import select
+
     from dialgraph.server.core.db import Database
+    from dialgraph.server.core.models import Appointment
     from dialgraph.telephony.simulator.campaign import CampaignContact, render_campaign, simulate_campaign
     from dialgraph.telephony.simulator.cli import offline_speech
     from dialgraph.telephony.simulator.scenario import Callee, load_scenario
@@ -103,17 +106,24 @@ async def campaign_demo(url: str, api_port: int, database_url: str, out_dir: Pat
         }
         print("dialgraph demo: placing a campaign of 4 contacts (max 2 at once, 1 call per second)", flush=True)
         result = await simulate_campaign(url=url, api=api, contacts=contacts, campaign=campaign, timeout_s=420)
-    said = {
-        number: [f"callee said: {line}" for line in c.callee_said]
-        for number, calls in result.calls.items()
-        for c in calls
-    }
-    print(render_campaign(result, transcripts=said))
+    print(render_campaign(result))
     (out_dir / "campaign.json").write_text(
         json.dumps({"counts": result.counts, "contacts": result.contacts}, indent=2, default=str)
     )
     outcomes = {str(c["to"]): c.get("outcome") for c in result.contacts}
-    wrong = {n: (outcomes.get(n), want) for n, want in EXPECTED_OUTCOMES.items() if outcomes.get(n) != want}
+    wrong: dict[str, object] = {
+        n: (outcomes.get(n), want) for n, want in EXPECTED_OUTCOMES.items() if outcomes.get(n) != want
+    }
+    db = Database(database_url)
+    try:
+        async with db.sessionmaker() as s:
+            booked = (await s.scalars(select(Appointment).where(Appointment.phone == HUMAN))).all()
+    finally:
+        await db.aclose()
+    for appointment in booked:
+        print(f"  {HUMAN} booked a follow-up: {appointment.starts_at:%A %Y-%m-%d %H:%M} UTC")
+    if len(booked) != 1:
+        wrong["follow-up booked"] = len(booked)
     if result.failure or wrong:
         print(f"FAIL campaign: {result.failure or ''} {wrong or ''}".rstrip())
         return 1

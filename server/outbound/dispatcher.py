@@ -1,6 +1,6 @@
 """Each instance's campaign loop: reap what dead instances left, claim, place at the slot.
 
-Every ``dispatch_interval_s`` one round: ``campaigns.reap`` (now and then), ``campaigns.claim``
+Every ``dispatch_interval_s`` one round: ``reaper.reap`` (now and then), ``contact_queue.claim``
 (as many as this instance has room for; the campaign's ``max_concurrent`` and rate hold in
 SQL across instances), and one task per claimed contact that sleeps until its slot instant,
 checks the claim is still its own, and places the call. A failing round is logged and the
@@ -25,8 +25,8 @@ from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import utcnow
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.writer import log_write_failure
-from dialgraph.server.outbound import campaigns
-from dialgraph.server.outbound.campaigns import Claimed
+from dialgraph.server.outbound import contact_queue, reaper
+from dialgraph.server.outbound.contact_queue import Claimed
 from dialgraph.server.outbound.placer import OutboundPlacer
 from dialgraph.server.outbound.types import Refused
 from dialgraph.telephony.twilio.call_control import CallControl, CallControlError
@@ -107,7 +107,7 @@ class CampaignDispatcher:
         contacts it claimed."""
         if time.monotonic() - self._last_reap >= self._reap_every_s:
             self._last_reap = time.monotonic()
-            await campaigns.reap(
+            await reaper.reap(
                 self._db,
                 utcnow(),
                 claim_ttl_s=self._outbound.claim_ttl_s,
@@ -117,7 +117,7 @@ class CampaignDispatcher:
         room = self._max_in_flight - len(self._call_tasks)
         if room <= 0 or self._stopping.is_set():
             return 0
-        claimed = await campaigns.claim(self._db, self.instance_id, utcnow(), limit=room, horizon_s=self._horizon_s)
+        claimed = await contact_queue.claim(self._db, self.instance_id, utcnow(), limit=room, horizon_s=self._horizon_s)
         for contact in claimed:
             task = asyncio.get_running_loop().create_task(
                 self._call(contact), name=f"campaign-call-{contact.contact_id}"
@@ -149,7 +149,7 @@ class CampaignDispatcher:
 
     async def _place(self, contact: Claimed) -> None:
         late = utcnow() - contact.claimed_at > dt.timedelta(seconds=self._outbound.claim_ttl_s / 2)
-        if late or not await campaigns.still_claimed(self._db, contact.contact_id, self.instance_id):
+        if late or not await contact_queue.still_claimed(self._db, contact.contact_id, self.instance_id):
             # Near or past the claim's expiry (or reaped, or the campaign cancelled): another
             # instance may take it, so this one must not dial it.
             log.info("claim given up before dialling", contact_id=contact.contact_id, late=late)
@@ -157,11 +157,11 @@ class CampaignDispatcher:
         try:
             sid = await self._placer.place(contact.request())
         except Refused as exc:
-            await campaigns.mark_skipped(self._db, contact.contact_id, exc.refusal)
+            await contact_queue.mark_skipped(self._db, contact.contact_id, exc.refusal)
         except CallControlError as exc:
-            await campaigns.mark_failed_to_place(self._db, contact.contact_id, str(exc))
+            await contact_queue.mark_failed_to_place(self._db, contact.contact_id, str(exc))
         except ValueError as exc:  # the flow went away, or a bad caller ID: not worth a retry
-            await campaigns.mark_failed_to_place(self._db, contact.contact_id, str(exc))
+            await contact_queue.mark_failed_to_place(self._db, contact.contact_id, str(exc))
         else:
             self.placed += 1
-            await campaigns.mark_dialing(self._db, contact.contact_id, sid)
+            await contact_queue.mark_dialing(self._db, contact.contact_id, sid)

@@ -46,7 +46,7 @@ from dialgraph.server.core.models import Call, CallEvent
 from dialgraph.server.core.security import require_twilio_signature
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.deps import DbDep, ServicesDep, SettingsDep
-from dialgraph.server.outbound import audit, campaigns, voicemail
+from dialgraph.server.outbound import audit, contact_queue, voicemail
 from dialgraph.telephony.twilio import twiml
 from dialgraph.telephony.twilio.call_control import CallControlError
 
@@ -124,7 +124,7 @@ async def status(form: TwilioForm, db: DbDep) -> Response:
         await update_call(db, sid, **values)
     await add_events(db, [CallEvent(call_sid=sid, kind="status", role="system", data=data)])
     if call.campaign_id is not None and new_status:
-        await campaigns.on_call_status(db, sid, new_status, answered_by=form.get("AnsweredBy") or None)
+        await contact_queue.on_call_status(db, sid, new_status, answered_by=form.get("AnsweredBy") or None)
     log.info("call status", call_sid=sid, status=new_status)
     return Response(status_code=204)
 
@@ -143,7 +143,7 @@ async def answering_machine(form: TwilioForm, services: ServicesDep, db: DbDep) 
     await update_call(db, sid, answered_by=answered_by)
     await add_events(db, [CallEvent(call_sid=sid, kind="amd", role="system", data=data)])
     if call.campaign_id is not None:
-        await campaigns.on_answered_by(db, sid, answered_by)
+        await contact_queue.on_answered_by(db, sid, answered_by)
     machine = answered_by in MACHINE_ANSWERS or (answered_by == "unknown" and not settings.outbound.unknown_is_human)
     if call.status in TERMINAL_STATUSES or call.outcome is not None:
         log.info("amd after the call was decided", call_sid=sid, answered_by=answered_by)

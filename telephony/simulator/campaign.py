@@ -15,9 +15,10 @@ from typing import Any
 
 import httpx
 
+from dialgraph.telephony.simulator.outbound_call import OutboundCall
 from dialgraph.telephony.simulator.scenario import Callee
 from dialgraph.telephony.simulator.text_speech import decode_texts
-from dialgraph.telephony.simulator.twilio_api import OutboundCall, TwilioApi
+from dialgraph.telephony.simulator.twilio_api import TwilioApi
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class CampaignResult:
     calls: dict[str, list[OutboundCall]]  # by number: what the simulated Twilio placed
     rejected: list[dict[str, Any]] = field(default_factory=list)
     failure: str | None = None
+    transcripts: dict[str, list[str]] = field(default_factory=dict)  # by number: the server's record of the talk
 
 
 async def simulate_campaign(
@@ -76,7 +78,18 @@ async def simulate_campaign(
             failure = None
         await api.wait_idle(timeout_s=60)
         listed = (await http.get(f"/api/campaigns/{campaign_id}/contacts")).json()
-    calls = {c.to: api.calls_to(c.to) for c in contacts}
+        calls = {c.to: api.calls_to(c.to) for c in contacts}
+        transcripts: dict[str, list[str]] = {}
+        for number, placed in calls.items():
+            for call in placed:
+                if call.answered_at is None:
+                    continue
+                record = await http.get(f"/api/calls/{call.sid}")
+                if record.status_code == 200:
+                    events = record.json().get("events", [])
+                    transcripts.setdefault(number, []).extend(
+                        f"{e['role']:<6} {e['text']}" for e in events if e.get("kind") == "turn" and e.get("text")
+                    )
     return CampaignResult(
         campaign_id=campaign_id,
         status=str(state.get("status", "unknown")),
@@ -85,11 +98,13 @@ async def simulate_campaign(
         calls=calls,
         rejected=rejected,
         failure=failure,
+        transcripts=transcripts,
     )
 
 
-def render_campaign(result: CampaignResult, *, transcripts: Mapping[str, Sequence[str]] | None = None) -> str:
-    """The campaign's counts, then one line per contact with what happened on the phone."""
+def render_campaign(result: CampaignResult) -> str:
+    """The campaign's counts, then one line per contact with what happened on the phone and
+    the conversation as the server recorded it."""
     if result.campaign_id is None:
         return f"campaign refused: {result.failure}"
     lines = [f"Campaign {result.campaign_id}: {result.status}"]
@@ -106,7 +121,7 @@ def render_campaign(result: CampaignResult, *, transcripts: Mapping[str, Sequenc
             for play in call.plays:
                 words = " ".join(decode_texts(play))
                 lines.append(f"      voicemail left: {words or f'{len(play) / 8000:.1f} s of audio'}")
-        for text in (transcripts or {}).get(number, []):
+        for text in result.transcripts.get(number, []):
             lines.append(f"      {text}")
     if result.rejected:
         lines.append(f"  rejected rows: {result.rejected}")

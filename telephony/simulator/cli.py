@@ -36,6 +36,7 @@ from dialgraph.telephony.audio import audioop
 from dialgraph.telephony.simulator.call import TwilioCall
 from dialgraph.telephony.simulator.caller import Phone, run_script
 from dialgraph.telephony.simulator.expect import Observed, check_expectations
+from dialgraph.telephony.simulator.outbound_call import OutboundCall
 from dialgraph.telephony.simulator.protocol import DEFAULT_ACCOUNT_SID, SAMPLE_RATE
 from dialgraph.telephony.simulator.report import (
     SimulationResult,
@@ -60,7 +61,7 @@ from dialgraph.telephony.simulator.scenario import (
     WaitForAgent,
     load_scenario,
 )
-from dialgraph.telephony.simulator.twilio_api import OutboundCall, TwilioApi
+from dialgraph.telephony.simulator.twilio_api import TwilioApi
 from dialgraph.telephony.simulator.webhooks import TwilioWebhooks, new_sid
 from dialgraph.telephony.speech.base import SpeechRecognizer, SpeechSynthesizer
 

@@ -17,7 +17,8 @@ from dialgraph.server.core.db import Database
 from dialgraph.server.core.flow_config import CallingWindow
 from dialgraph.server.core.models import CampaignContact
 from dialgraph.server.outbound import campaigns
-from dialgraph.server.outbound.campaigns import CampaignSpec, CampaignStateError, Claimed, ContactIn
+from dialgraph.server.outbound.campaigns import CampaignSpec, CampaignStateError, ContactIn
+from dialgraph.server.outbound.contact_queue import Claimed
 from dialgraph.server.outbound.types import Refusal
 from dialgraph.telephony.twilio.call_control import CallControlError
 

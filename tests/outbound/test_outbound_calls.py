@@ -190,9 +190,7 @@ async def test_calling_hours_refuse_with_the_next_allowed_instant(tmp_path: Path
         window = {"start": "00:00", "end": "00:30"}
     async with (
         TwilioApi() as api,
-        live_server(
-            tmp_path, twilio_api_url=api.url, outbound={"window": window, "dlt": DLT}
-        ) as server,
+        live_server(tmp_path, twilio_api_url=api.url, outbound={"window": window, "dlt": DLT}) as server,
     ):
         r = await place(server, {"to": "+919876543210", "flow": "sales", "from": CALLER_ID})
         assert r.status_code == 409, r.text
