@@ -31,6 +31,7 @@ from dialgraph.server.outbound.contact_queue import (
     mark_skipped,
     on_answered_by,
     on_call_status,
+    start_dialing,
     still_claimed,
 )
 from dialgraph.server.outbound.contacts_csv import (
@@ -73,6 +74,7 @@ __all__ = [
     "reap",
     "resume",
     "status",
+    "start_dialing",
     "still_claimed",
 ]
 

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.enums import TERMINAL_STATUSES
 from dialgraph.server.core.flow_config import CallingWindow, DltFields
 from dialgraph.server.core.models import Call, Campaign, CampaignContact, utcnow
 from dialgraph.server.outbound.types import OutboundRequest, Purpose, Refusal
@@ -51,6 +52,7 @@ __all__ = [
     "mark_skipped",
     "on_answered_by",
     "on_call_status",
+    "start_dialing",
     "still_claimed",
 ]
 
@@ -235,6 +237,30 @@ async def still_claimed(db: Database, contact_id: int, instance_id: str) -> bool
     return state == "claimed"
 
 
+async def start_dialing(db: Database, contact_id: int, instance_id: str, *, now: dt.datetime | None = None) -> bool:
+    """Take ``instance_id``'s claim into ``dialing`` (no CallSid yet) just before the REST
+    request: from here the claim reaper never puts the contact back, so a request whose
+    answer is lost (its instance died) cannot be followed by a second dial. The reaper asks
+    Twilio instead (``reaper.reap``). False when the claim is no longer this instance's."""
+    async with db.sessionmaker() as s, s.begin():
+        result = await s.execute(
+            update(CampaignContact)
+            .where(
+                CampaignContact.id == contact_id,
+                CampaignContact.claimed_by == instance_id,
+                CampaignContact.state == "claimed",
+            )
+            .values(state="dialing", call_sid=None, updated_at=now or utcnow())
+            .execution_options(synchronize_session=False)
+        )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _placing(contact: CampaignContact) -> bool:
+    """Claimed, or dialing with its REST request in flight (no CallSid yet)."""
+    return contact.state == "claimed" or (contact.state == "dialing" and contact.call_sid is None)
+
+
 # --- what the placer did -----------------------------------------------------------------------
 async def mark_dialing(db: Database, contact_id: int, call_sid: str, *, now: dt.datetime | None = None) -> bool:
     """Twilio took the call. False when the contact is no longer claimed (a fast callback
@@ -243,12 +269,23 @@ async def mark_dialing(db: Database, contact_id: int, call_sid: str, *, now: dt.
     async with db.sessionmaker() as s, s.begin():
         result = await s.execute(
             update(CampaignContact)
-            .where(CampaignContact.id == contact_id, CampaignContact.state == "claimed")
+            .where(
+                CampaignContact.id == contact_id,
+                (CampaignContact.state == "claimed")
+                | ((CampaignContact.state == "dialing") & CampaignContact.call_sid.is_(None)),
+            )
             .values(state="dialing", call_sid=call_sid, updated_at=now)
         )
-        if result.rowcount:  # type: ignore[attr-defined]
-            return True
-        current = await s.get(CampaignContact, contact_id)
+        dialing = bool(result.rowcount)  # type: ignore[attr-defined]
+        current = None if dialing else await s.get(CampaignContact, contact_id)
+        call = await s.get(Call, call_sid) if dialing else None
+    if dialing:
+        # Twilio's final callback may have landed before the placer wrote the call row (it
+        # then recorded the status on a bare row): apply it now, or the contact would wait
+        # for the reaper.
+        if call is not None and call.status in TERMINAL_STATUSES:
+            await on_call_status(db, call_sid, call.status, answered_by=call.answered_by, now=now)
+        return True
     if current is None or current.call_sid != call_sid:
         log.warning("dialled contact was no longer claimed", contact_id=contact_id, call_sid=call_sid)
     return False
@@ -264,7 +301,7 @@ async def mark_skipped(db: Database, contact_id: int, refusal: Refusal, *, now: 
     done = False
     async with db.sessionmaker() as s, s.begin():
         contact = await _lock_contact(s, db, CampaignContact.id == contact_id)
-        if contact is None or contact.state != "claimed":
+        if contact is None or not _placing(contact):
             return
         campaign = await s.get(Campaign, contact.campaign_id)
         contact.attempts = max(contact.attempts - 1, 0)
@@ -305,7 +342,7 @@ async def mark_failed_to_place(db: Database, contact_id: int, error: str, *, now
     log.warning("campaign call not placed", contact_id=contact_id, error=error)
     async with db.sessionmaker() as s, s.begin():
         contact = await _lock_contact(s, db, CampaignContact.id == contact_id)
-        if contact is None or contact.state != "claimed":
+        if contact is None or not _placing(contact):
             return
         done = await _end_attempt(s, contact, "failed", retryable=True, now=now)
         campaign_id = contact.campaign_id
@@ -372,7 +409,7 @@ async def _contact_of(s: AsyncSession, db: Database, call_sid: str, call: Call |
     if contact.call_sid == call_sid:
         return contact
     # A callback that beat mark_dialing: it must be this attempt's call, not a late one of the last.
-    early = contact.state == "claimed" and call is not None and contact.claimed_at is not None
+    early = _placing(contact) and call is not None and contact.claimed_at is not None
     return contact if early and call.started_at >= contact.claimed_at else None  # type: ignore[union-attr,operator]
 
 

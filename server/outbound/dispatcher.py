@@ -113,6 +113,7 @@ class CampaignDispatcher:
                 claim_ttl_s=self._outbound.claim_ttl_s,
                 stale_call_s=self._outbound.stale_call_s,
                 fetch_status=self._call_control.fetch_status,
+                find_calls=self._call_control.find_calls,
             )
         room = self._max_in_flight - len(self._call_tasks)
         if room <= 0 or self._stopping.is_set():
@@ -149,7 +150,7 @@ class CampaignDispatcher:
 
     async def _place(self, contact: Claimed) -> None:
         late = utcnow() - contact.claimed_at > dt.timedelta(seconds=self._outbound.claim_ttl_s / 2)
-        if late or not await contact_queue.still_claimed(self._db, contact.contact_id, self.instance_id):
+        if late or not await contact_queue.start_dialing(self._db, contact.contact_id, self.instance_id):
             # Near or past the claim's expiry (or reaped, or the campaign cancelled): another
             # instance may take it, so this one must not dial it.
             log.info("claim given up before dialling", contact_id=contact.contact_id, late=late)

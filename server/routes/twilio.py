@@ -101,13 +101,29 @@ async def voice(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
 
 
 @router.post("/status")
-async def status(form: TwilioForm, db: DbDep) -> Response:
+async def status(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
     """Call status callback: ringing, in-progress, completed, busy, ... (may arrive out of order)."""
     sid, new_status = form.get("CallSid", ""), form.get("CallStatus", "")
-    call = await get_call(db, sid) if sid else None
-    if call is None:
-        log.info("status for unknown call", call_sid=sid, status=new_status)
+    if not sid:
         return Response(status_code=204)
+    call = await get_call(db, sid)
+    if call is None:
+        # An outbound call's callbacks can beat the placer's write of its row (Twilio calls
+        # back before the REST answer is read): keep what they say on a bare row, which the
+        # placer completes; its campaign contact picks the final status up from there.
+        outbound = form.get("Direction", "").startswith("outbound")
+        from_number, to_number = form.get("From", ""), form.get("To", "")
+        call = await record_call(
+            db,
+            sid=sid,
+            direction="outbound" if outbound else "inbound",
+            from_number=from_number,
+            to_number=to_number,
+            flow=settings.flow_for_number(from_number if outbound else to_number),
+            thread_id=sid,
+            status=CallStatus.QUEUED,
+        )
+        log.info("status before the call's record", call_sid=sid, status=new_status)
     data: dict[str, object] = {"status": new_status}
     for field in ("CallDuration", "AnsweredBy", "SequenceNumber", "SipResponseCode"):
         if form.get(field):

@@ -226,7 +226,11 @@ class TwilioApi:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self._port))
         self._port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False, ws="none")
+        # Keep idle connections open like Twilio's API does (uvicorn's default 5 s is shorter than
+        # aiohttp's 15 s keep-alive: a reused connection would meet a closed socket).
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="off", access_log=False, ws="none", timeout_keep_alive=75
+        )
         self._server = uvicorn.Server(config)
         self._http = httpx.AsyncClient(
             timeout=15.0, trust_env=False, limits=httpx.Limits(max_connections=500, max_keepalive_connections=100)

@@ -12,8 +12,9 @@ and, when Twilio said so, its HTTP ``status`` and error ``code``.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -92,6 +93,22 @@ class CallControl:
         A call Twilio does not know raises ``CallControlError`` with ``call_not_live``."""
         call = await self._idempotent("fetch", call_sid, lambda: self._rest().calls(call_sid).fetch_async())
         return str(call.status or ""), call.answered_by or None
+
+    async def find_calls(self, to: str, *, since: dt.datetime, limit: int = 20) -> list[tuple[str, str, str | None]]:
+        """Calls to ``to`` created at or after ``since``, newest first, as (sid, status,
+        answered_by): whether a create whose answer was lost (its instance died) reached
+        Twilio. Filtered on ``date_created``: a queued call has no start time yet."""
+
+        async def listed() -> list[Any]:
+            return await self._rest().calls.list_async(to=to, limit=limit)
+
+        calls = await self._idempotent("list", "-", listed)
+        since_s = since.replace(microsecond=0)  # Twilio's times are to the second
+        return [
+            (str(c.sid), str(c.status or ""), c.answered_by or None)
+            for c in calls
+            if c.date_created is not None and c.date_created >= since_s
+        ]
 
     async def place_call(
         self,

@@ -234,6 +234,19 @@ async def test_busy_is_retried_after_retry_after_s_until_attempts_run_out(db: Da
     assert (await campaigns.get_campaign(db, cid)).status == "completed"  # type: ignore[union-attr]
 
 
+async def test_a_final_callback_that_beats_the_call_row_still_ends_the_contact(db: Database) -> None:
+    """Twilio may call back (busy) before the placer has read the REST answer: the status
+    route then keeps it on a bare call row, which the placer completes; mark_dialing applies it."""
+    await new_campaign(db, 1)
+    (c,) = await campaigns.claim(db, "i1", T0, limit=5)
+    await record_call(db, sid="CA9", direction="outbound", from_number=c.from_number, to_number=c.to,
+                      flow=c.flow, thread_id="CA9", status="busy")  # fmt: skip
+    await update_call(db, "CA9", campaign_id=c.campaign_id, contact_id=c.contact_id)
+    assert await campaigns.mark_dialing(db, c.contact_id, "CA9", now=T0)
+    row = await contact(db, c.contact_id)
+    assert (row.state, row.outcome) == ("done", "busy")
+
+
 async def test_machine_answers_are_voicemail_and_opt_outs_are_never_retried(db: Database) -> None:
     cid = await new_campaign(db, 3, max_concurrent=3, max_attempts=3, retry_after_s=0, calls_per_second=100)
     a, b, c = await campaigns.claim(db, "i1", T0, limit=5)
@@ -324,6 +337,38 @@ async def test_a_dead_instances_claims_return_to_the_queue(db: Database) -> None
     taken = await campaigns.claim(db, "alive", T0 + dt.timedelta(seconds=61), limit=5)
     assert [(c.contact_id, c.attempt) for c in taken] == [(c.contact_id, 1) for c in dead]
     assert await campaigns.still_claimed(db, taken[0].contact_id, "alive")
+
+
+async def test_a_dial_whose_answer_was_lost_is_looked_up_at_twilio_never_redialled(db: Database) -> None:
+    """The instance began the REST request (start_dialing) and died before the CallSid came
+    back: after PLACING_MAX_S the reaper asks Twilio. Found: reconciled; not found: requeued."""
+    await new_campaign(db, 2, max_concurrent=2, calls_per_second=100)
+    reached, lost = await campaigns.claim(db, "dead", T0, limit=5)
+    assert await campaigns.start_dialing(db, reached.contact_id, "dead", now=T0)
+    assert await campaigns.start_dialing(db, lost.contact_id, "dead", now=T0)
+    assert not await campaigns.start_dialing(db, lost.contact_id, "other", now=T0)  # only the claimer
+
+    async def find_calls(to: str, *, since: dt.datetime) -> list[tuple[str, str, str | None]]:
+        assert since == T0
+        return [("CAreached", "completed", "human")] if to == reached.to else []
+
+    async def fetch(sid: str) -> tuple[str, str | None]:
+        assert sid == "CAreached"
+        return "completed", "human"
+
+    early = await campaigns.reap(
+        db, T0 + dt.timedelta(seconds=20), claim_ttl_s=5, stale_call_s=5, fetch_status=fetch, find_calls=find_calls
+    )
+    assert early.requeued == 0 and early.reconciled == 0  # the request may still be in flight
+    assert (await contact(db, lost.contact_id)).state == "dialing"
+    report = await campaigns.reap(
+        db, T0 + dt.timedelta(seconds=31), claim_ttl_s=5, stale_call_s=5, fetch_status=fetch, find_calls=find_calls
+    )
+    assert (report.requeued, report.reconciled) == (1, 1)
+    row = await contact(db, reached.contact_id)
+    assert (row.state, row.outcome, row.call_sid, row.attempts) == ("done", "completed", "CAreached", 1)
+    row = await contact(db, lost.contact_id)
+    assert (row.state, row.attempts) == ("queued", 0)
 
 
 async def test_a_claim_whose_call_was_placed_is_never_requeued(db: Database) -> None:
