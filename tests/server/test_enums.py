@@ -26,6 +26,15 @@ def test_stored_values_are_the_historical_strings() -> None:
         "ended_by_admin",
         "caller_hung_up",
         "reconnects_exhausted",
+        # outbound (issue 12)
+        "voicemail",
+        "fax",
+        "no_answer",
+        "busy",
+        "failed",
+        "canceled",
+        "opted_out",
+        "not_interested",
     }
     assert {"completed", "busy", "failed", "no-answer", "canceled"} == TERMINAL_STATUSES
     assert CallStatus.IN_PROGRESS == "in-progress" and not CallStatus.IN_PROGRESS.terminal
