@@ -17,6 +17,7 @@ from dialgraph.graphs.registry import graph_factory
 from dialgraph.graphs.runner import GraphRunner
 from dialgraph.graphs.spoken_time import parse_when
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.redaction import redactor_for
 from dialgraph.server.core.settings import Settings
 from dialgraph.tools import build_tools
 
@@ -49,7 +50,7 @@ async def build_runners(
     checkpointer's connections close with ``stack``."""
     chat_model = model or build_chat_model(settings.model_spec, settings=settings, clock=clock)
     await asyncio.to_thread(warm_date_parsing)  # the offline model and the spoken-time tools use it
-    tools = build_tools(db=db, clock=clock)
+    tools = build_tools(db=db, clock=clock, redactor=redactor_for(settings.redaction))
     saver = await checkpointer(checkpoint_url or settings.effective_database_url, stack=stack)
     recall = build_recall(db=db, saver=saver, clock=clock)
     runners: dict[str, GraphRunner] = {}

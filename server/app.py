@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from dialgraph.server.core.call_events import CallEventWriter
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.logging import configure_logging
+from dialgraph.server.core.redaction import redactor_for
 from dialgraph.server.core.reply_heard import ReplyProgressWriter
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.routes import health
@@ -35,7 +36,8 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
     # One batched writer of heard progress for every call; closed (flushed) before the db.
     reply_progress = await stack.enter_async_context(ReplyProgressWriter(db, interval_s=0.5))
     # One batched writer of every call's transcript and events; likewise closed before the db.
-    call_events = await stack.enter_async_context(CallEventWriter(db, interval_s=1.0))
+    redactor = redactor_for(settings.redaction)
+    call_events = await stack.enter_async_context(CallEventWriter(db, interval_s=1.0, redactor=redactor))
 
     recognizer = overrides.recognizer
     synthesizer = overrides.synthesizer
@@ -105,7 +107,7 @@ def instance_id() -> str:
 
 def create_app(settings: Settings, *, overrides: Overrides | None = None) -> FastAPI:
     """The dialgraph ASGI app. Long-lived resources live exactly as long as its lifespan."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, redactor=redactor_for(settings.redaction))
     if not settings.validate_signatures:
         log.warning("TWILIO SIGNATURE VALIDATION IS OFF: any client can drive this server (dev only)")
 

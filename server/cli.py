@@ -129,8 +129,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _logged(settings: Settings) -> Settings:
     """Logs to stderr (redacted), so a command's JSON answer owns stdout."""
     from dialgraph.server.core.logging import configure_logging
+    from dialgraph.server.core.redaction import redactor_for
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, redactor=redactor_for(settings.redaction))
     return settings
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from langchain_core.tools import BaseTool
 
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.redaction import Redactor
 from dialgraph.tools.booking import calendar_tools
 from dialgraph.tools.contacts import contact_tools
 from dialgraph.tools.handoff import handoff_tools
@@ -25,14 +26,17 @@ from dialgraph.tools.opt_out import opt_out_tools
 from dialgraph.tools.runtime import model_args_schema, utc_clock
 
 
-def build_tools(*, db: Database, clock: Callable[[], dt.datetime] | None = None) -> dict[str, BaseTool]:
-    """All tools by name, bound to ``db`` and ``clock`` (aware UTC now; defaults to the wall clock)."""
+def build_tools(
+    *, db: Database, clock: Callable[[], dt.datetime] | None = None, redactor: Redactor | None = None
+) -> dict[str, BaseTool]:
+    """All tools by name, bound to ``db`` and ``clock`` (aware UTC now; defaults to the wall
+    clock); what they store is redacted with ``redactor`` (default: every category)."""
     now = clock or utc_clock
     tools = [
         *calendar_tools(db=db, clock=now),
         *contact_tools(db=db, clock=now),
         *knowledge_tools(library=KnowledgeLibrary()),
-        *message_tools(db=db),
+        *message_tools(db=db, redactor=redactor),
         *handoff_tools(),
         *opt_out_tools(db=db),
     ]

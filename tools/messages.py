@@ -12,6 +12,7 @@ from langgraph.types import Command
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Message
+from dialgraph.server.core.redaction import Redactor, default_redactor
 from dialgraph.tools.runtime import answer, caller_number, clean, given, sorry, speak_errors
 from dialgraph.tools.speech_format import spoken_digits
 
@@ -38,12 +39,14 @@ async def save_message(
     for_whom: str | None = None,
     caller_name: str | None = None,
     callback_number: str | None = None,
+    redactor: Redactor | None = None,
 ) -> Message:
-    """Write one row into the messages table."""
+    """Write one row into the messages table, its body redacted (the caller's name and the
+    callback number are what the message is for: they stay)."""
     row = Message(
         call_sid=call_sid,
         from_number=from_number[:32],
-        body=body[:MAX_BODY],
+        body=(redactor or default_redactor()).redact(body[:MAX_BODY]),
         for_whom=for_whom and for_whom[:64],
         caller_name=caller_name and caller_name[:128],
         callback_number=callback_number,
@@ -53,8 +56,8 @@ async def save_message(
     return row
 
 
-def message_tools(*, db: Database) -> list[BaseTool]:
-    """take_message."""
+def message_tools(*, db: Database, redactor: Redactor | None = None) -> list[BaseTool]:
+    """take_message (its body redacted by ``redactor``, every category by default)."""
 
     async def take(
         ctx: CallContext, message: str, for_whom: str | None, caller_name: str | None, callback_number: str | None
@@ -77,6 +80,7 @@ def message_tools(*, db: Database) -> list[BaseTool]:
                 for_whom=recipient,
                 caller_name=clean(caller_name, 128),
                 callback_number=callback,
+                redactor=redactor,
             )
             to = f" for {recipient}" if recipient else ""
             if callback is None:

@@ -13,6 +13,10 @@ emptied the pool. ``telephony.call.call_log.CallLog`` is one session's view of i
 * Failures: a round that fails is kept for the next; the calls go on. A row the database
   refuses for what it is (an unknown call, a value too long) would fail every round, so a
   refused batch is halved until that row is alone, and only it is dropped (``dropped``).
+* Privacy: an event's text is redacted (``server/core/redaction.py``) when it is recorded,
+  so no card, Aadhaar or OTP waits in memory or reaches SQL. DTMF keys come one event per
+  key: the first key of a burst (a menu choice) is kept, the rest of the burst is stored as
+  ``x`` (a number typed on the keypad is never stored raw).
 * Bound: at most ``max_pending`` rows wait, so a dead database cannot eat the process's
   memory. Past it NEW rows are refused (``refused``; logged once per episode): what is
   stored of a call is then its beginning, in order, not a transcript with its start cut.
@@ -20,6 +24,7 @@ emptied the pool. ``telephony.call.call_log.CallLog`` is one session's view of i
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any, NamedTuple
 
@@ -29,9 +34,12 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from dialgraph.server.core import call_store
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import CallEvent
+from dialgraph.server.core.redaction import Redactor, default_redactor
 from dialgraph.server.core.writer import BatchedWriter, log_write_failure
 
 log = structlog.get_logger(__name__)
+
+DTMF_BURST_GAP_S = 5.0  # keys closer than this belong to one burst (a number being typed)
 
 
 class _Row(NamedTuple):
@@ -48,10 +56,18 @@ class CallEventWriter(BatchedWriter[list[_Row]]):
     lost_at_close = "call events lost at shutdown: the database did not take them"
 
     def __init__(
-        self, db: Database, *, interval_s: float = 1.0, max_batch: int = 500, max_pending: int = 20_000
+        self,
+        db: Database,
+        *,
+        interval_s: float = 1.0,
+        max_batch: int = 500,
+        max_pending: int = 20_000,
+        redactor: Redactor | None = None,
     ) -> None:
         super().__init__(interval_s=interval_s, task_name="call-events-flush")
         self._db = db
+        self._redactor = redactor or default_redactor()
+        self._dtmf: dict[str, tuple[int, float]] = {}  # call -> (keys in its burst, last key's time)
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._pending: deque[_Row] = deque()
@@ -61,8 +77,26 @@ class CallEventWriter(BatchedWriter[list[_Row]]):
 
     # --- the sessions' side (all cheap, none blocks) -----------------------------------------
     def record(self, event: CallEvent) -> None:
-        """Queue ``event`` (its ``at`` is now, however late it is written)."""
-        self._add(_Row(event.call_sid, call_store.event_row(event), None))
+        """Queue ``event`` (its ``at`` is now, however late it is written), its text redacted."""
+        row = call_store.event_row(event)
+        text = row["text"]
+        if row["kind"] == "dtmf":
+            row["text"] = self._dtmf_key(event.call_sid, text)
+        elif text:
+            row["text"] = self._redactor.redact(text)
+        self._add(_Row(event.call_sid, row, None))
+
+    def _dtmf_key(self, call_sid: str, key: str | None) -> str | None:
+        """The first key of a burst as pressed, the others masked."""
+        now = time.monotonic()
+        keys, last = self._dtmf.get(call_sid, (0, 0.0))
+        keys = keys + 1 if now - last < DTMF_BURST_GAP_S else 1
+        if len(self._dtmf) >= 1024 and call_sid not in self._dtmf:  # bounded: forget ended bursts
+            self._dtmf = {sid: v for sid, v in self._dtmf.items() if now - v[1] < DTMF_BURST_GAP_S}
+        self._dtmf[call_sid] = (keys, now)
+        if keys == 1 or not key:
+            return key
+        return "x" * len(key)
 
     def set_stream(self, call_sid: str, stream_sid: str) -> None:
         """Queue ``calls.stream_sid`` of ``call_sid`` (written with the events)."""

@@ -22,6 +22,8 @@ class CallOutcome(StrEnum):
     ENDED_BY_ADMIN = "ended_by_admin"
     CALLER_HUNG_UP = "caller_hung_up"
     RECONNECTS_EXHAUSTED = "reconnects_exhausted"
+    RATE_LIMITED = "rate_limited"  # over a limit (server/core/limits.py): a short refusal, no agent
+    MAX_CALL_LENGTH = "max_call_length"  # the call reached ``max_call_minutes``: a fixed goodbye, no model
     # outbound
     VOICEMAIL = "voicemail"  # a machine answered; the flow's message was left
     FAX = "fax"  # a fax answered; hung up

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dialgraph.server.core.limits import LimitOverrides
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
@@ -143,6 +145,8 @@ class FlowSettings(BaseModel):
     outbound_greeting: str | None = Field(
         default=None, description="first words of an outbound call; may use {name} {company} {purpose}"
     )
+    # --- guardrails -------------------------------------------------------------------------
+    limits: LimitOverrides | None = Field(default=None, description="[flows.NAME.limits]: overrides of [limits]")
 
     @field_validator("timezone")
     @classmethod

@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 
+from dialgraph.server.core.redaction import Redactor, default_redactor
+
 PII_FIELDS = frozenset({"text", "transcript", "digits", "from_number", "to_number", "caller", "phone", "called"})
 
 
@@ -20,16 +22,36 @@ def _redact(_logger: object, _name: str, event: MutableMapping[str, Any]) -> Mut
     return event
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Key=value logs on stderr, PII fields redacted; idempotent."""
+# Identifiers and stamps, never PII: left alone (a hex CallSid may hold a Luhn-valid run).
+_NOT_TEXT = frozenset({"timestamp", "level", "logger", "call_sid", "stream_sid", "sid", "thread_id"})
+
+
+class RedactStrings:
+    """A processor: the PII redactor (``server/core/redaction.py``) over the message and every
+    other string value (a card number that slipped into an error text, a traceback)."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        self._redactor = redactor or default_redactor()
+
+    def __call__(self, _logger: object, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        redact = self._redactor.redact
+        for key, value in event.items():
+            if type(value) is str and key not in _NOT_TEXT and not key.endswith(("_sid", "_id")):
+                event[key] = redact(value)
+        return event
+
+
+def configure_logging(level: str = "INFO", redactor: Redactor | None = None) -> None:
+    """Key=value logs on stderr, PII fields masked and strings redacted; idempotent."""
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
         # Render exc_info (log.exception, exc_info=True) as a traceback string, after
-        # redaction so a traceback is never mistaken for a PII field.
+        # the PII fields are masked so a traceback is never mistaken for one.
         structlog.processors.format_exc_info,
+        RedactStrings(redactor),
         structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
     ]
     structlog.configure(

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -45,6 +46,12 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value.tzinfo is None:  # SQLite drops the offset; we only ever store UTC
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)
+
+
+LIVE_CALLS = (
+    "status NOT IN ('busy', 'canceled', 'completed', 'failed', 'no-answer')"
+    " AND (outcome IS NULL OR outcome <> 'rate_limited')"
+)
 
 
 def utcnow() -> dt.datetime:
@@ -97,7 +104,12 @@ class Call(Base):
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_calls_from_started", "from_number", "started_at"),)
+    __table_args__ = (
+        Index("ix_calls_from_started", "from_number", "started_at"),
+        # The live calls only (limits.deployment_concurrent counts them on every incoming
+        # call); the predicate is the text of core/limits.py LIVE_SQL and migration 0005.
+        Index("ix_calls_live", "started_at", postgresql_where=text(LIVE_CALLS), sqlite_where=text(LIVE_CALLS)),
+    )
 
 
 class CallEvent(Base):

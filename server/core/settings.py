@@ -27,6 +27,8 @@ from pydantic_settings import (
 )
 
 from dialgraph.server.core.flow_config import E164, CallingWindow, DltFields, FlowSettings, default_flows
+from dialgraph.server.core.limits import Limits
+from dialgraph.server.core.redaction import RedactionSettings
 
 CONFIG_ENV = "DIALGRAPH_CONFIG"
 
@@ -65,12 +67,9 @@ class OutboundSettings(BaseModel):
     dispatcher: bool = Field(default=True, description="run the campaign dispatcher in this instance")
 
 
-class LimitsSettings(BaseModel):
-    """``[limits]``: guardrails shared by all instances (state in SQL)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    callee_attempts_per_day: int = Field(default=3, ge=0, description="outbound calls to one number per 24 h; 0: none")
+class LimitsSettings(Limits):
+    """``[limits]``: guardrails shared by all instances (state in SQL); a flow overrides any
+    key under ``[flows.NAME.limits]``. The keys and what they limit: ``server/core/limits.py``."""
 
 
 class Settings(BaseSettings):
@@ -141,6 +140,9 @@ class Settings(BaseSettings):
     durability: Literal["async", "sync", "exit"] = "async"
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    redaction: RedactionSettings = Field(
+        default_factory=RedactionSettings, description="PII categories redacted before storage (all on)"
+    )
 
     @classmethod
     def settings_customise_sources(

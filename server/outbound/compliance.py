@@ -203,7 +203,8 @@ async def check(db: Database, settings: Settings, req: OutboundRequest, now: dt.
     """The first rule that refuses ``req`` at ``now``, or None: the call may be placed.
     Reads the do-not-call rows, and (only when the other rules pass) the calls placed to
     the number in the last 24 hours: at most two round trips, on one connection."""
-    limit = settings.limits.callee_attempts_per_day
+    flow = settings.flows.get(req.flow)
+    limit = settings.limits.merged(flow.limits if flow is not None else None).callee_attempts_per_day
     async with db.engine.connect() as conn:
         entries = (
             await conn.execute(select(DoNotCall.source, DoNotCall.categories).where(DoNotCall.number == req.to))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dialgraph.server.core.call_store import add_events, get_call, transcript, update_call
 from dialgraph.server.core.enums import TERMINAL_STATUSES, CallOutcome, TransferStatus
 from dialgraph.server.core.models import Call, CallEvent
+from dialgraph.server.core.redaction import redactor_for
 from dialgraph.server.deps import DbDep, ServicesDep, SettingsDep
 from dialgraph.telephony.twilio import twiml
 from dialgraph.telephony.twilio.call_control import CallControlError
@@ -101,14 +102,21 @@ def _rest_failure(exc: CallControlError) -> HTTPException:
 
 
 @router.get("/{sid}", response_model=CallOut)
-async def show_call(sid: str, db: DbDep) -> CallOut:
-    """The call record and its transcript / events in order."""
+async def show_call(sid: str, db: DbDep, settings: SettingsDep) -> CallOut:
+    """The call record and its transcript / events in order (event text redacted again:
+    rows written before redaction, or by another writer, never leave unredacted)."""
     call = await get_call(db, sid)
     if call is None:
         raise HTTPException(status_code=404, detail="unknown call")
     events = await transcript(db, sid)
     out = CallOut.model_validate(call, from_attributes=True)
+    redact = redactor_for(settings.redaction).redact
+    if out.transfer_summary:
+        out.transfer_summary = redact(out.transfer_summary)
     out.events = [EventOut.model_validate(e, from_attributes=True) for e in events]
+    for event in out.events:
+        if event.text and event.kind != "dtmf":
+            event.text = redact(event.text)
     return out
 
 

@@ -85,8 +85,11 @@ class StarletteMediaSocket:
                 pass
 
 
-async def call_context(db: Database, settings: Settings, claims: StreamClaims) -> CallContext:
-    """Who is on the line, from the call row the webhook wrote (the token names the call)."""
+async def call_context(
+    db: Database, settings: Settings, claims: StreamClaims
+) -> tuple[CallContext, dt.datetime | None]:
+    """Who is on the line, from the call row the webhook wrote (the token names the call),
+    and when the call began (answered, else started; None without a row): one read."""
     call = await get_call(db, claims.call_sid)
     flow = claims.flow
     if flow not in settings.flows:
@@ -95,6 +98,7 @@ async def call_context(db: Database, settings: Settings, claims: StreamClaims) -
     previous = None
     direction = "inbound"
     contact: dict[str, Any] = {}
+    began: dt.datetime | None = None
     if call is not None:
         outbound = call.direction == "outbound"
         caller = call.to_number if outbound else call.from_number
@@ -102,9 +106,10 @@ async def call_context(db: Database, settings: Settings, claims: StreamClaims) -
         previous = call.previous_thread_id
         direction = call.direction
         contact = dict(call.context or {})
+        began = call.answered_at or call.started_at
     else:
         log.warning("stream for a call without a record", call_sid=claims.call_sid)
-    return CallContext(
+    ctx = CallContext(
         call_sid=claims.call_sid,
         thread_id=claims.thread_id or claims.call_sid,
         caller=caller,
@@ -115,6 +120,18 @@ async def call_context(db: Database, settings: Settings, claims: StreamClaims) -
         direction=direction,
         contact=contact,
     )
+    return ctx, began
+
+
+def max_call_seconds(settings: Settings, ctx: CallContext, began: dt.datetime | None, now: dt.datetime) -> float | None:
+    """Seconds the call may still last under ``max_call_minutes`` (``[limits]`` with the
+    flow's overrides; None: no limit), counted from when it began, so a reconnected stream
+    keeps the original deadline (<= 0: it is over already)."""
+    minutes = settings.limits.merged(ctx.flow_settings.limits).max_call_minutes
+    if not minutes:
+        return None
+    elapsed = max(0.0, (now - began).total_seconds()) if began is not None else 0.0
+    return minutes * 60 - elapsed
 
 
 async def _read_start(socket: StarletteMediaSocket, protocol: MediaStreamProtocol) -> codec.Start | None:
@@ -210,7 +227,7 @@ async def open_session(
 ) -> CallSession:
     """Build the session for an authenticated stream (first touch of providers and models)."""
     settings = services.settings
-    ctx = await call_context(services.db, settings, claims)
+    ctx, began = await call_context(services.db, settings, claims)
     observer: Callable[[CallSession], None] | None = getattr(app.state, "call_observer", None)
     return CallSession(
         socket=socket,
@@ -230,6 +247,7 @@ async def open_session(
         signal=claims.signal,
         playback_lead_ms=settings.playback_lead_ms,
         on_finished=observer,
+        max_call_s=max_call_seconds(settings, ctx, began, dt.datetime.now(dt.UTC)),
     )
 
 

@@ -30,6 +30,7 @@ from typing import Annotated
 import structlog
 from fastapi import APIRouter, Depends, Response
 
+from dialgraph.server.core import limits
 from dialgraph.server.core.call_store import add_events, get_call, last_call_from, record_call, update_call
 from dialgraph.server.core.enums import (
     DIAL_ANSWERED,
@@ -80,8 +81,13 @@ async def voice(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
     from_number, to_number = form.get("From", ""), form.get("To", "")
     # The flow belongs to our number: the dialled one inbound, the calling one outbound.
     flow = settings.flow_for_number(from_number if outbound else to_number)
+    if not outbound:
+        refusal = await _refuse_over_limit(settings, db, form, sid=sid, flow=flow)
+        if refusal is not None:
+            return refusal
     previous_thread_id = None
-    if not outbound and from_number and settings.callback_window_hours > 0:
+    # A withheld caller ID is shared by strangers: never link their calls to each other.
+    if not outbound and from_number and not limits.is_withheld(from_number) and settings.callback_window_hours > 0:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=settings.callback_window_hours)
         previous = await last_call_from(db, from_number, since=since, exclude_sid=sid)
         previous_thread_id = previous.thread_id if previous is not None else None
@@ -98,6 +104,35 @@ async def voice(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
     )
     log.info("call answered", call_sid=sid, flow=call.flow, callback=previous_thread_id is not None)
     return _stream_answer(settings, call)
+
+
+async def _refuse_over_limit(
+    settings: Settings, db: DbDep, form: dict[str, str], *, sid: str, flow: str
+) -> Response | None:
+    """An incoming call over a limit (``core/limits.py``, the flow's overrides on top): its
+    row with outcome ``rate_limited`` and the rule, and a short refusal; no stream, so no
+    model, ASR or TTS is touched. None: the call may go on."""
+    flow_settings = settings.flows.get(flow)
+    rules = settings.limits.merged(flow_settings.limits if flow_settings is not None else None)
+    decision = await limits.admit(db, rules, caller=form.get("From", ""), now=dt.datetime.now(dt.UTC), call_sid=sid)
+    if decision.allowed:
+        return None
+    await limits.record_refusal(
+        db,
+        decision,
+        sid=sid,
+        from_number=form.get("From", ""),
+        to_number=form.get("To", ""),
+        flow=flow,
+        status=form.get("CallStatus") or CallStatus.RINGING,
+    )
+    log.info(
+        "call refused by a limit", call_sid=sid, flow=flow, rule=decision.rule, retry_after_s=decision.retry_after_s
+    )
+    if rules.refuse_with == "reject":
+        return _xml(twiml.reject("busy"))
+    text, language = rules.message(flow_settings.language if flow_settings is not None else "en")
+    return _xml(twiml.say_and_hangup(text, language=language))
 
 
 @router.post("/status")

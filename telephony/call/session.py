@@ -15,6 +15,9 @@ policy, and its tasks, all in ONE ``asyncio.TaskGroup``:
   ``server.core.call_events.CallEventWriter`` (no task here: it writes every call's events in
   one transaction a round), flushed before the call row gets its outcome and on the way out.
 * watchdog -- ends the call when no frame arrived for ``inbound_timeout_s`` (a dead socket).
+* deadline (with ``max_call_s``) -- at the call's maximum length: no new caller turn, the
+  reply in progress finishes, then a fixed goodbye (no model) and the call ends
+  (outcome ``max_call_length``).
 * per reply (``telephony.call.reply.Reply``): its runner and synth tasks. The reply reports
   ``AudioStarted`` and ``Finished`` here; what the caller heard of it goes to the call's
   ``HeardText`` (checkpoint repairs, and ``calls.reply_heard`` on the process-wide
@@ -47,6 +50,7 @@ from dialgraph.server.core.turns import (
     CallSignal,
     EndCallRequest,
     RunnerEvent,
+    TextChunk,
     TransferRequest,
     TurnRunner,
 )
@@ -63,6 +67,11 @@ from dialgraph.telephony.twilio import codec
 from dialgraph.telephony.twilio.protocol import Gap, MediaStreamProtocol, Rejected
 
 log = structlog.get_logger(__name__)
+
+# Said when a call reaches its maximum length (``max_call_s``): fixed words, no model.
+TIME_LIMIT_GOODBYE = "I'm sorry, we've reached the time limit for this call. Thank you for calling, goodbye."
+REPLY_GRACE_S = 15.0  # at the deadline, the reply in progress may play this long before it is cut
+GOODBYE_WAIT_S = 30.0  # the goodbye's marks not back by then (a stuck socket): end the call anyway
 
 
 class MediaSocket(Protocol):
@@ -108,6 +117,7 @@ class CallSession:
         clock: Callable[[], float] = time.monotonic,
         on_finished: Callable[[CallSession], None] | None = None,
         inbound_timeout_s: float = 10.0,
+        max_call_s: float | None = None,
     ) -> None:
         self.ctx = ctx
         self.state = CallState(call_sid=ctx.call_sid, media=media)
@@ -123,6 +133,7 @@ class CallSession:
         self._clock = clock
         self._on_finished = on_finished
         self._inbound_timeout_s = inbound_timeout_s
+        self._max_call_s = max_call_s  # seconds left of the call (None: no limit; <= 0: over already)
         self._frames_seen = 0  # every inbound frame; the watchdog only looks at it once a second
         self._log = log.bind(call_sid=ctx.call_sid)
         # Outbound message size follows the lead (20 ms at 120 ms, 100 ms at 200 ms): see pacer.py.
@@ -166,6 +177,8 @@ class CallSession:
                 tg.create_task(self._recognition_loop(), name=f"call-asr-{sid}")
                 tg.create_task(self._out.run(), name=f"call-write-{sid}")
                 tg.create_task(self._watch_inbound(), name=f"call-watchdog-{sid}")
+                if self._max_call_s is not None:
+                    tg.create_task(self._watch_deadline(self._max_call_s), name=f"call-deadline-{sid}")
                 self._open_call()
         except* (_CallEnded, SocketClosed, StreamClosedByServer):
             pass
@@ -206,6 +219,8 @@ class CallSession:
             self._run_task.cancel()
 
     def _open_call(self) -> None:
+        if self._max_call_s is not None and self._max_call_s <= 0:
+            return  # a stream (re)opened past the deadline: the deadline task says goodbye at once
         ctx, runner, signal = self.ctx, self._runner, self._signal
         if signal is None:
             self._begin_reply("greeting", lambda: runner.start(ctx))
@@ -262,6 +277,46 @@ class CallSession:
                 self.state.end_reason = self.state.end_reason or "inbound timeout"
                 self._log.warning("no frame from Twilio: ending the call", quiet_s=round(now - quiet_since, 1))
                 raise _CallEnded
+
+    async def _watch_deadline(self, after_s: float) -> None:
+        """The call's maximum length: after ``after_s`` no caller turn starts a reply
+        (``state.ending``) and nothing is cut by a barge-in; the reply in progress plays to
+        its end (cut after ``REPLY_GRACE_S`` only), then ``TIME_LIMIT_GOODBYE`` plays, no
+        model involved, and the call ends like one the agent ended. A request the last
+        reply carried (the agent was ending or transferring the call) is carried out instead."""
+        await asyncio.sleep(max(0.0, after_s))
+        st = self.state
+        if st.ending:  # the agent is ending or transferring the call already
+            return
+        st.ending = True
+        self._log.info("maximum call length reached", max_call_s=round(after_s, 1))
+        reply = st.reply
+        if reply is not None and not reply.done():
+            try:
+                async with asyncio.timeout(REPLY_GRACE_S):
+                    outcome = await reply.wait()
+            except TimeoutError:
+                self._log.warning("reply still playing at the time limit: cut", grace_s=REPLY_GRACE_S)
+                self._interrupt(reply)
+            else:
+                if isinstance(outcome, Played) and outcome.request is not None:
+                    await self._carry_out(outcome.request)
+                    return
+
+        async def goodbye() -> AsyncIterator[RunnerEvent]:
+            yield TextChunk(TIME_LIMIT_GOODBYE)
+
+        self._begin_reply("max_call_length", goodbye)
+        self.policy.agent_turn_started()
+        farewell = st.reply
+        assert farewell is not None
+        try:
+            async with asyncio.timeout(GOODBYE_WAIT_S):
+                await farewell.wait()
+        except TimeoutError:
+            self._log.warning("time-limit goodbye not confirmed played: ending the call")
+        await self._carry_out(EndCallRequest(reason=CallOutcome.MAX_CALL_LENGTH.value))
+        st.end_reason = "max call length"
 
     def _protocol_error(self, rejected: Rejected) -> None:
         n = rejected.count
@@ -325,10 +380,14 @@ class CallSession:
     def _barge_in(self) -> None:
         st = self.state
         reply = st.reply
-        if reply is None or reply.done() or self._tg is None:
+        if reply is None or reply.done() or self._tg is None or st.ending:  # the last words are never cut
             return
-        st.generation += 1  # an interruption takes a number too: the next reply's marks say so
         st.barge_ins += 1
+        self._interrupt(reply)
+
+    def _interrupt(self, reply: Reply) -> None:
+        st = self.state
+        st.generation += 1  # an interruption takes a number too: the next reply's marks say so
         st.reply = None
         reply.interrupt()
 
@@ -363,7 +422,7 @@ class CallSession:
             self.state.end_reason = "ended by agent"
             # An opt-out is its own outcome (a campaign must never call this person again), and
             # so is a declined call; any other ending is the agent's.
-            named = {CallOutcome.OPTED_OUT, CallOutcome.NOT_INTERESTED}
+            named = {CallOutcome.OPTED_OUT, CallOutcome.NOT_INTERESTED, CallOutcome.MAX_CALL_LENGTH}
             ending = CallOutcome(request.reason) if request.reason in named else CallOutcome.ENDED_BY_AGENT
             values = {"outcome": ending}
             self._record(CallEvent(call_sid=sid, kind="end_call", role="system", data={"reason": request.reason}))

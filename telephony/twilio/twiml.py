@@ -125,10 +125,19 @@ def play_and_hangup(url: str) -> str:
     return _render(response)
 
 
-def say_and_hangup(text: str) -> str:
+def say_and_hangup(text: str, *, language: str | None = None) -> str:
+    """``<Say>`` then ``<Hangup/>``; ``language`` is Twilio's (``en-US``, ``hi-IN``...)."""
     response = VoiceResponse()
-    response.say(shorten(text))
+    response.say(shorten(text), language=language)
     response.hangup()
+    return _render(response)
+
+
+def reject(reason: str = "busy") -> str:
+    """``<Reject reason>``: the call is refused before it is answered (no charge, the caller
+    hears a busy tone for ``busy``, the operator's message for ``rejected``)."""
+    response = VoiceResponse()
+    response.reject(reason=reason)
     return _render(response)
 
 

@@ -26,6 +26,9 @@ def test_stored_values_are_the_historical_strings() -> None:
         "ended_by_admin",
         "caller_hung_up",
         "reconnects_exhausted",
+        # guardrails (issue 13)
+        "rate_limited",
+        "max_call_length",
         # outbound (issue 12)
         "voicemail",
         "fax",
