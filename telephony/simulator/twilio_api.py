@@ -101,13 +101,16 @@ class RecordedRequest:
 
 
 @dataclass
-class _Failure:
+class RestFailure:
+    """A failure the API is told to answer with instead of serving (``fail_next``)."""
+
     status: int
     code: int
     message: str
 
 
-def _error(status: int, code: int, message: str) -> JSONResponse:
+def rest_error(status: int, code: int, message: str) -> JSONResponse:
+    """Twilio's JSON error body (``code``, ``message``, ``more_info``, ``status``)."""
     return JSONResponse(
         {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
         status_code=status,
@@ -166,7 +169,7 @@ class TwilioApi:
         self.max_in_progress = 0
         self._voice: dict[str, asyncio.Future[bytes]] = {}
         self._preset_voice = dict(voice or {})
-        self._failures: list[_Failure] = []
+        self._failures: list[RestFailure] = []
         self._port = port
         self._server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
@@ -193,7 +196,7 @@ class TwilioApi:
         self, *, status: int = 500, code: int = 20500, times: int = 1, message: str = "Internal error"
     ) -> None:
         """The next ``times`` authorised requests get this error instead of being served."""
-        self._failures.extend(_Failure(status, code, message) for _ in range(times))
+        self._failures.extend(RestFailure(status, code, message) for _ in range(times))
 
     def calls_to(self, number: str) -> list[OutboundCall]:
         return [c for c in self.calls.values() if c.to == number]
@@ -279,14 +282,14 @@ class TwilioApi:
         )
         self.requests.append(recorded)
         if not authorized:
-            return recorded, _error(401, 20003, "Authenticate")
+            return recorded, rest_error(401, 20003, "Authenticate")
         if self._failures:
             failure = self._failures.pop(0)
-            return recorded, _error(failure.status, failure.code, failure.message)
+            return recorded, rest_error(failure.status, failure.code, failure.message)
         return recorded, None
 
     def _not_found(self, path: str) -> JSONResponse:
-        return _error(404, 20404, f"The requested resource {path} was not found")
+        return rest_error(404, 20404, f"The requested resource {path} was not found")
 
     async def _create(self, request: Request) -> JSONResponse:
         recorded, error = await self._record(request)
@@ -295,31 +298,31 @@ class TwilioApi:
         form = recorded.form
         to, from_ = form.get("To", ""), form.get("From", "")
         if not to:
-            return _error(400, 21201, "No 'To' number is specified")
+            return rest_error(400, 21201, "No 'To' number is specified")
         if not E164.fullmatch(to):
-            return _error(400, 21211, f"Invalid 'To' Phone Number: {to}")
+            return rest_error(400, 21211, f"Invalid 'To' Phone Number: {to}")
         if not from_:
-            return _error(400, 21213, "No 'From' number is specified")
+            return rest_error(400, 21213, "No 'From' number is specified")
         if not E164.fullmatch(from_):
-            return _error(400, 21212, f"Invalid 'From' Phone Number: {from_}")
+            return rest_error(400, 21212, f"Invalid 'From' Phone Number: {from_}")
         if not (form.get("Url") or form.get("Twiml")):
-            return _error(400, 21205, "Url parameter is required.")
+            return rest_error(400, 21205, "Url parameter is required.")
         if form.get("Twiml"):
             try:
                 parse_twiml(form["Twiml"], base_url="")
             except TwimlError as exc:
-                return _error(400, 12100, f"Document parse failure: {exc}")
+                return rest_error(400, 12100, f"Document parse failure: {exc}")
         mode = form.get("MachineDetection") or None
         if mode not in (None, "Enable", "DetectMessageEnd"):
-            return _error(400, 21268, f"MachineDetection must be Enable or DetectMessageEnd, not {mode}")
+            return rest_error(400, 21268, f"MachineDetection must be Enable or DetectMessageEnd, not {mode}")
         try:
             timeout_s = min(600, max(5, int(form.get("Timeout") or DEFAULT_TIMEOUT_S)))
         except ValueError:
-            return _error(400, 21218, "Timeout must be an integer")
+            return rest_error(400, 21218, "Timeout must be an integer")
         events = {e.lower() for v in recorded.values("StatusCallbackEvent") for e in v.split()}
         unknown = events - set(STATUS_EVENTS)
         if unknown:
-            return _error(400, 21626, f"Invalid StatusCallbackEvent: {', '.join(sorted(unknown))}")
+            return rest_error(400, 21626, f"Invalid StatusCallbackEvent: {', '.join(sorted(unknown))}")
         now = self.clock()
         call = OutboundCall(
             sid=new_sid("CA"),
@@ -363,15 +366,15 @@ class TwilioApi:
         call.updates.append(form)
         status = form.get("Status")
         if status not in (None, "completed", "canceled"):
-            return _error(400, 21218, f"Status must be completed or canceled, not {status}")
+            return rest_error(400, 21218, f"Status must be completed or canceled, not {status}")
         twiml, url = form.get("Twiml") or None, form.get("Url") or None
         if (twiml or url) and call.status != "in-progress":
-            return _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+            return rest_error(400, 21220, "Call is not in-progress. Cannot redirect.")
         if twiml:
             try:
                 parse_twiml(twiml, base_url="")
             except TwimlError as exc:
-                return _error(400, 12100, f"Document parse failure: {exc}")
+                return rest_error(400, 12100, f"Document parse failure: {exc}")
         shown = call.status
         if status is not None and call.status in NOT_ANSWERED:
             call._cancel.set()  # canceled or completed: a call not yet answered is canceled
@@ -402,7 +405,7 @@ class TwilioApi:
             page = max(0, int(form.get("Page") or 0))
             bounds = {k: _parse_time(form[k]) for k in ("StartTime", "StartTime>", "StartTime<") if form.get(k)}
         except ValueError as exc:
-            return _error(400, 20001, f"Invalid filter: {exc}")
+            return rest_error(400, 20001, f"Invalid filter: {exc}")
 
         def keep(call: OutboundCall) -> bool:
             if form.get("To") and call.to != form["To"]:

@@ -28,27 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from dialgraph.telephony.simulator.twilio_api import RecordedRequest, RestFailure, rest_error
+
 PREFIX = "/2010-04-01/Accounts/{account}/Calls"
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str
-    pairs: tuple[tuple[str, str], ...]
-    authorized: bool
-    call_sid: str | None = None
-
-    @property
-    def form(self) -> dict[str, str]:
-        """Form fields, first value of each name."""
-        out: dict[str, str] = {}
-        for name, value in self.pairs:
-            out.setdefault(name, value)
-        return out
-
-    def values(self, name: str) -> list[str]:
-        return [v for n, v in self.pairs if n == name]
 
 
 @dataclass
@@ -63,13 +45,6 @@ class FakeCall:
 
 
 @dataclass
-class _Failure:
-    status: int
-    code: int
-    message: str
-
-
-@dataclass
 class FakeTwilioRest:
     account_sid: str
     auth_token: str
@@ -78,7 +53,7 @@ class FakeTwilioRest:
     # Runs after a call is created and before the REST answer goes back: a test's stand-in
     # for Twilio's webhooks that can land before the client has the CallSid.
     on_create: Callable[[FakeCall], Awaitable[None]] | None = None
-    _failures: list[_Failure] = field(default_factory=list)
+    _failures: list[RestFailure] = field(default_factory=list)
     _server: uvicorn.Server | None = None
     _serve_task: asyncio.Task[None] | None = None
     _port: int = 0
@@ -102,7 +77,7 @@ class FakeTwilioRest:
         self, *, status: int = 500, code: int = 20500, times: int = 1, message: str = "Internal error"
     ) -> None:
         """The next ``times`` requests get this error instead of being served."""
-        self._failures.extend(_Failure(status, code, message) for _ in range(times))
+        self._failures.extend(RestFailure(status, code, message) for _ in range(times))
 
     # --- lifecycle -----------------------------------------------------------------------
     async def __aenter__(self) -> FakeTwilioRest:
@@ -148,10 +123,10 @@ class FakeTwilioRest:
         )
         self.requests.append(recorded)
         if not authorized:
-            return recorded, _error(401, 20003, "Authenticate")
+            return recorded, rest_error(401, 20003, "Authenticate")
         if self._failures:
             failure = self._failures.pop(0)
-            return recorded, _error(failure.status, failure.code, failure.message)
+            return recorded, rest_error(failure.status, failure.code, failure.message)
         return recorded, None
 
     async def _create(self, request: Request) -> JSONResponse:
@@ -160,7 +135,7 @@ class FakeTwilioRest:
             return error
         form = recorded.form
         if not form.get("To") or not form.get("From") or not (form.get("Url") or form.get("Twiml")):
-            return _error(400, 21205, "Url parameter is required.")
+            return rest_error(400, 21205, "Url parameter is required.")
         call = FakeCall(
             sid="CA" + uuid.uuid4().hex, status="queued", to=form["To"], from_=form["From"], url=form.get("Url")
         )
@@ -175,10 +150,10 @@ class FakeTwilioRest:
             return error
         call = self.calls.get(recorded.call_sid or "")
         if call is None:
-            return _error(404, 20404, f"The requested resource {recorded.path} was not found")
+            return rest_error(404, 20404, f"The requested resource {recorded.path} was not found")
         form = recorded.form
         if ("Twiml" in form or "Url" in form) and call.status != "in-progress":
-            return _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+            return rest_error(400, 21220, "Call is not in-progress. Cannot redirect.")
         if "Twiml" in form:
             call.twiml = form["Twiml"]
         if "Url" in form:
@@ -193,7 +168,7 @@ class FakeTwilioRest:
             return error
         call = self.calls.get(recorded.call_sid or "")
         if call is None:
-            return _error(404, 20404, f"The requested resource {recorded.path} was not found")
+            return rest_error(404, 20404, f"The requested resource {recorded.path} was not found")
         return JSONResponse(self._resource(call))
 
     def _resource(self, call: FakeCall) -> dict[str, Any]:
@@ -208,10 +183,3 @@ class FakeTwilioRest:
             "api_version": "2010-04-01",
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call.sid}.json",
         }
-
-
-def _error(status: int, code: int, message: str) -> JSONResponse:
-    return JSONResponse(
-        {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
-        status_code=status,
-    )
