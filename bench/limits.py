@@ -39,13 +39,27 @@ from dialgraph.server.core.db import Database
 from dialgraph.server.core.limits import Limits, admit
 from dialgraph.server.core.models import Call
 
+OFF = {  # the shipped defaults switched off: each rule set below is only what it names
+    "caller_calls_per_hour": 0,
+    "caller_calls_per_day": 0,
+    "caller_concurrent": 0,
+    "anonymous_calls_per_hour": 0,
+    "caller_daily_budget": 0,
+}
+
+
+def rules(**given: float) -> Limits:
+    return Limits.model_validate({**OFF, **given})
+
+
 RULES = {
-    "per caller": Limits(caller_calls_per_hour=5, caller_calls_per_day=20, caller_concurrent=2),
-    "per caller + deployment": Limits(
+    "shipped defaults (+ budget)": Limits(),
+    "per caller": rules(caller_calls_per_hour=5, caller_calls_per_day=20, caller_concurrent=2),
+    "per caller + deployment": rules(
         caller_calls_per_hour=5, caller_calls_per_day=20, caller_concurrent=2, deployment_concurrent=100_000
     ),
-    "withheld ID": Limits(anonymous_calls_per_hour=1_000_000, deployment_concurrent=100_000),
-    "none set": Limits(),
+    "withheld ID": rules(anonymous_calls_per_hour=1_000_000, deployment_concurrent=100_000),
+    "none set": rules(),
 }
 NUMBERS = 50_000
 

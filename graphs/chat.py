@@ -51,7 +51,7 @@ async def _say(events: AsyncIterator[RunnerEvent], out: TextIO) -> RunnerEvent |
     async for event in events:
         if isinstance(event, TextChunk):
             text.append(event.text)
-        else:
+        elif isinstance(event, TransferRequest | EndCallRequest):  # not a TurnUsage
             request = event
     out.write(f"agent: {' '.join(''.join(text).split())}\n")
     if isinstance(request, TransferRequest):

@@ -49,6 +49,13 @@ ASK_DECISION = "Are you the person who makes the decision, or is someone else in
 ASK_HOT = "Would you like me to connect you with our sales team right now, or book a follow-up call?"
 ASK_FOLLOWUP = "Would you like to book a follow-up call with our team?"
 SORRY = "Sorry, I didn't quite catch that."
+# Said (fixed words, no model) once a call's spend cap is reached; the offline model answers
+# what the caller says next (``ask == "message_or_transfer"``).
+BUDGET_OFFER = (
+    "I'm sorry, I can't go further with that on this call. I can take a message for the team, "
+    "or transfer you to someone who can help. Which would you prefer?"
+)
+BUDGET_OFFER_ACT = "budget_offer"
 GOODBYE = "Thank you for calling {company}. Goodbye!"
 GOODBYE_OUT = "Thank you for your time. Goodbye!"
 NOT_INTERESTED_BYE = "No problem at all. Thank you for your time, and have a good day. Goodbye!"
@@ -115,6 +122,8 @@ def decide(messages: list[BaseMessage], tool_names: set[str], facts: CallFacts, 
     if latest is not None and latest.response_metadata.get(DIALOG_ACT) == "offer_message_or_callback":
         frame.ask, frame.task = "message_or_callback", None
         frame.for_whom = latest.response_metadata.get("for_whom")
+    if latest is not None and latest.response_metadata.get(DIALOG_ACT) == BUDGET_OFFER_ACT:
+        frame.ask, frame.task = "message_or_transfer", None
     if latest is not None and latest.response_metadata.get(OFFER) == "appointment":  # welcome back
         frame.ask, frame.task = "hear_or_change", None
     if latest is not None and latest.response_metadata.get("outbound"):  # our greeting asked
@@ -202,6 +211,13 @@ class _Policy:
             return self.transfer(norm, text)
         if name := extract_name(text, expecting=f.ask == "name"):
             f.name = name
+        if f.ask == "message_or_transfer":
+            if _TRANSFER_WORDS.search(norm):
+                return self.transfer(norm, text)
+            if intent in (None, "yes", "message", "question"):
+                return self.say(ASK_MESSAGE, ask="message", task="message")
+            if intent == "no":
+                return self.say(f"No problem. {ASK_ELSE}", ask="anything_else", task=None)
         if f.ask == "message_or_callback":
             if "call" in norm and "back" in norm or intent == "book":
                 intent = "book" if "book_appointment" in self.tools else "message"
@@ -522,6 +538,9 @@ def _is_hot(lead: dict[str, str]) -> bool:
     budget = lead.get("budget", "")
     has_budget = bool(budget) and not is_no(normalise(budget))
     return soon and decides and has_budget
+
+
+_TRANSFER_WORDS = re.compile(r"\b(transfer|connect|put me through|someone|somebody|person|human|agent)\b")
 
 
 def frame_metadata(frame: Frame | None) -> dict[str, Any]:

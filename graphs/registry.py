@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import re
 
-from dialgraph.graphs.flows.base import GraphFactory
+from dialgraph.graphs.flows.base import FlowSpec, GraphFactory
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -39,3 +39,19 @@ def graph_factory(name: str) -> GraphFactory:
     if not callable(factory):
         raise UnknownFlowError(f"{module_name} has no {attr}()")
     return factory  # type: ignore[no-any-return]
+
+
+def flow_spec(name: str) -> FlowSpec | None:
+    """The ``FlowSpec`` (``SPEC``) of the module that holds flow ``name``, if it has one (its
+    post-call ``analysis`` declaration among the rest); None for an unknown name."""
+    module_name = name.partition(":")[0] if ":" in name else f"dialgraph.graphs.flows.{name}"
+    if ":" not in name and not _NAME.match(name):
+        return None
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None
+    spec = getattr(module, "SPEC", None)
+    return spec if isinstance(spec, FlowSpec) else None

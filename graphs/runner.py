@@ -19,6 +19,12 @@ unsaved; ``record_heard`` writes the heard text as the agent's reply (same messa
 marked ``interrupted``) with ``aupdate_state(..., as_node="agent")``, so the next turn
 starts from what the caller really heard. Runs and repairs of one thread take a per-thread
 lock, so a repair waits for the cancelled run to finish unwinding.
+
+Cost: every run that used a model ends with a ``TurnUsage`` (tokens by model name, streamed
+usage included), which the call session adds to the call's cost. Spend caps: a
+``CallSignal("budget_spent")`` is answered with ``BUDGET_OFFER`` (fixed words written to the
+thread, no model call), and a caller turn marked ``offline`` runs with ``OFFLINE_ONLY`` in
+its config, so a hosted model (``graphs.model``) hands it to the offline model.
 """
 
 from __future__ import annotations
@@ -38,9 +44,12 @@ from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, Human
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph.state import CompiledStateGraph
 
-from dialgraph.graphs.state import INTERRUPTED, UNSAID, CallbackState
+from dialgraph.graphs.model import offline_config
+from dialgraph.graphs.offline_policy import BUDGET_OFFER, BUDGET_OFFER_ACT
+from dialgraph.graphs.state import DIALOG_ACT, INTERRUPTED, UNSAID, CallbackState
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.turns import (
+    BUDGET_SPENT,
     CallerDigits,
     CallerInput,
     CallerText,
@@ -49,6 +58,7 @@ from dialgraph.server.core.turns import (
     RunnerEvent,
     TextChunk,
     TransferRequest,
+    TurnUsage,
 )
 
 log = structlog.get_logger(__name__)
@@ -120,14 +130,16 @@ class GraphRunner:
     def respond(self, ctx: CallContext, turn: CallerInput) -> AsyncIterator[RunnerEvent]:
         if isinstance(turn, CallerText):
             human = HumanMessage(turn.text, id=f"caller-{uuid.uuid4().hex}")
-            return self._run(ctx, {"messages": [human]}, human=human)
+            return self._run(ctx, {"messages": [human]}, human=human, offline=turn.offline)
         if isinstance(turn, CallerDigits):
             human = HumanMessage(
                 f"(pressed {turn.digits} on the keypad)",
                 id=f"caller-{uuid.uuid4().hex}",
                 additional_kwargs={"dtmf": turn.digits},
             )
-            return self._run(ctx, {"messages": [human], "keypad": turn.digits}, human=human)
+            return self._run(ctx, {"messages": [human], "keypad": turn.digits}, human=human, offline=turn.offline)
+        if isinstance(turn, CallSignal) and turn.kind == BUDGET_SPENT:
+            return self._budget_offer(ctx)
         if isinstance(turn, CallSignal):
             return self._run(ctx, {"signal": {"kind": turn.kind, "detail": turn.detail}}, human=None)
         raise TypeError(f"unknown caller input type {type(turn).__name__}")  # never the caller's words
@@ -143,6 +155,28 @@ class GraphRunner:
             log.info("reply_interrupted", call_sid=ctx.call_sid, thread_id=ctx.thread_id, heard_chars=len(heard_text))
 
     # --- internals -------------------------------------------------------------------------
+    async def _budget_offer(self, ctx: CallContext) -> AsyncGenerator[RunnerEvent, None]:
+        """The spend cap was reached: the offer to take a message or transfer, in fixed words
+        written to the thread as the agent's reply (no model call, no graph run); the offline
+        model reads its dialogue act and answers what the caller says next."""
+        async with self._lock(ctx.thread_id):
+            offer = AIMessage(
+                BUDGET_OFFER, id=f"fixed-{uuid.uuid4().hex}", response_metadata={DIALOG_ACT: BUDGET_OFFER_ACT}
+            )
+            turn = TurnLog(human=None)
+            turn.add(str(offer.id), BUDGET_OFFER)
+            self._remember(ctx.thread_id, turn)
+            update = {
+                "messages": [offer],
+                "signal": None,
+                "keypad": None,
+                "pending_transfer": None,
+                "pending_end": None,
+            }
+            await self.graph.aupdate_state(self._config(ctx), update, as_node="agent")
+            log.info("budget_offer", call_sid=ctx.call_sid, flow=ctx.flow)
+        yield TextChunk(BUDGET_OFFER)
+
     async def _start(self, ctx: CallContext) -> AsyncIterator[RunnerEvent]:
         update: dict[str, Any] = {"signal": {"kind": "start", "detail": ""}}
         if self.recall is not None:
@@ -178,7 +212,7 @@ class GraphRunner:
             self._logs.popitem(last=False)
 
     async def _run(
-        self, ctx: CallContext, update: dict[str, Any], *, human: HumanMessage | None
+        self, ctx: CallContext, update: dict[str, Any], *, human: HumanMessage | None, offline: bool = False
     ) -> AsyncGenerator[RunnerEvent, None]:
         # Every run states the per-turn fields, so nothing stale from an earlier turn routes this one.
         payload = {"signal": None, "keypad": None, "pending_transfer": None, "pending_end": None, **update}
@@ -191,10 +225,12 @@ class GraphRunner:
             started = time.perf_counter()
             first_token_ms: float | None = None
             tokens = {"input": 0, "output": 0}
+            by_model: dict[str, list[int]] = {}
             last_id: str | None = None
+            config = offline_config(self._config(ctx)) if offline else self._config(ctx)
             stream: Any = self.graph.astream(
                 payload,
-                self._config(ctx),
+                config,
                 context=ctx,
                 stream_mode=["messages", "updates"],
                 durability=self.durability,
@@ -216,8 +252,14 @@ class GraphRunner:
                     ):
                         continue
                     if chunk.usage_metadata:
-                        tokens["input"] += chunk.usage_metadata.get("input_tokens", 0)
-                        tokens["output"] += chunk.usage_metadata.get("output_tokens", 0)
+                        used_in = chunk.usage_metadata.get("input_tokens", 0)
+                        used_out = chunk.usage_metadata.get("output_tokens", 0)
+                        tokens["input"] += used_in
+                        tokens["output"] += used_out
+                        model = str(meta.get("ls_model_name") or chunk.response_metadata.get("model_name") or "default")
+                        counted = by_model.setdefault(model, [0, 0])
+                        counted[0] += used_in
+                        counted[1] += used_out
                     text = content_text(chunk)
                     if not text:
                         continue
@@ -240,7 +282,10 @@ class GraphRunner:
                 output_tokens=tokens["output"],
                 transfer=transfer["target"] if transfer else None,
                 end=bool(end),
+                offline=offline or None,
             )
+            for model, (used_in, used_out) in by_model.items():
+                yield TurnUsage(model=model, input_tokens=used_in, output_tokens=used_out)
             if transfer:
                 yield TransferRequest(target=transfer["target"], reason=transfer["reason"], summary=transfer["summary"])
             if end:

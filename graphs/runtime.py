@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 import structlog
 from langchain_core.language_models import BaseChatModel
 
-from dialgraph.graphs.checkpoint import checkpointer
+from dialgraph.graphs.checkpoint import checkpointer, serializer_for
 from dialgraph.graphs.model import build_chat_model
 from dialgraph.graphs.recall import build_recall
 from dialgraph.graphs.registry import graph_factory
@@ -51,7 +51,9 @@ async def build_runners(
     chat_model = model or build_chat_model(settings.model_spec, settings=settings, clock=clock)
     await asyncio.to_thread(warm_date_parsing)  # the offline model and the spoken-time tools use it
     tools = build_tools(db=db, clock=clock, redactor=redactor_for(settings.redaction))
-    saver = await checkpointer(checkpoint_url or settings.effective_database_url, stack=stack)
+    saver = await checkpointer(
+        checkpoint_url or settings.effective_database_url, stack=stack, serde=serializer_for(settings)
+    )
     recall = build_recall(db=db, saver=saver, clock=clock)
     runners: dict[str, GraphRunner] = {}
     for name, flow in settings.flows.items():

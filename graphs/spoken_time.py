@@ -63,7 +63,7 @@ def _words_to_numbers(text: str) -> str:
         elif tok in _ORD_TENS:
             out.append(ordinal_suffix(_ORD_TENS[tok]))
             i += 1
-        elif tok in _ORD_UNITS and not (tok == "second" and nxt in ("", "one", "1")):
+        elif tok in _ORD_UNITS and not (tok == "second" and (nxt in ("", "one", "1") or _A_CLOCK.match(nxt))):
             out.append(ordinal_suffix(_ORD_UNITS[tok]))
             i += 1
         elif tok in _UNITS and tok != "oh":
@@ -108,6 +108,10 @@ def _clock_phrases(text: str) -> str:
     text = re.sub(r"\b(at|by|around)\s+(\d{1,2})\s+([0-5]\d)\b", r"\1 \2:\3", text)
     text = re.sub(r"\b(\d{1,2})\s+([0-5]\d)\s*(am|pm)\b", r"\1:\2 \3", text)
     return text
+
+
+# "second one past two" -> "second 2:01": a second pass must keep "second" before a clock too
+_A_CLOCK = re.compile(r"\d{1,2}:\d\d$")
 
 
 def normalise(text: str) -> str:

@@ -34,9 +34,9 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
             await db.upgrade()
 
     # One batched writer of heard progress for every call; closed (flushed) before the db.
-    reply_progress = await stack.enter_async_context(ReplyProgressWriter(db, interval_s=0.5))
-    # One batched writer of every call's transcript and events; likewise closed before the db.
     redactor = redactor_for(settings.redaction)
+    reply_progress = await stack.enter_async_context(ReplyProgressWriter(db, interval_s=0.5, redactor=redactor))
+    # One batched writer of every call's transcript and events; likewise closed before the db.
     call_events = await stack.enter_async_context(CallEventWriter(db, interval_s=1.0, redactor=redactor))
 
     recognizer = overrides.recognizer
@@ -76,6 +76,26 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
         dispatcher.start()
         stack.push_async_callback(dispatcher.aclose)  # stops before the client and the db close
 
+    # Prometheus metrics of this process, fed by the call sessions through the live hub.
+    from dialgraph.server.core.live import hub
+    from dialgraph.server.routes.metrics import Metrics
+
+    metrics = Metrics(settings.metrics_multiproc_dir)  # set by `dialgraph serve --workers N`
+    hub.add_listener(metrics.observe)
+    stack.callback(hub.remove_listener, metrics.observe)
+    hub.add_signal_listener(metrics.signal)  # provider failures, refusals, checkpoint writes, cost
+    stack.callback(hub.remove_signal_listener, metrics.signal)
+    metrics.follow(metrics.events_refused, lambda: call_events.refused)
+    metrics.follow(metrics.events_dropped, lambda: call_events.dropped)
+    metrics.start()  # the event-loop lag probe
+    stack.push_async_callback(metrics.aclose)
+    if settings.tracing.enabled:  # [tracing]: OpenTelemetry spans per call and turn (opt-in)
+        from dialgraph.server.core.tracing import CallTracer
+
+        tracer = CallTracer.from_settings(settings.tracing)
+        tracer.attach(hub)
+        stack.push_async_callback(tracer.aclose)
+
     log.info(
         "services ready",
         env=settings.env,
@@ -97,6 +117,7 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
         call_events=call_events,
         placer=placer,
         voicemail_cache=VoicemailCache(),
+        metrics=metrics,
     )
 
 
@@ -116,6 +137,29 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
         async with AsyncExitStack() as stack:
             app.state.services = await build_services(settings, stack, overrides or Overrides())
             app.state.active_calls = {}
+            # [retention]: every instance prunes on a schedule (one at a time on PostgreSQL);
+            # stopped before the services close.
+            from dialgraph.server.privacy.retention import RetentionTask
+
+            app.state.retention = RetentionTask(settings, app.state.services.db)
+            app.state.retention.start()
+            stack.push_async_callback(app.state.retention.aclose)
+            # Post-call analysis: background tasks of calls that end here, and a sweeper for
+            # ended calls nobody analysed (their instance died); stopped before the services.
+            from dialgraph.server.analysis import PostCallAnalysis, build_parts
+
+            services = app.state.services
+            app.state.analysis = PostCallAnalysis(services.db, build_parts(settings, services.runners, instance_id()))
+            app.state.analysis.start()
+            stack.push_async_callback(app.state.analysis.aclose)
+            # [webhooks]: every instance delivers due webhook POSTs from the shared queue;
+            # stopped before the services close.
+            if settings.webhooks.worker and settings.webhook_endpoints():
+                from dialgraph.server.webhooks.worker import WebhookWorker
+
+                app.state.webhooks = WebhookWorker(app.state.services.db, settings, instance_id=instance_id())
+                app.state.webhooks.start()
+                stack.push_async_callback(app.state.webhooks.aclose)
             # Models, graphs and SDK modules are loaded for good: move them out of the
             # collector's sight so full collections stop pausing the audio path (~80 ms).
             gc.collect()
@@ -129,13 +173,30 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
 
     app = FastAPI(title="dialgraph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    from dialgraph.server.routes import admin, media, outbound, twilio
+    from dialgraph.server.routes import admin, calls_api, costs, media, metrics, outbound, people, twilio
 
     app.include_router(health.router)
     app.include_router(twilio.router)
     app.include_router(media.router)
     app.include_router(outbound.router)
+    app.include_router(calls_api.router)  # before admin: /api/calls/live is not a call's sid
     app.include_router(admin.router)
+    app.include_router(costs.router)
+    app.include_router(metrics.router)
+    app.include_router(people.router)
+    from dialgraph.server.routes import webhooks
+
+    app.include_router(webhooks.router)
+    from dialgraph.server.routes import recordings
+
+    app.include_router(recordings.api_router)
+    app.include_router(recordings.dashboard_router)
+    from fastapi.staticfiles import StaticFiles
+
+    from dialgraph.server.dashboard import views as dashboard
+
+    app.mount("/dashboard/static", StaticFiles(directory=dashboard.HERE / "static"), name="dashboard-static")
+    app.include_router(dashboard.router)
     return app
 
 

@@ -1,5 +1,5 @@
-"""The ``dialgraph`` command line: serve, config check, db upgrade/prune, chat, call, campaign, dnd,
-demo, simulate."""
+"""The ``dialgraph`` command line: serve, config check, db upgrade/prune, data erase, chat, call,
+campaign, dnd, demo, simulate."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,8 +72,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["DIALGRAPH_CONFIG"] = str(Path(args.config).resolve())
     if settings.env == "dev":  # migrate once here, not racing in every worker's startup
         cmd_db_upgrade(args)
-    uvicorn.run("dialgraph.server.app:create_app_from_env", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
+    asyncio.run(_checkpoint_tables(settings))  # likewise LangGraph's tables (concurrent CREATEs collide on PostgreSQL)
+    # /metrics sums every worker: prometheus_client's multiprocess mode, in a fresh directory
+    # per serve (stale files of an earlier run would count); the workers read it through
+    # Settings.metrics_multiproc_dir (and prometheus_client from the same variable).
+    metrics_dir = tempfile.mkdtemp(prefix="dialgraph-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        uvicorn.run("dialgraph.server.app:create_app_from_env", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+async def _checkpoint_tables(settings: Settings) -> None:
+    """Create the checkpoint saver's tables once, before several workers each set it up."""
+    from contextlib import AsyncExitStack
+
+    from dialgraph.graphs.checkpoint import checkpointer
+
+    async with AsyncExitStack() as stack:
+        await checkpointer(settings.effective_database_url, stack=stack)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -96,11 +117,28 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_prune(args: argparse.Namespace) -> int:
-    from dialgraph.server.maintenance import prune
+    from dialgraph.server.maintenance import prune_report
 
-    settings = _settings(args)
-    removed = asyncio.run(prune(settings))
-    print(f"pruned {removed} conversation thread(s) older than {settings.checkpoint_retention_days:g} day(s)")
+    settings = _logged(_settings(args))
+    report = asyncio.run(prune_report(settings))
+    print("pruned, per kind ([retention] in dialgraph.toml):")
+    for line in report.lines(settings):
+        print(f"  {line}")
+    return 0
+
+
+def cmd_data_erase(args: argparse.Namespace) -> int:
+    from dialgraph.server.privacy.erasure import InvalidPhone, erase_person_by_settings
+
+    settings = _logged(_settings(args))
+    try:
+        report = asyncio.run(erase_person_by_settings(settings, args.phone))
+    except InvalidPhone as exc:
+        print(f"dialgraph: --phone: {exc}", file=sys.stderr)
+        return 2
+    print(f"erased person {report.ref} (their opt-outs are kept as this hash):")
+    for kind, count in report.counts().items():
+        print(f"  {kind}: {count}")
     return 0
 
 
@@ -192,6 +230,40 @@ def cmd_dnd_import(args: argparse.Namespace) -> int:
     return asyncio.run(commands.dnd_import(_logged(_settings(args)), Path(args.file)))
 
 
+def cmd_costs_daily(args: argparse.Namespace) -> int:
+    """Per UTC day and flow: calls, billed minutes and the cost breakdown, as JSON."""
+    import dataclasses
+    import datetime as dt
+
+    from dialgraph.server.core.costs import CURRENCY, daily_totals
+    from dialgraph.server.core.db import Database
+
+    try:
+        last = dt.date.fromisoformat(args.to) if args.to else dt.datetime.now(dt.UTC).date()
+        first = dt.date.fromisoformat(args.from_day) if args.from_day else last - dt.timedelta(days=6)
+    except ValueError as exc:
+        print(f"dialgraph: --from/--to must be YYYY-MM-DD: {exc}", file=sys.stderr)
+        return 2
+    if first > last:
+        print("dialgraph: --from is after --to", file=sys.stderr)
+        return 2
+    settings = _logged(_settings(args))
+
+    async def run() -> list[dict[str, object]]:
+        db = Database(settings.effective_database_url)
+        try:
+            rows = await daily_totals(db, start=first, end=last, flow=args.flow or None)
+        finally:
+            await db.aclose()
+        return [{**dataclasses.asdict(r), "currency": CURRENCY} for r in rows]
+
+    days = asyncio.run(run())
+    total = round(sum(float(str(d["total"])) for d in days), 6)
+    body = {"from": first.isoformat(), "to": last.isoformat(), "flow": args.flow, "days": days, "total": total}
+    print(json.dumps(body, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dialgraph", description="AI voice agent on a Twilio phone number.")
     parser.add_argument("--config", help="path of dialgraph.toml (default: $DIALGRAPH_CONFIG)")
@@ -214,8 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="apply migrations up to head")
     up.set_defaults(func=cmd_db_upgrade)
-    prune = db_sub.add_parser("prune", help="delete conversation checkpoints past checkpoint_retention_days")
+    prune = db_sub.add_parser("prune", help="delete personal data past its [retention] period, per kind")
     prune.set_defaults(func=cmd_db_prune)
+
+    data = sub.add_parser("data", help="personal data (DPDP Act 2023 / GDPR requests)")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    erase = data_sub.add_parser("erase", help="remove or anonymise everything about a person; opt-outs kept hashed")
+    erase.add_argument("--phone", required=True, help="the person's number, E.164 (+15551234567)")
+    erase.set_defaults(func=cmd_data_erase)
+
+    costs = sub.add_parser("costs", help="what calls cost ([prices])")
+    costs_sub = costs.add_subparsers(dest="costs_command", required=True)
+    daily = costs_sub.add_parser("daily", help="per UTC day and flow: calls, minutes and the cost breakdown (JSON)")
+    daily.add_argument("--from", dest="from_day", help="first day, YYYY-MM-DD (default: 6 days before --to)")
+    daily.add_argument("--to", help="last day, YYYY-MM-DD, inclusive (default: today, UTC)")
+    daily.add_argument("--flow", help="one flow only")
+    daily.set_defaults(func=cmd_costs_daily)
 
     chat = sub.add_parser("chat", help="hold a text conversation with a flow in the terminal")
     chat.add_argument("--flow", default="scheduling")

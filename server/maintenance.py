@@ -1,10 +1,12 @@
 """Housekeeping jobs run from the CLI (``dialgraph db prune``) or a scheduler.
 
-The open-source checkpoint savers keep every thread forever; ``prune`` deletes the
-conversation threads whose newest checkpoint is older than
-``Settings.checkpoint_retention_days``. Call rows and transcripts are not touched (they
-are the business record); a caller ringing back after the retention period is simply
-greeted as a new caller.
+``prune`` applies ``[retention]`` (``server/core/retention.py``) to every kind of personal
+data once: call events and the words kept on call rows, conversation checkpoints, messages,
+recordings, the outbound audit and callee context (``server/privacy/retention.py`` says
+what each kind covers). Call rows are the business record and stay; a caller ringing back
+after the checkpoint period is simply greeted as a new caller. Each instance also runs it
+every ``[retention] prune_interval_h`` hours (``RetentionTask``, one instance at a time on
+PostgreSQL).
 
 It also deletes the records of spent media stream tokens once the tokens have expired
 (plus a margin for clocks that disagree between instances): an expired token is refused
@@ -14,34 +16,24 @@ on its expiry alone, so its record no longer guards anything.
 from __future__ import annotations
 
 import datetime as dt
-from contextlib import AsyncExitStack
 
-import structlog
-
-from dialgraph.graphs.checkpoint import checkpointer, prune_threads
-from dialgraph.server.core.call_store import prune_consumed_stream_tokens
 from dialgraph.server.core.db import Database
-from dialgraph.server.core.models import utcnow
 from dialgraph.server.core.settings import Settings
+from dialgraph.server.privacy.retention import TOKEN_CLOCK_MARGIN, PruneReport, prune_all
 
-log = structlog.get_logger(__name__)
+__all__ = ["TOKEN_CLOCK_MARGIN", "PruneReport", "prune", "prune_report"]
 
-# A token record outlives its token by this much, so an instance whose clock runs behind
-# the pruning host's still finds the record of a token it considers unexpired.
-TOKEN_CLOCK_MARGIN = dt.timedelta(minutes=10)
+
+async def prune_report(settings: Settings, *, now: dt.datetime | None = None) -> PruneReport:
+    """Prune every kind past its retention period; what was removed, per kind."""
+    db = Database(settings.effective_database_url, pool_size=1)
+    try:
+        return await prune_all(settings, db, now=now)
+    finally:
+        await db.aclose()
 
 
 async def prune(settings: Settings, *, now: dt.datetime | None = None) -> int:
-    """Delete checkpoint threads older than the retention period and the records of spent
-    stream tokens expired for longer than ``TOKEN_CLOCK_MARGIN``; returns how many threads."""
-    older_than = dt.timedelta(days=settings.checkpoint_retention_days)
-    async with AsyncExitStack() as stack:
-        saver = await checkpointer(settings.effective_database_url, stack=stack, pool_size=2)
-        deleted = await prune_threads(saver, older_than=older_than, now=now)
-        db = Database(settings.effective_database_url, pool_size=1)
-        stack.push_async_callback(db.aclose)
-        tokens = await prune_consumed_stream_tokens(db, expired_before=(now or utcnow()) - TOKEN_CLOCK_MARGIN)
-    log.info(
-        "prune_done", threads=len(deleted), stream_tokens=tokens, retention_days=settings.checkpoint_retention_days
-    )
-    return len(deleted)
+    """``prune_report``, returning only how many checkpoint threads were deleted (the
+    figure this function has always returned)."""
+    return (await prune_report(settings, now=now)).checkpoint_threads

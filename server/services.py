@@ -21,6 +21,7 @@ from dialgraph.telephony.speech.base import SpeechRecognizer, SpeechSynthesizer,
 if TYPE_CHECKING:  # the Twilio client loads only when the app builds one
     from dialgraph.server.outbound.placer import OutboundPlacer
     from dialgraph.server.outbound.voicemail import VoicemailCache
+    from dialgraph.server.routes.metrics import Metrics
     from dialgraph.telephony.twilio.call_control import CallControl
 
 
@@ -39,6 +40,7 @@ class Services:
     call_events: CallEventWriter  # the process's one writer of call_events (transcripts)
     placer: OutboundPlacer  # places outbound calls (compliance checks, then Twilio REST)
     voicemail_cache: VoicemailCache  # rendered voicemail messages, by CallSid
+    metrics: Metrics | None = None  # this process's Prometheus metrics (GET /metrics), fed by the live hub
 
     def runner(self, flow: str) -> TurnRunner:
         return self.runners[flow]

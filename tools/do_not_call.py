@@ -9,6 +9,12 @@ Two sources share one table (``server.core.models.DoNotCall``, primary key (numb
 - ``opt_out``: the business's own list: people who said "stop calling me" or pressed the
   flow's opt-out digit during a call (``tools.opt_out``), or were added by an admin.
 
+A person erased on request (``dialgraph data erase``, ``server/privacy/erasure.py``) stays
+on the lists as a keyed hash of the number (``number_hash``: ``h:`` + 30 hex digits of
+HMAC-SHA256, so it fits the ``number`` column) instead of the number itself: whoever checks
+a number also checks its hash (``lookup(..., hash_key=...)``, ``server/outbound/compliance.py``),
+so an erased person who opted out is still never called.
+
 Everything here works the same on SQLite and PostgreSQL (an ``INSERT ... ON CONFLICT``
 upsert in batches). Numbers are E.164; a 10-digit Indian mobile number (or one written with
 a leading 0 or 91) becomes ``+91...``.
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
+import hmac
 import itertools
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -38,6 +46,8 @@ FULLY_BLOCKED = "0"
 BATCH = 1000
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+HASH_PREFIX = "h:"  # a stored number starting so is a keyed hash of an erased person's number
+_HASH_HEX = 30  # "h:" + 30 hex digits = 32 characters, the width of DoNotCall.number
 _CATEGORY_SPLIT = re.compile(r"[|;#,\s]+")
 _CATEGORY = re.compile(r"^\d{1,2}$")
 
@@ -64,6 +74,16 @@ def normalise_number(text: str, *, default_country: str = "91") -> str | None:
     if len(digits) == 12 and digits.startswith(default_country) and digits[2] in "6789":
         return f"+{digits}"
     return None
+
+
+def number_hash(number: str, key: bytes) -> str:
+    """The keyed hash that stands for ``number`` (E.164) once its person is erased:
+    ``h:`` + the first 120 bits of HMAC-SHA256(key, number), in hex. Without the key it
+    cannot be tested against guessed numbers; a new key makes old hashes match nothing."""
+    if not key:
+        raise ValueError("number_hash needs a non-empty key")
+    digest = hmac.new(key, number.encode("utf-8"), hashlib.sha256).hexdigest()
+    return HASH_PREFIX + digest[:_HASH_HEX]
 
 
 def _require(number: str) -> str:
@@ -127,10 +147,12 @@ async def add_opt_out(
             )
 
 
-async def remove(db: Database, number: str, source: str | None = None) -> int:
-    """Take ``number`` off the lists (only ``source``'s when given); the rows removed."""
+async def remove(db: Database, number: str, source: str | None = None, *, hash_key: bytes | None = None) -> int:
+    """Take ``number`` off the lists (only ``source``'s when given); the rows removed. With
+    ``hash_key`` its entries kept as a hash (an erased person's) go too."""
     e164 = _require(number)
-    stmt = delete(DoNotCall).where(DoNotCall.number == e164)
+    keys = [e164, number_hash(e164, hash_key)] if hash_key else [e164]
+    stmt = delete(DoNotCall).where(DoNotCall.number.in_(keys))
     if source is not None:
         stmt = stmt.where(DoNotCall.source == source)
     async with db.sessionmaker() as s, s.begin():
@@ -138,14 +160,18 @@ async def remove(db: Database, number: str, source: str | None = None) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def lookup(db: Database, number: str) -> list[DoNotCall]:
+async def lookup(db: Database, number: str, *, hash_key: bytes | None = None) -> list[DoNotCall]:
     """The entries for ``number`` (both sources, ``ncpr`` first); empty when it may be called
-    as far as these lists go, or when it is not a phone number."""
+    as far as these lists go, or when it is not a phone number. With ``hash_key`` the
+    entries kept as its hash (an erased person's) count too."""
     e164 = normalise_number(number)
     if e164 is None:
         return []
+    keys = [e164, number_hash(e164, hash_key)] if hash_key else [e164]
     async with db.sessionmaker() as s:
-        rows = await s.scalars(select(DoNotCall).where(DoNotCall.number == e164).order_by(DoNotCall.source))
+        rows = await s.scalars(
+            select(DoNotCall).where(DoNotCall.number.in_(keys)).order_by(DoNotCall.source, DoNotCall.number)
+        )
         return list(rows)
 
 
@@ -264,6 +290,7 @@ async def _upsert(db: Database, rows: list[dict[str, Any]]) -> None:
 
 __all__ = [
     "FULLY_BLOCKED",
+    "HASH_PREFIX",
     "NCPR",
     "OPT_OUT",
     "ImportReport",
@@ -273,6 +300,7 @@ __all__ = [
     "import_registry",
     "lookup",
     "normalise_number",
+    "number_hash",
     "parse_categories",
     "parse_line",
     "remove",

@@ -54,6 +54,7 @@ from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
+from dialgraph.graphs.analysis import AnalysisSpec
 from dialgraph.graphs.facts import CallFacts, facts_config
 from dialgraph.graphs.intents import classify
 from dialgraph.graphs.spoken_time import normalise
@@ -99,6 +100,7 @@ class FlowSpec:
     outbound_greeting: str = OUTBOUND_GREETING
     outbound_purpose: str = "a quick follow-up"  # {purpose} when the contact gives none
     outbound_offer: str = OFFER_MINUTE  # what the outbound greeting asks
+    analysis: AnalysisSpec | None = None  # post-call summary fields (graphs/analysis.py)
 
 
 def first_name(name: str | None) -> str | None:
@@ -122,6 +124,12 @@ def fill(template: str, values: Mapping[str, str | None]) -> str:
     text = re.sub(r"\s+([,.!?;:])", r"\1", text)
     text = re.sub(r"[,;:]+(?=[.!?,])", "", text)
     return re.sub(r"\s{2,}", " ", text).strip()
+
+
+def with_consent(flow: FlowSettings, text: str) -> str:
+    """The greeting with the flow's recording consent line first, when it records calls."""
+    consent = (flow.recording_consent or "").strip() if flow.recording else ""
+    return f"{consent} {text}" if consent else text
 
 
 def outbound_greeting(spec: FlowSpec, flow: FlowSettings, facts: CallFacts) -> str:
@@ -270,7 +278,7 @@ def build_flow_graph(
         ctx = runtime.context
         if ctx.direction == "outbound":  # we called them: say who we are and why, by name
             facts = CallFacts.of(flow, now=now(), direction=ctx.direction, contact=ctx.contact)
-            text = outbound_greeting(spec, flow, facts)
+            text = with_consent(flow, outbound_greeting(spec, flow, facts))
             if facts.contact_name:
                 update["caller_name"] = facts.contact_name
             return {**update, "messages": [_ai(text, "greeting", outbound=True, **{OFFER: spec.outbound_offer})]}
@@ -278,11 +286,11 @@ def build_flow_graph(
             if callback.get("appointment") and "list_my_appointments" not in spec.tool_names:
                 callback = {**callback, "appointment": None}  # nothing this flow could do with it
             offer = {OFFER: "appointment"} if callback.get("appointment") else {}
-            update["messages"] = [_ai(welcome_back(callback), "greeting", callback=True, **offer)]
+            update["messages"] = [_ai(with_consent(flow, welcome_back(callback)), "greeting", callback=True, **offer)]
             if callback.get("name"):
                 update["caller_name"] = callback["name"]
             return update
-        text = (flow.greeting or spec.greeting).replace("{company}", flow.company)
+        text = with_consent(flow, (flow.greeting or spec.greeting).replace("{company}", flow.company))
         return {**update, "messages": [_ai(text, "greeting")]}
 
     def signal(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:

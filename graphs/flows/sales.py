@@ -4,7 +4,28 @@ call, ask for a minute; "not interested" ends politely, "stop calling me" opts o
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dialgraph.graphs.analysis import AnalysisSpec, sales_offline
 from dialgraph.graphs.flows.base import OFFER_MINUTE, FlowSpec, flow_builder
+
+
+class SalesFields(BaseModel):
+    """What a sales call's analysis extracts (``calls.analysis.fields``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interest: str | None = Field(default=None, description="what the lead needs, in their words")
+    budget: str | None = Field(default=None, description="the budget they named")
+    timeline: str | None = Field(default=None, description="when they need it")
+    decision_maker: bool | None = Field(default=None, description="they make the decision themselves")
+    next_step: Literal[
+        "follow_up_booked", "transferred", "callback_requested", "not_interested", "opted_out", "none"
+    ] = Field(default="none", description="what happens next")
+    follow_up_at: str | None = Field(default=None, description="the booked follow-up, ISO-8601 in the flow's zone")
+
 
 SPEC = FlowSpec(
     name="sales",
@@ -29,6 +50,7 @@ interested, thank them and end the call.""",
     outbound_greeting="Hi {name}, this is {company}. I'm calling about {purpose}. Do you have a minute?",
     outbound_purpose="how we could help your business",
     outbound_offer=OFFER_MINUTE,
+    analysis=AnalysisSpec(SalesFields, offline=sales_offline),
 )
 
 build_sales_graph = flow_builder(SPEC)

@@ -3,7 +3,27 @@ Outbound: the reminder call ("your appointment tomorrow at 10: keep it, move it,
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dialgraph.graphs.analysis import AnalysisSpec, scheduling_offline
 from dialgraph.graphs.flows.base import OFFER_REMINDER, FlowSpec, flow_builder
+
+
+class SchedulingFields(BaseModel):
+    """What a scheduling call's analysis extracts (``calls.analysis.fields``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["booked", "moved", "cancelled", "none"] = Field(
+        default="none", description="what the call did to the caller's appointments (a new one moved later: booked)"
+    )
+    appointment_time: str | None = Field(
+        default=None, description="the appointment's time after the call, ISO-8601 in the flow's time zone"
+    )
+    caller_name: str | None = Field(default=None, description="the caller's name, as they gave it")
+
 
 SPEC = FlowSpec(
     name="scheduling",
@@ -32,6 +52,12 @@ On a reminder call you placed: if they keep the appointment, confirm it and end 
     ),
     outbound_purpose="your appointment",
     outbound_offer=OFFER_REMINDER,
+    analysis=AnalysisSpec(
+        SchedulingFields,
+        offline=scheduling_offline,
+        instructions="outcome: the net effect on appointments (booked / moved / cancelled / none); "
+        "appointment_time: the appointment's final time.",
+    ),
 )
 
 build_scheduling_graph = flow_builder(SPEC)

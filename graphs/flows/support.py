@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from dialgraph.graphs.analysis import AnalysisSpec, support_offline
 from dialgraph.graphs.flows.base import FlowSpec, flow_builder
+
+
+class SupportFields(BaseModel):
+    """What a support call's analysis extracts (``calls.analysis.fields``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issue_category: str | None = Field(
+        default=None,
+        description="billing, technical, account, appointment, hours_location or general",
+    )
+    resolved: bool = Field(default=False, description="the agent solved it on the call, without a person")
+    needs_follow_up: bool = Field(default=False, description="someone must get back to the caller (message, no answer)")
+    transferred_to: str | None = Field(default=None, description="the transfer target a person answered for")
+
 
 SPEC = FlowSpec(
     name="support",
@@ -21,6 +39,11 @@ the caller to the right team. Billing problems go to billing, technical problems
     greeting="Thank you for calling {company} support. What can I help you with today?",
     outbound_greeting="Hi {name}, this is {company} support. I'm calling about {purpose}. Is now a good time to talk?",
     outbound_purpose="your recent request",
+    analysis=AnalysisSpec(
+        SupportFields,
+        offline=support_offline,
+        instructions="issue_category: one of billing, technical, account, appointment, hours_location, general.",
+    ),
 )
 
 build_support_graph = flow_builder(SPEC)

@@ -13,10 +13,12 @@ emptied the pool. ``telephony.call.call_log.CallLog`` is one session's view of i
 * Failures: a round that fails is kept for the next; the calls go on. A row the database
   refuses for what it is (an unknown call, a value too long) would fail every round, so a
   refused batch is halved until that row is alone, and only it is dropped (``dropped``).
-* Privacy: an event's text is redacted (``server/core/redaction.py``) when it is recorded,
-  so no card, Aadhaar or OTP waits in memory or reaches SQL. DTMF keys come one event per
-  key: the first key of a burst (a menu choice) is kept, the rest of the burst is stored as
-  ``x`` (a number typed on the keypad is never stored raw).
+* Privacy: an event's text and data are redacted (``call_store.redact_row``,
+  ``server/core/redaction.py``) when it is recorded, so no card, Aadhaar or OTP waits in
+  memory or reaches SQL. DTMF keys come one event per key: the first key of a burst (a
+  menu choice) is kept, the rest of the burst is stored as ``x`` (a number typed on the
+  keypad is never stored raw); an event holding several keys goes through
+  ``Redactor.redact_digits`` first (``[card ending 1111]``, ``[16 digits]``).
 * Bound: at most ``max_pending`` rows wait, so a dead database cannot eat the process's
   memory. Past it NEW rows are refused (``refused``; logged once per episode): what is
   stored of a call is then its beginning, in order, not a transcript with its start cut.
@@ -78,12 +80,9 @@ class CallEventWriter(BatchedWriter[list[_Row]]):
     # --- the sessions' side (all cheap, none blocks) -----------------------------------------
     def record(self, event: CallEvent) -> None:
         """Queue ``event`` (its ``at`` is now, however late it is written), its text redacted."""
-        row = call_store.event_row(event)
-        text = row["text"]
+        row = call_store.redact_row(call_store.event_row(event), self._redactor)
         if row["kind"] == "dtmf":
-            row["text"] = self._dtmf_key(event.call_sid, text)
-        elif text:
-            row["text"] = self._redactor.redact(text)
+            row["text"] = self._dtmf_key(event.call_sid, row["text"])
         self._add(_Row(event.call_sid, row, None))
 
     def _dtmf_key(self, call_sid: str, key: str | None) -> str | None:

@@ -1,4 +1,11 @@
-"""Writes and reads of the call record and its transcript (one place for the SQL)."""
+"""Writes and reads of the call record and its transcript (one place for the SQL).
+
+Privacy: the free-text columns a caller's words can reach (``REDACTED_COLUMNS`` of a call:
+the transfer summary whispered to a human, the model's transfer reason, the heard text of
+a reply in progress) and every event's text and data are redacted here, at the writer, so
+no caller of ``update_call`` or ``add_events`` can forget (``server/core/redaction.py``;
+the redactor of ``[redaction]`` when given, every category otherwise).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.enums import TERMINAL_STATUSES, CallStatus
 from dialgraph.server.core.models import Call, CallEvent, ConsumedStreamToken, utcnow
+from dialgraph.server.core.redaction import Redactor, default_redactor
+
+# Columns of ``calls`` that may hold what a caller said (redacted by ``update_call``).
+REDACTED_COLUMNS = ("transfer_summary", "transfer_reason", "reply_heard")
 
 
 async def record_call(
@@ -49,8 +60,11 @@ async def get_call(db: Database, sid: str) -> Call | None:
         return await s.get(Call, sid)
 
 
-async def update_call(db: Database, sid: str, **values: Any) -> bool:
-    """Set columns of a call; returns False when the call is unknown."""
+async def update_call(db: Database, sid: str, *, redactor: Redactor | None = None, **values: Any) -> bool:
+    """Set columns of a call (``REDACTED_COLUMNS`` redacted); returns False when the call is unknown."""
+    for column in REDACTED_COLUMNS:
+        if isinstance(values.get(column), str):
+            values[column] = (redactor or default_redactor()).redact(values[column])
     if values.get("status") in TERMINAL_STATUSES and "ended_at" not in values:
         values["ended_at"] = utcnow()
     if values.get("status") == CallStatus.IN_PROGRESS and "answered_at" not in values:
@@ -98,9 +112,22 @@ async def add_event_rows(db: Database, rows: list[dict[str, Any]], *, streams: M
             await conn.execute(insert(CallEvent), rows)
 
 
-async def add_events(db: Database, events: list[CallEvent]) -> None:
-    """Append transcript turns / call events in one transaction."""
-    await add_event_rows(db, [event_row(e) for e in events])
+async def add_events(db: Database, events: list[CallEvent], *, redactor: Redactor | None = None) -> None:
+    """Append transcript turns / call events in one transaction, redacted (``redact_row``)."""
+    r = redactor or default_redactor()
+    await add_event_rows(db, [redact_row(event_row(e), r) for e in events])
+
+
+def redact_row(row: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """An ``event_row`` as it may be stored: its text redacted (keypad keys by
+    ``redact_digits``: a menu choice stays, a number typed does not) and the strings of its
+    data too. Changes ``row`` in place and returns it."""
+    text = row["text"]
+    if text:
+        row["text"] = redactor.redact_digits(text) if row["kind"] == "dtmf" else redactor.redact(text)
+    if row["data"]:
+        row["data"] = redactor.redact_data(row["data"])
+    return row
 
 
 async def transcript(db: Database, sid: str) -> list[CallEvent]:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dialgraph.server.core.limits import LimitOverrides
+from dialgraph.server.core.webhooks_config import FlowWebhooks
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -147,6 +148,12 @@ class FlowSettings(BaseModel):
     )
     # --- guardrails -------------------------------------------------------------------------
     limits: LimitOverrides | None = Field(default=None, description="[flows.NAME.limits]: overrides of [limits]")
+    webhooks: FlowWebhooks | None = Field(default=None, description="[flows.NAME.webhooks]: this flow's endpoints")
+    # --- recording (telephony/call/recording.py) --------------------------------------------
+    recording: bool = Field(default=False, description="keep a stereo WAV of each call (caller left, agent as heard)")
+    recording_consent: str | None = Field(
+        default=None, max_length=300, description="said first in the greeting when recording is on"
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -11,11 +11,18 @@ The rules (``[limits]`` of ``dialgraph.toml``, overridden per flow by ``[flows.N
   ALL of them together (they are indistinguishable); the per-number rules do not apply to them;
 - ``allow``: numbers exempt from every rule (staff, test phones);
 - ``max_call_minutes``: the longest a call may last; then a fixed goodbye after the reply in progress (telephony/call/session.py; a reconnected stream keeps the deadline);
-- ``callee_attempts_per_day``: outbound attempts to one number (``server/outbound/compliance``).
+- ``callee_attempts_per_day``: outbound attempts to one number (``server/outbound/compliance``);
+- ``caller_daily_budget`` / ``deployment_daily_budget``: money (USD, the ``[prices]`` of
+  ``server/core/costs.py``) one number / the whole deployment may spend on calls started
+  the same UTC day. A call is refused when the budget is already spent (the sum of
+  ``calls.cost_total``: calls in progress count once a stream of theirs has ended); mid-call
+  the session stops spending on the hosted model once this call's running cost spends it
+  (a fixed offer to take a message or transfer, then the free offline model).
 
 ``admit`` decides with ONE statement, one round trip: the caller's calls of the last day
-(``ix_calls_from_started``), and the deployment's live calls (the partial index
-``ix_calls_live`` of migration 0005, which holds only calls whose status is not terminal).
+(``ix_calls_from_started``, and their cost today), the deployment's live calls (the partial index
+``ix_calls_live`` of migration 0005, which holds only calls whose status is not terminal),
+and the deployment's cost today (``ix_calls_started``, migration 0006).
 A refused call does not count against the caller, so ringing back while refused never
 extends the wait. Two calls admitted by two instances in the same millisecond can both pass
 (check, then insert): a limit may be overshot by the calls that race it, never for longer.
@@ -92,25 +99,37 @@ def _numbers(v: list[str] | None) -> list[str] | None:
 
 
 class Limits(BaseModel):
-    """The rules in force (``[limits]``, and a flow's after its overrides). 0: no limit."""
+    """The rules in force (``[limits]``, and a flow's after its overrides). 0: no limit.
+
+    On by default (DESIGN: guardrails are on unless turned off) at levels no genuine caller
+    meets: 20 calls an hour / 60 a day / 3 at once from one number, 60 an hour from all
+    withheld IDs together, 30 minutes a call, USD 2 a day per caller; the deployment-wide
+    caps need the deployment's own numbers, so they stay off."""
 
     model_config = ConfigDict(extra="forbid")
 
-    caller_calls_per_hour: int = Field(default=0, ge=0, description="calls from one number per 60 minutes")
-    caller_calls_per_day: int = Field(default=0, ge=0, description="calls from one number per 24 hours")
-    caller_concurrent: int = Field(default=0, ge=0, description="live calls from one number")
-    max_call_minutes: float = Field(default=0, ge=0, description="longest call; then a polite goodbye")
+    caller_calls_per_hour: int = Field(default=20, ge=0, description="calls from one number per 60 minutes")
+    caller_calls_per_day: int = Field(default=60, ge=0, description="calls from one number per 24 hours")
+    caller_concurrent: int = Field(default=3, ge=0, description="live calls from one number")
+    max_call_minutes: float = Field(default=30, ge=0, description="longest call; then a polite goodbye")
     deployment_concurrent: int = Field(default=0, ge=0, description="live calls of the deployment, all instances")
     callee_attempts_per_day: int = Field(default=3, ge=0, description="outbound calls to one number per 24 h; 0: none")
     allow: list[str] = Field(default_factory=list, description="E.164 numbers exempt from every limit")
-    anonymous_calls_per_hour: int = Field(default=0, ge=0, description="calls per 60 min from ALL withheld IDs")
+    anonymous_calls_per_hour: int = Field(default=60, ge=0, description="calls per 60 min from ALL withheld IDs")
     refuse_with: Literal["say", "reject"] = Field(default="say", description="<Say> then <Hangup/>, or <Reject>")
     refuse_message: str | None = Field(default=None, description="the <Say>; default: one in the flow's language")
+    caller_daily_budget: float = Field(default=2.0, ge=0, description="USD one number may spend per UTC day")
+    deployment_daily_budget: float = Field(default=0, ge=0, description="USD the deployment may spend per UTC day")
 
     @field_validator("allow")
     @classmethod
     def _e164(cls, v: list[str] | None) -> list[str] | None:
         return _numbers(v)
+
+    @property
+    def budgets(self) -> bool:
+        """Whether a spend cap is set (the session then watches its running cost)."""
+        return bool(self.caller_daily_budget or self.deployment_daily_budget)
 
     @property
     def active(self) -> bool:
@@ -121,6 +140,7 @@ class Limits(BaseModel):
             or self.caller_concurrent
             or self.deployment_concurrent
             or self.anonymous_calls_per_hour
+            or self.budgets
         )
 
     def merged(self, overrides: LimitOverrides | None) -> Limits:
@@ -155,6 +175,8 @@ class LimitOverrides(BaseModel):
     anonymous_calls_per_hour: int | None = Field(default=None, ge=0)
     refuse_with: Literal["say", "reject"] | None = None
     refuse_message: str | None = None
+    caller_daily_budget: float | None = Field(default=None, ge=0)
+    deployment_daily_budget: float | None = Field(default=None, ge=0)
 
     @field_validator("allow")
     @classmethod
@@ -185,11 +207,12 @@ _COUNTED = or_(Call.outcome.is_(None), Call.outcome != CallOutcome.RATE_LIMITED.
 
 
 @cache
-def _statement(who: Literal["number", "withheld", "none"], deployment: bool) -> Executable:
+def _statement(who: Literal["number", "withheld", "none"], live: bool, spend: bool) -> Executable:
     """One row: what was decided before for this CallSid (NULL: a new call, not in the table,
     so not in the counts; '': admitted before, a Twilio retry); with ``who``, the caller's admitted calls since ``:since`` (in the last
-    hour, in all, live) and the oldest of them (when one ages out); with ``deployment``, the
-    deployment's live calls. Built once per shape (a cached, compiled statement)."""
+    hour, the last day, live, and what those started today cost) and the oldest of them (when one ages out); with ``live``, the
+    deployment's live calls; with ``spend``, what the deployment's calls started today cost.
+    Built once per shape (a cached, compiled statement)."""
     sid: BindParameter[str] = bindparam("sid")
     columns: list[ColumnElement[object]] = [
         select(func.coalesce(Call.outcome, "")).where(Call.sid == sid).scalar_subquery().label("earlier")
@@ -197,26 +220,37 @@ def _statement(who: Literal["number", "withheld", "none"], deployment: bool) -> 
     if who != "none":
         callers = Call.from_number == bindparam("caller") if who == "number" else Call.from_number.in_(WITHHELD_FROM)
         in_hour = Call.started_at > bindparam("hour_ago")
+        in_day = Call.started_at > bindparam("day_ago")
         mine = (
             select(
                 _count(in_hour).label("hour"),
-                func.count().label("day"),
+                _count(in_day).label("day"),
                 _count(and_(Call.started_at > bindparam("live_since"), text(LIVE_STATUS_SQL))).label("live"),
                 func.min(case((in_hour, Call.started_at))).label("hour_oldest"),
-                func.min(Call.started_at).label("day_oldest"),
+                func.min(case((in_day, Call.started_at))).label("day_oldest"),
+                func.coalesce(func.sum(case((Call.started_at >= bindparam("today"), Call.cost_total))), 0.0).label(
+                    "spent"
+                ),
             )
             .where(callers, Call.started_at > bindparam("since"), _COUNTED)
             .subquery()
         )
-        columns += [mine.c.hour, mine.c.day, mine.c.live, mine.c.hour_oldest, mine.c.day_oldest]
-    if deployment:
-        live = (
+        columns += [mine.c.hour, mine.c.day, mine.c.live, mine.c.hour_oldest, mine.c.day_oldest, mine.c.spent]
+    if live:
+        all_live = (
             select(func.count())
             .select_from(Call)
             .where(text(LIVE_SQL), Call.started_at > bindparam("live_since"))
             .scalar_subquery()
         )
-        columns.append(live.label("all_live"))
+        columns.append(all_live.label("all_live"))
+    if spend:
+        all_spent = (
+            select(func.coalesce(func.sum(Call.cost_total), 0.0))
+            .where(Call.started_at >= bindparam("today"))
+            .scalar_subquery()
+        )
+        columns.append(all_spent.label("all_spent"))
     return select(*columns)
 
 
@@ -248,21 +282,33 @@ async def admit(db: Database, limits: Limits, *, caller: str, now: dt.datetime, 
         who: Literal["number", "withheld", "none"] = "withheld" if limits.anonymous_calls_per_hour else "none"
         window = HOUR
     else:
-        per_caller = (limits.caller_calls_per_hour, limits.caller_calls_per_day, limits.caller_concurrent)
+        per_caller = (
+            limits.caller_calls_per_hour,
+            limits.caller_calls_per_day,
+            limits.caller_concurrent,
+            limits.caller_daily_budget,
+        )
         who = "number" if any(per_caller) else "none"
         window = DAY if limits.caller_calls_per_day else LIVE_HORIZON if limits.caller_concurrent else HOUR
+    today = now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)  # budgets: the UTC day
+    since = now - window
+    if who == "number" and limits.caller_daily_budget:
+        since = min(since, today)
     deployment = limits.deployment_concurrent > 0
-    if who == "none" and not deployment:
+    spend = limits.deployment_daily_budget > 0
+    if who == "none" and not deployment and not spend:
         return ADMITTED
     params = {
         "sid": call_sid,
         "caller": caller,
         "hour_ago": now - HOUR,
-        "since": now - window,
+        "day_ago": now - DAY,
+        "since": since,
         "live_since": now - LIVE_HORIZON,
+        "today": today,
     }
     async with db.engine.connect() as conn:
-        row = (await conn.execute(_statement(who, deployment), params)).one()._mapping
+        row = (await conn.execute(_statement(who, deployment, spend), params)).one()._mapping
     earlier = row["earlier"]
     if earlier is not None:  # decided before: Twilio retried the webhook
         return LimitDecision(False, "limits.already_refused") if earlier == CallOutcome.RATE_LIMITED else ADMITTED
@@ -279,9 +325,17 @@ async def admit(db: Database, limits: Limits, *, caller: str, now: dt.datetime, 
         if limits.caller_calls_per_day and row["day"] >= limits.caller_calls_per_day:
             day_oldest = _parse_time(row["day_oldest"])
             return LimitDecision(False, "limits.caller_calls_per_day", _retry(day_oldest, DAY, now))
+        if limits.caller_daily_budget and float(row["spent"] or 0) >= limits.caller_daily_budget:
+            return LimitDecision(False, "limits.caller_daily_budget", _until_tomorrow(today, now))
     if deployment and row["all_live"] >= limits.deployment_concurrent:
         return LimitDecision(False, "limits.deployment_concurrent")
+    if spend and float(row["all_spent"] or 0) >= limits.deployment_daily_budget:
+        return LimitDecision(False, "limits.deployment_daily_budget", _until_tomorrow(today, now))
     return ADMITTED
+
+
+def _until_tomorrow(today: dt.datetime, now: dt.datetime) -> int:
+    return max(1, math.ceil((today + DAY - now).total_seconds()))
 
 
 async def record_refusal(

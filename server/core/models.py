@@ -99,6 +99,13 @@ class Call(Base):
     campaign_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     contact_id: Mapped[int | None] = mapped_column(Integer, default=None)
     answered_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    # What the call used (stream seconds, ASR audio seconds, tokens, TTS characters) and what
+    # that cost with the price table (``server/core/costs.py``); ``cost_total`` for SQL sums
+    # (daily budgets, daily totals). NULL until a stream of the call has ended.
+    usage: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    cost: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    cost_total: Mapped[float | None] = mapped_column(Float, default=None)
+    analysis: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)  # post-call (server/analysis.py)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     answered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
@@ -106,6 +113,8 @@ class Call(Base):
 
     __table_args__ = (
         Index("ix_calls_from_started", "from_number", "started_at"),
+        # The day's calls (the deployment's daily budget, daily cost totals, call lists).
+        Index("ix_calls_started", "started_at"),
         # The live calls only (limits.deployment_concurrent counts them on every incoming
         # call); the predicate is the text of core/limits.py LIVE_SQL and migration 0005.
         Index("ix_calls_live", "started_at", postgresql_where=text(LIVE_CALLS), sqlite_where=text(LIVE_CALLS)),
@@ -304,3 +313,41 @@ class RateSlot(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     next_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One POST of one event to one webhook endpoint, and how it went (``server/webhooks``).
+
+    The queue every instance shares: ``pending`` rows due at ``next_attempt_at`` are claimed
+    (``delivering``, ``claimed_by``, until ``claim_expires_at``), POSTed, then ``delivered``,
+    back to ``pending`` with a later ``next_attempt_at`` (backoff) or ``failed`` (410, or
+    still failing a day after ``created_at``). ``body`` is the exact JSON sent (a call.ended
+    report is built at its first attempt, then kept: retries send the same bytes).
+    ``dedupe_key`` makes a second call.ended / campaign.finished of one subject a no-op.
+    ``last_error`` names what went wrong (``HTTP 503``, ``ConnectTimeout``), never content.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(64), default="")  # call sid or campaign id
+    dedupe_key: Mapped[str | None] = mapped_column(String(160), default=None)
+    body: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivering|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    claim_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    __table_args__ = (
+        UniqueConstraint("endpoint", "dedupe_key", name="uq_webhook_deliveries_dedupe"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_created", "created_at", "id"),
+    )

@@ -48,6 +48,7 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -274,6 +275,21 @@ class Redactor:
                 return text
             text = _apply(text, found)
         return text
+
+    def redact_data(self, value: Any) -> Any:
+        """A JSON-like value (dicts, lists, strings, numbers) with every string redacted;
+        the same object when nothing changed."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            out = {k: self.redact_data(v) for k, v in value.items()}
+            return out if any(out[k] is not v for k, v in value.items()) else value
+        if isinstance(value, list | tuple):
+            items = [self.redact_data(v) for v in value]
+            if all(a is b for a, b in zip(items, value, strict=True)):
+                return value
+            return type(value)(items) if isinstance(value, tuple) else items
+        return value
 
     def findings(self, text: str) -> list[Finding]:
         """What one pass replaces in ``text``, in order, not overlapping."""

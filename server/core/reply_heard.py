@@ -13,6 +13,13 @@ calls that is two small transactions a second instead of ~190, and one pooled co
 instead of one per call. The flusher is the only task that writes while it runs: a session
 that ends waits for its value (``flush_call``) without ever running, or being cancelled
 inside, a transaction itself.
+
+Privacy: the heard text is what the agent said, and may repeat what the caller said: it is
+redacted (``server/core/redaction.py``) when written, in the flusher's round (the latest
+value of a call, at most every ``interval_s``, not every mark). A clear compares the
+redacted value it was given with the row's, so it still matches (redaction is idempotent);
+a resumed stream repairs the checkpoint with the redacted text, which is what the
+checkpoint holds anyway.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from sqlalchemy import bindparam, select, update
 
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Call
+from dialgraph.server.core.redaction import Redactor, default_redactor
 from dialgraph.server.core.writer import BatchedWriter, log_write_failure
 
 log = structlog.get_logger(__name__)
@@ -55,9 +63,10 @@ class ReplyProgressWriter(BatchedWriter[dict[str, _Value]]):
 
     lost_at_close = "reply progress lost at shutdown: the database did not take it"
 
-    def __init__(self, db: Database, *, interval_s: float = 0.5) -> None:
+    def __init__(self, db: Database, *, interval_s: float = 0.5, redactor: Redactor | None = None) -> None:
         super().__init__(interval_s=interval_s, task_name="reply-progress-flush")
         self._db = db
+        self._redactor = redactor or default_redactor()
         self._pending: dict[str, _Value] = {}
 
     # --- the sessions' side (all cheap, none blocks) -----------------------------------------
@@ -109,8 +118,11 @@ class ReplyProgressWriter(BatchedWriter[dict[str, _Value]]):
         return frozenset(batch)
 
     async def _write(self, batch: dict[str, _Value]) -> bool:
-        sets = [{"b_sid": sid, "b_heard": v} for sid, v in batch.items() if not isinstance(v, _ClearIf)]
-        clears = [{"b_sid": sid, "b_peeked": v.peeked} for sid, v in batch.items() if isinstance(v, _ClearIf)]
+        redact = self._redactor.redact
+        sets = [
+            {"b_sid": sid, "b_heard": redact(v) if v else v} for sid, v in batch.items() if not isinstance(v, _ClearIf)
+        ]
+        clears = [{"b_sid": sid, "b_peeked": redact(v.peeked)} for sid, v in batch.items() if isinstance(v, _ClearIf)]
         try:
             async with self._db.engine.begin() as conn:
                 if sets:
@@ -141,9 +153,10 @@ async def peek_heard(db: Database, call_sid: str) -> str | None:
         return heard
 
 
-async def clear_heard(db: Database, call_sid: str, peeked: str) -> bool:
+async def clear_heard(db: Database, call_sid: str, peeked: str, *, redactor: Redactor | None = None) -> bool:
     """Clear the heard text of ``call_sid`` if it is still ``peeked`` (a repair happens once;
     a value written since the peek, by a later reply, stays). True: cleared."""
+    stored = (redactor or default_redactor()).redact(peeked)
     async with db.engine.begin() as conn:
-        result = await conn.execute(_CLEAR_HEARD_IF, {"b_sid": call_sid, "b_peeked": peeked})
+        result = await conn.execute(_CLEAR_HEARD_IF, {"b_sid": call_sid, "b_peeked": stored})
         return bool(result.rowcount)

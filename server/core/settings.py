@@ -13,12 +13,23 @@ handed down as constructor arguments; no other module reads the environment.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,9 +37,15 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from dialgraph.server.core.analysis_config import AnalysisSettings
+from dialgraph.server.core.checkpoint_keys import parse_keys
+from dialgraph.server.core.costs import PriceTable
 from dialgraph.server.core.flow_config import E164, CallingWindow, DltFields, FlowSettings, default_flows
 from dialgraph.server.core.limits import Limits
 from dialgraph.server.core.redaction import RedactionSettings
+from dialgraph.server.core.retention import RetentionSettings
+from dialgraph.server.core.tracing import TracingSettings
+from dialgraph.server.core.webhooks_config import WebhookEndpoint, WebhooksSettings
 
 CONFIG_ENV = "DIALGRAPH_CONFIG"
 
@@ -106,6 +123,20 @@ class Settings(BaseSettings):
     stream_token_secret: SecretStr = Field(default=SecretStr(""))
     stream_token_ttl_s: int = Field(default=120, ge=10, le=3600)
     admin_token: SecretStr = Field(default=SecretStr(""))
+    dashboard_session_hours: float = Field(
+        default=8, gt=0, le=720, description="a console login lasts this long (the cookie is signed, not stored)"
+    )
+    # GET /metrics: a bearer token of its own for Prometheus (empty: the admin token works);
+    # ``metrics_open_on_loopback`` (dev only) serves scrapes from 127.0.0.1/::1 without one.
+    metrics_token: SecretStr = Field(default=SecretStr(""))
+    metrics_open_on_loopback: bool = Field(default=False, description="dev only: /metrics without a token on loopback")
+    # prometheus_client's multiprocess directory: `dialgraph serve --workers N` makes a fresh
+    # one and sets PROMETHEUS_MULTIPROC_DIR for its workers (prometheus_client reads that
+    # variable too); /metrics then sums every worker's files. Not a TOML key to set by hand.
+    metrics_multiproc_dir: Path | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
+    tracing: TracingSettings = Field(
+        default_factory=TracingSettings, description="[tracing]: OpenTelemetry spans over OTLP (off by default)"
+    )
 
     # --- providers -----------------------------------------------------------------------
     deepgram_api_key: SecretStr = Field(default=SecretStr(""), validation_alias="DEEPGRAM_API_KEY")
@@ -136,13 +167,45 @@ class Settings(BaseSettings):
     )
     max_reconnects: int = Field(default=3, ge=0, le=20)
     callback_window_hours: float = Field(default=72, ge=0)
-    checkpoint_retention_days: float = Field(default=30, gt=0)
+    checkpoint_retention_days: float = Field(
+        default=30, gt=0, description="deprecated: [retention] checkpoints_days wins when set"
+    )
     durability: Literal["async", "sync", "exit"] = "async"
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     redaction: RedactionSettings = Field(
         default_factory=RedactionSettings, description="PII categories redacted before storage (all on)"
     )
+    prices: PriceTable = Field(
+        default_factory=PriceTable, description="list prices (USD) for cost per call; see server/core/costs.py"
+    )
+    analysis: AnalysisSettings = Field(
+        default_factory=AnalysisSettings, description="post-call summary and fields (server/analysis.py)"
+    )
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings, description="days each kind of personal data is kept (core/retention.py)"
+    )
+    privacy_hash_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="key of the hash an erased person's opt-out is kept as; unset: derived from stream_token_secret",
+    )
+    checkpoint_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="AES key checkpoints are encrypted with at rest (DIALGRAPH_CHECKPOINT_KEY); unset: not encrypted",
+    )
+    checkpoint_old_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="comma-separated earlier checkpoint keys, still accepted for reading (rotation)",
+    )
+    # --- end-of-call webhooks (server/webhooks) ---------------------------------------------
+    webhooks: WebhooksSettings = Field(
+        default_factory=WebhooksSettings, description="[webhooks]: global endpoints and the delivery schedule"
+    )
+    webhook_secrets: SecretStr = Field(
+        default=SecretStr(""),
+        description='DIALGRAPH_WEBHOOK_SECRETS: JSON {"endpoint name": "signing secret"} (or secret_env per endpoint)',
+    )
+    _webhook_keys: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -190,6 +253,12 @@ class Settings(BaseSettings):
             flows[name] = flow.model_copy(update=update) if update else flow
         return flows
 
+    @field_validator("checkpoint_key", "checkpoint_old_keys")
+    @classmethod
+    def _checkpoint_keys(cls, v: SecretStr) -> SecretStr:
+        parse_keys(v.get_secret_value())  # a malformed key stops the start, not the first call
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         for number, flow_name in self.numbers.items():
@@ -199,7 +268,57 @@ class Settings(BaseSettings):
             raise ValueError(f"default_flow {self.default_flow!r} is not in flows")
         if self.env == "production":
             self._refuse_placeholders()
+        self._resolve_webhook_secrets()
         return self
+
+    def _resolve_webhook_secrets(self) -> None:
+        """Each configured endpoint's signing secret, read once: its ``secret_env`` variable,
+        else ``DIALGRAPH_WEBHOOK_SECRETS[name]``. An endpoint without one stops the start."""
+        endpoints = self.webhook_endpoints()
+        if not endpoints:
+            return
+        raw = self.webhook_secrets.get_secret_value()
+        try:
+            given = json.loads(raw) if raw else {}
+        except ValueError:
+            raise ValueError("webhook_secrets (DIALGRAPH_WEBHOOK_SECRETS) is not a JSON object") from None
+        if not isinstance(given, dict) or not all(isinstance(v, str) for v in given.values()):
+            raise ValueError('webhook_secrets (DIALGRAPH_WEBHOOK_SECRETS) must be {"endpoint": "secret", ...}')
+        keys: dict[str, str] = {}
+        for name, endpoint in endpoints.items():
+            secret = os.environ.get(endpoint.secret_env, "") if endpoint.secret_env else ""
+            secret = secret or given.get(name, "")
+            if not secret:
+                where = f"${endpoint.secret_env} or " if endpoint.secret_env else ""
+                raise ValueError(
+                    f"webhook endpoint {name!r} has no signing secret: set {where}DIALGRAPH_WEBHOOK_SECRETS"
+                )
+            if self.env == "production" and (len(secret) < 16 or _PLACEHOLDERS.match(secret)):
+                raise ValueError(f"production mode refuses a short or placeholder secret for webhook endpoint {name!r}")
+            keys[name] = secret
+        self._webhook_keys = keys
+
+    def webhook_endpoints(self, flow: str | None = None) -> dict[str, WebhookEndpoint]:
+        """Endpoints by name: all of them (``flow`` None), or those a flow's events go to."""
+        out: dict[str, WebhookEndpoint] = {}
+        chosen = self.flows if flow is None else {flow: self.flows[flow]} if flow in self.flows else {}
+        flows = list(chosen.items())
+        own = flows[0][1].webhooks if flow is not None and flows else None
+        use_global = own is None or own.global_endpoints
+        if use_global:
+            out.update(self.webhooks.endpoints)
+        for flow_name, settings in flows:
+            for name, endpoint in (settings.webhooks.endpoints if settings.webhooks else {}).items():
+                if name in out and out[name] != endpoint:
+                    raise ValueError(
+                        f"webhook endpoint name {name!r} is used twice (flow {flow_name!r}) with two definitions"
+                    )
+                out[name] = endpoint
+        return out
+
+    def webhook_secret(self, endpoint: str) -> str:
+        """The signing secret of a configured endpoint ("" for an unknown name)."""
+        return self._webhook_keys.get(endpoint, "")
 
     def _refuse_placeholders(self) -> None:
         bad = [
@@ -218,6 +337,13 @@ class Settings(BaseSettings):
             raise ValueError("production mode needs an https:// public_url (Twilio streams need wss)")
 
     # --- derived -------------------------------------------------------------------------
+    @property
+    def checkpoint_keys(self) -> list[bytes]:
+        """The checkpoint keys, newest (the one new checkpoints are written with) first."""
+        return parse_keys(self.checkpoint_key.get_secret_value()) + parse_keys(
+            self.checkpoint_old_keys.get_secret_value()
+        )
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:

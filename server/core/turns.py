@@ -16,26 +16,33 @@ from dialgraph.server.core.context import CallContext
 # --- caller input --------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class CallerText:
-    """A final transcript of the caller's turn."""
+    """A final transcript of the caller's turn. ``offline``: answer it without spending on
+    a hosted model (a spend cap was reached: the flow runs on the free offline model)."""
 
     text: str
+    offline: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CallerDigits:
-    """DTMF keys the caller pressed (one or more)."""
+    """DTMF keys the caller pressed (one or more); ``offline`` as for ``CallerText``."""
 
     digits: str
+    offline: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CallSignal:
     """Something that happened to the call, not said by the caller: ``transfer_failed``
-    (detail: busy | no-answer | failed | canceled), ``reconnected`` (stream resumed)."""
+    (detail: busy | no-answer | failed | canceled), ``reconnected`` (stream resumed),
+    ``budget_spent`` (a daily spend cap was reached, detail: the rule; answered with a fixed
+    offer to take a message or transfer, no model call)."""
 
     kind: str
     detail: str = ""
 
+
+BUDGET_SPENT = "budget_spent"  # ``CallSignal.kind`` once a spend cap is reached mid-call
 
 CallerInput = CallerText | CallerDigits | CallSignal
 
@@ -65,7 +72,18 @@ class EndCallRequest:
     reason: str = "completed"
 
 
-RunnerEvent = TextChunk | TransferRequest | EndCallRequest
+@dataclass(frozen=True, slots=True)
+class TurnUsage:
+    """What a run spent on the model: tokens by model name (usage metadata, streamed usage
+    included), reported once at the end of a run that used a model. Consumers that only
+    speak may ignore it; the call session adds it to the call's cost."""
+
+    model: str
+    input_tokens: int
+    output_tokens: int
+
+
+RunnerEvent = TextChunk | TransferRequest | EndCallRequest | TurnUsage
 
 
 @runtime_checkable

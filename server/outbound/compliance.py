@@ -3,6 +3,8 @@
 Order (the first rule that refuses decides, and names itself in ``Refusal.rule``):
 
 1. ``business.opt_out``: the callee is on the business's own opt-out list (any purpose);
+   a number is also looked up as its keyed hash (``tools.do_not_call.number_hash``), the
+   form an erased person's entries are kept in, so erasure never lifts an opt-out;
 2. ``trai.ncpr.promotional`` / ``trai.ncpr.service``: the national DND registry (NCPR);
    a promotional call is blocked by any entry, a service call by a fully blocked entry
    (category 0) unless the contact carries explicit consent, a transactional call never;
@@ -35,6 +37,7 @@ from dialgraph.server.core.flow_config import CallingWindow
 from dialgraph.server.core.models import DoNotCall, OutboundAudit
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.outbound.types import OutboundRequest, Refusal
+from dialgraph.server.privacy.hashing import number_hash, privacy_key
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 INDIA = "+91"
@@ -205,9 +208,10 @@ async def check(db: Database, settings: Settings, req: OutboundRequest, now: dt.
     the number in the last 24 hours: at most two round trips, on one connection."""
     flow = settings.flows.get(req.flow)
     limit = settings.limits.merged(flow.limits if flow is not None else None).callee_attempts_per_day
+    keys = [req.to, number_hash(req.to, privacy_key(settings))]  # the number, and as kept once erased
     async with db.engine.connect() as conn:
         entries = (
-            await conn.execute(select(DoNotCall.source, DoNotCall.categories).where(DoNotCall.number == req.to))
+            await conn.execute(select(DoNotCall.source, DoNotCall.categories).where(DoNotCall.number.in_(keys)))
         ).all()
         refusal = dnd_refusal(entries, req.purpose, consent=_consent(req.context)) or dlt_refusal(req, settings)
         if refusal is None:

@@ -15,6 +15,7 @@ import structlog
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from dialgraph.server.analysis import analysis_of
 from dialgraph.server.core.call_store import add_events, get_call, transcript, update_call
 from dialgraph.server.core.enums import TERMINAL_STATUSES, CallOutcome, TransferStatus
 from dialgraph.server.core.models import Call, CallEvent
@@ -58,6 +59,17 @@ class EventOut(BaseModel):
     data: dict[str, Any] | None
 
 
+class CostOut(BaseModel):
+    """What the call cost, by part (``server/core/costs.py``), in ``currency``."""
+
+    telephony: float
+    asr: float
+    llm: float
+    tts: float
+    total: float
+    currency: str = "USD"
+
+
 class CallOut(BaseModel):
     sid: str
     direction: str
@@ -77,6 +89,10 @@ class CallOut(BaseModel):
     started_at: dt.datetime
     answered_at: dt.datetime | None
     ended_at: dt.datetime | None
+    cost: CostOut | None = None  # null until a stream of the call has ended
+    usage: dict[str, Any] | None = None  # stream/call seconds, ASR seconds, tokens, TTS characters
+    analysis: dict[str, Any] | None = None  # {"summary", "fields"} once the post-call analysis ran
+    recording_url: str | None = None  # the API path of the call's WAV, when its flow recorded it
     events: list[EventOut] = Field(default_factory=list)
 
 
@@ -110,6 +126,10 @@ async def show_call(sid: str, db: DbDep, settings: SettingsDep) -> CallOut:
         raise HTTPException(status_code=404, detail="unknown call")
     events = await transcript(db, sid)
     out = CallOut.model_validate(call, from_attributes=True)
+    out.analysis = analysis_of(call)  # the raw column may hold a claim or a failure marker
+    from dialgraph.server.routes.recordings import url_if_recorded  # it imports require_admin from here
+
+    out.recording_url = await url_if_recorded(settings, sid)
     redact = redactor_for(settings.redaction).redact
     if out.transfer_summary:
         out.transfer_summary = redact(out.transfer_summary)
@@ -178,6 +198,11 @@ async def transfer_call(
     await add_events(
         db,
         [CallEvent(call_sid=call.sid, kind="admin", role="system", data={"action": "transfer", "target": body.target})],
+    )
+    from dialgraph.server.webhooks import enqueue as enqueue_webhook
+
+    await enqueue_webhook(
+        db, settings, "transfer.started", call=call, status=TransferStatus.DIALING, target=body.target
     )
     log.info("admin transferred call", call_sid=call.sid, target=body.target)
     return ActionOut(sid=call.sid, action="transfer", target=body.target)

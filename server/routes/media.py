@@ -23,9 +23,11 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from dialgraph.server.core import costs
 from dialgraph.server.core.call_store import consume_stream_token, get_call
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
+from dialgraph.server.core.limits import is_withheld
 from dialgraph.server.core.security import (
     SIGNATURE_HEADER,
     InvalidStreamToken,
@@ -34,6 +36,7 @@ from dialgraph.server.core.security import (
     ws_signature_ok,
 )
 from dialgraph.server.core.settings import Settings
+from dialgraph.server.routes.recordings import recorder_for
 from dialgraph.server.services import Services
 from dialgraph.telephony.call.session import CallSession, SocketClosed
 from dialgraph.telephony.call.turn_policy import TurnPolicy
@@ -229,6 +232,7 @@ async def open_session(
     settings = services.settings
     ctx, began = await call_context(services.db, settings, claims)
     observer: Callable[[CallSession], None] | None = getattr(app.state, "call_observer", None)
+    meter, spend_cap = await call_costs(services.db, settings, ctx)
     return CallSession(
         socket=socket,
         ctx=ctx,
@@ -248,7 +252,44 @@ async def open_session(
         playback_lead_ms=settings.playback_lead_ms,
         on_finished=observer,
         max_call_s=max_call_seconds(settings, ctx, began, dt.datetime.now(dt.UTC)),
+        meter=meter,
+        spend_cap=spend_cap,
+        recorder=recorder_for(settings, ctx),
     )
+
+
+async def call_costs(
+    db: Database, settings: Settings, ctx: CallContext
+) -> tuple[costs.CallMeter, costs.SpendCap | None]:
+    """The stream's usage meter (priced with ``[prices]``; the ASR and TTS keys of the
+    configured providers, the flow's TTS model) and, when a daily budget is set, what was
+    spent today before it (one read; an allow-listed caller has no cap)."""
+    tts_key = costs.FREE
+    if settings.tts_provider == "elevenlabs":
+        tts_key = f"elevenlabs:{ctx.flow_settings.tts_model or settings.elevenlabs_model}"
+    asr_key = f"deepgram:{settings.deepgram_model}" if settings.asr_provider == "deepgram" else costs.FREE
+    # the country that prices the minutes: our number's inbound, the callee's outbound
+    meter = costs.CallMeter(
+        settings.prices,
+        direction=ctx.direction,
+        country=costs.country_of(ctx.caller if ctx.outbound else ctx.called),
+        asr_key=asr_key,
+        tts_key=tts_key,
+    )
+    rules = settings.limits.merged(ctx.flow_settings.limits)
+    if not rules.budgets or ctx.caller in rules.allow:
+        return meter, None
+    per_caller = bool(rules.caller_daily_budget) and not ctx.outbound and not is_withheld(ctx.caller)
+    caller_spent, deployment_spent = await costs.spent_today(
+        db, caller=ctx.caller if per_caller else None, now=dt.datetime.now(dt.UTC)
+    )
+    cap = costs.SpendCap(
+        caller_budget=rules.caller_daily_budget if per_caller else 0.0,
+        deployment_budget=rules.deployment_daily_budget,
+        caller_spent=caller_spent,
+        deployment_spent=deployment_spent,
+    )
+    return meter, cap
 
 
 async def close_active_calls(app: FastAPI) -> None:

@@ -287,11 +287,13 @@ async def add_dnd(body: DndIn, db: DbDep) -> dict[str, str]:
 
 
 @router.delete("/dnd/{number}", status_code=204)
-async def remove_dnd(number: str, db: DbDep) -> Response:
+async def remove_dnd(number: str, db: DbDep, settings: SettingsDep) -> Response:
     """Take a number off the opt-out list (the national registry's entries stay: they change
-    only by importing a newer registry file)."""
+    only by importing a newer registry file), its hashed entry too if the person was erased."""
+    from dialgraph.server.privacy.hashing import privacy_key
+
     try:
-        removed = await do_not_call.remove(db, number, source="opt_out")
+        removed = await do_not_call.remove(db, number, source="opt_out", hash_key=privacy_key(settings))
     except do_not_call.InvalidNumber as exc:
         raise HTTPException(status_code=422, detail=f"number: {exc}") from exc
     if not removed:

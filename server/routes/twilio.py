@@ -25,12 +25,13 @@ hang-up, a fax a hang-up, a human the conversation that is already running.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Response
 
-from dialgraph.server.core import limits
+from dialgraph.server.analysis import AnalysisDep
+from dialgraph.server.core import costs, limits
 from dialgraph.server.core.call_store import add_events, get_call, last_call_from, record_call, update_call
 from dialgraph.server.core.enums import (
     DIAL_ANSWERED,
@@ -43,11 +44,13 @@ from dialgraph.server.core.enums import (
     StreamSignal,
     TransferStatus,
 )
+from dialgraph.server.core.live import RateLimited, hub
 from dialgraph.server.core.models import Call, CallEvent
 from dialgraph.server.core.security import require_twilio_signature
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.deps import DbDep, ServicesDep, SettingsDep
 from dialgraph.server.outbound import audit, contact_queue, voicemail
+from dialgraph.server.webhooks import enqueue as enqueue_webhook
 from dialgraph.telephony.twilio import twiml
 from dialgraph.telephony.twilio.call_control import CallControlError
 
@@ -126,6 +129,7 @@ async def _refuse_over_limit(
         flow=flow,
         status=form.get("CallStatus") or CallStatus.RINGING,
     )
+    hub.notify(RateLimited(flow, decision.rule or "", sid))  # /metrics: refusals on this process
     log.info(
         "call refused by a limit", call_sid=sid, flow=flow, rule=decision.rule, retry_after_s=decision.retry_after_s
     )
@@ -135,8 +139,21 @@ async def _refuse_over_limit(
     return _xml(twiml.say_and_hangup(text, language=language))
 
 
+async def _record_duration(settings: Settings, db: DbDep, sid: str, duration: str) -> None:
+    """The final status says how long Twilio will bill the call for: its telephony cost
+    (``server/core/costs.py``: every started minute) replaces the stream-time estimate."""
+    try:
+        seconds = float(duration)
+    except ValueError:
+        return
+    try:
+        await costs.record_usage(db, sid, settings.prices, call_s=max(0.0, seconds))
+    except Exception as exc:  # the status callback must still be acknowledged
+        log.error("could not record the call's duration", call_sid=sid, error=type(exc).__name__)
+
+
 @router.post("/status")
-async def status(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
+async def status(form: TwilioForm, settings: SettingsDep, db: DbDep, analysis: AnalysisDep) -> Response:
     """Call status callback: ringing, in-progress, completed, busy, ... (may arrive out of order)."""
     sid, new_status = form.get("CallSid", ""), form.get("CallStatus", "")
     if not sid:
@@ -164,7 +181,7 @@ async def status(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response
         if form.get(field):
             data[field] = form[field]
     if new_status and call.status not in TERMINAL_STATUSES:
-        values: dict[str, object] = {"status": new_status}
+        values: dict[str, Any] = {"status": new_status}
         now = dt.datetime.now(dt.UTC)
         if new_status == CallStatus.IN_PROGRESS and call.answered_at is None:
             values["answered_at"] = now
@@ -173,9 +190,15 @@ async def status(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response
             if call.direction == "outbound" and call.outcome is None and new_status in UNANSWERED_OUTCOMES:
                 values["outcome"] = UNANSWERED_OUTCOMES[new_status]
         await update_call(db, sid, **values)
+    if new_status in TERMINAL_STATUSES and form.get("CallDuration"):
+        await _record_duration(settings, db, sid, form["CallDuration"])
+    if new_status in TERMINAL_STATUSES:  # one INSERT (deduplicated); the report is built and POSTed later
+        await enqueue_webhook(db, settings, "call.ended", call=call)
     await add_events(db, [CallEvent(call_sid=sid, kind="status", role="system", data=data)])
     if call.campaign_id is not None and new_status:
         await contact_queue.on_call_status(db, sid, new_status, answered_by=form.get("AnsweredBy") or None)
+    if analysis is not None and new_status in TERMINAL_STATUSES:
+        analysis.schedule(sid)  # post-call summary and fields, in the background (server/analysis.py)
     log.info("call status", call_sid=sid, status=new_status)
     return Response(status_code=204)
 
@@ -331,12 +354,14 @@ async def _transfer(settings: Settings, db: DbDep, call: Call) -> Response:
         # Only configured targets are ever dialled, whatever the conversation produced.
         log.warning("transfer to unconfigured target refused", call_sid=call.sid, flow=call.flow, text=name[:64])
         await update_call(db, call.sid, outcome=CallOutcome.TRANSFER_REFUSED, transfer_status=TransferStatus.REFUSED)
+        await enqueue_webhook(db, settings, "transfer.failed", call=call, status=TransferStatus.REFUSED)
         await add_events(
             db,
             [CallEvent(call_sid=call.sid, kind="dial", role="system", data={"target": name[:64], "refused": True})],
         )
         return _xml(twiml.say_and_hangup(GOODBYE_NO_TARGET))
     await update_call(db, call.sid, transfer_status=TransferStatus.DIALING)
+    await enqueue_webhook(db, settings, "transfer.started", call=call, status=TransferStatus.DIALING)
     await add_events(
         db,
         [
@@ -384,6 +409,8 @@ async def dial_ended(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Resp
     }
     await add_events(db, [CallEvent(call_sid=sid, kind="transfer_result", role="system", data=data)])
     log.info("dial ended", call_sid=sid, dial_status=dial_status, target=call.transfer_target)
+    if dial_status not in DIAL_ANSWERED:
+        await enqueue_webhook(db, settings, "transfer.failed", call=call, status=dial_status or TransferStatus.FAILED)
     if dial_status in DIAL_ANSWERED:
         await update_call(db, sid, outcome=CallOutcome.TRANSFERRED, transfer_status=dial_status)
         return _xml(twiml.hangup())

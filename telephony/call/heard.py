@@ -164,9 +164,12 @@ class HeardText:
                 self._settle()
             if self._audible <= reply.generation:  # never wipe a later reply's progress
                 self._progress.set(self._sid, None)
-        data: dict[str, object] = {"trigger": reply.timing.trigger}
+        data: dict[str, object] = {"trigger": reply.timing.trigger, "timings": reply.timing.marks_ms()}
         if reply.failed:
             data["failed"] = reply.failed
+        generated = reply.tracker.full_text()  # what was generated for speech: the console shows the unheard rest
+        if generated.startswith(heard) and generated[len(heard) :].strip():
+            data["unheard"] = generated[len(heard) :].strip()
         self._record(
             CallEvent(
                 call_sid=self._sid,

@@ -54,6 +54,15 @@ class StreamClosedByServer(Exception):
     """Raised by ``run`` after it closed the socket on request."""
 
 
+class AudioTap(Protocol):
+    """Told what the caller will hear (a call recording): each message sent with the
+    instant it starts to play, and each ``clear`` with the instant it went out."""
+
+    def agent(self, audio: bytes, play_at: float) -> None: ...
+
+    def cleared(self, at: float) -> None: ...
+
+
 class AudioOwner(Protocol):
     """What queued audio belongs to (a reply), told what became of it."""
 
@@ -103,9 +112,10 @@ class AudioPacer:
         lead_s: float = 0.12,
         message_bytes: int = FRAME_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        tap: AudioTap | None = None,
     ) -> None:
         """A message never spans two phrases (a phrase's end gets its own mark), nor two
-        owners."""
+        owners. ``tap`` (a recording) hears every message and ``clear`` sent."""
         if message_bytes <= 0:
             raise ValueError("message_bytes must be positive")
         self.stream_sid = stream_sid
@@ -114,6 +124,7 @@ class AudioPacer:
         self.lead_s = min(lead_s, 0.2)
         self.message_bytes = message_bytes
         self._clock = clock
+        self._tap = tap
         self._audio: collections.deque[_Audio | _ReplyEnd] = collections.deque()
         self._control: collections.deque[str | _Close] = collections.deque()
         self._offset = 0  # bytes of the head block already sent
@@ -205,7 +216,7 @@ class AudioPacer:
 
     # --- the writer task ----------------------------------------------------------------------
     async def run(self) -> None:
-        send, audio, control, clock = self._send, self._audio, self._control, self._clock
+        send, audio, control, clock, tap = self._send, self._audio, self._control, self._clock, self._tap
         lead, sid = self.lead_s, self.stream_sid
         media, mark = codec.media_encoder(sid), codec.mark
         play_end = 0.0  # when everything sent so far will have played
@@ -217,6 +228,8 @@ class AudioPacer:
                     raise StreamClosedByServer
                 await send(item)
                 play_end = clock()  # clear empties Twilio's buffer
+                if tap is not None:
+                    tap.cleared(play_end)
                 continue
             if not audio:
                 await self._sleep(None)
@@ -245,6 +258,8 @@ class AudioPacer:
                 continue
             chunk, phrase_end = self._take(size)
             await send(media(chunk))
+            if tap is not None:
+                tap.agent(chunk, play_end)
             play_end += duration
             # None if a barge-in cut the reply during the send: no mark for a dead reply.
             name = block.owner.frame_sent(block.phrase, size, phrase_end)

@@ -32,8 +32,9 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.costs import CallMeter
 from dialgraph.server.core.models import CallEvent
-from dialgraph.server.core.turns import EndCallRequest, RunnerEvent, TextChunk, TransferRequest
+from dialgraph.server.core.turns import EndCallRequest, RunnerEvent, TextChunk, TransferRequest, TurnUsage
 from dialgraph.telephony.call.heard import HeardText
 from dialgraph.telephony.call.pacer import AudioPacer
 from dialgraph.telephony.call.phrases import PhraseChunker
@@ -114,6 +115,7 @@ class ReplyContext:
     log: FilteringBoundLogger
     mark_every_bytes: int
     clock: Callable[[], float]
+    meter: CallMeter | None = None  # the call's usage: model tokens, TTS characters
 
 
 class Reply:
@@ -257,7 +259,7 @@ class Reply:
                     role="agent",
                     text=outcome.text,
                     latency_ms=timing.latency_ms,
-                    data={"trigger": timing.trigger},
+                    data={"trigger": timing.trigger, "timings": timing.marks_ms()},
                 )
             )
         env.report(Finished(self, outcome))
@@ -271,10 +273,14 @@ class Reply:
                 try:
                     async for event in stream:
                         if isinstance(event, TextChunk):
+                            if self.timing.first_token_at is None:
+                                self.timing.first_token_at = self._env.clock()
                             for phrase in chunker.push(event.text):
                                 put(phrase)
                         elif isinstance(event, TransferRequest | EndCallRequest):
                             self.request = event
+                        elif isinstance(event, TurnUsage) and self._env.meter is not None:
+                            self._env.meter.add_tokens(event.model, event.input_tokens, event.output_tokens)
                 finally:
                     aclose = getattr(stream, "aclose", None)
                     if aclose is not None:
@@ -288,10 +294,12 @@ class Reply:
             put(None)
 
     async def _speak(self) -> None:
-        queue, tracker = self._phrases, self.tracker
+        queue, tracker, meter = self._phrases, self.tracker, self._env.meter
 
         async def phrases() -> AsyncIterator[str]:
             while (phrase := await queue.get()) is not None:
+                if meter is not None:  # billed once handed to the synthesiser, heard or not
+                    meter.add_tts(len(phrase))
                 # The apology is heard, but is no part of the graph's reply.
                 tracker.add_phrase("" if isinstance(phrase, _Unattributed) else phrase)
                 yield phrase
@@ -302,6 +310,8 @@ class Reply:
             async for chunk in chunks:
                 if self.cut:
                     break
+                if self.timing.first_tts_audio_at is None:
+                    self.timing.first_tts_audio_at = self._env.clock()
                 self._enqueue_audio(chunk)
         except Exception as exc:  # the reply stops where its audio stops: an interruption, not an end
             self._fail("synth", exc)

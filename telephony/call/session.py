@@ -18,6 +18,14 @@ policy, and its tasks, all in ONE ``asyncio.TaskGroup``:
 * deadline (with ``max_call_s``) -- at the call's maximum length: no new caller turn, the
   reply in progress finishes, then a fixed goodbye (no model) and the call ends
   (outcome ``max_call_length``).
+* cost (with a ``CallMeter``): the stream's usage is counted in memory (stream time, the
+  audio pushed to the recogniser from the protocol's frame counters, TTS characters and
+  model tokens from the replies) and added to the call row once, on the way out
+  (``server.core.costs.record_usage``: a reconnected call's streams accumulate). With a
+  ``SpendCap``, each caller turn first checks the running cost against the day's budgets:
+  once spent, that turn becomes ``CallSignal("budget_spent")`` (a fixed offer to take a
+  message or transfer, no model) and every later one is marked ``offline`` (the free
+  offline model answers); the call is never cut mid-sentence.
 * per reply (``telephony.call.reply.Reply``): its runner and synth tasks. The reply reports
   ``AudioStarted`` and ``Finished`` here; what the caller heard of it goes to the call's
   ``HeardText`` (checkpoint repairs, and ``calls.reply_heard`` on the process-wide
@@ -31,20 +39,23 @@ task; the recognition stream is closed after it. Nothing outlives the call.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import structlog
 
-from dialgraph.server.core import call_store
+from dialgraph.server.core import call_store, costs
 from dialgraph.server.core.call_events import CallEventWriter
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.enums import CallOutcome, SignalKind, StreamSignal
+from dialgraph.server.core.live import SessionEnded, SessionStarted, SessionTraced, TurnSpan, hub
 from dialgraph.server.core.models import CallEvent
 from dialgraph.server.core.reply_heard import ReplyProgressWriter
 from dialgraph.server.core.turns import (
+    BUDGET_SPENT,
     CallerDigits,
     CallerText,
     CallSignal,
@@ -58,11 +69,19 @@ from dialgraph.telephony.audio import SILENCE_FRAME
 from dialgraph.telephony.call.call_log import CallLog
 from dialgraph.telephony.call.heard import HeardText
 from dialgraph.telephony.call.pacer import AudioPacer, StreamClosedByServer, mark_every_bytes_for, message_ms_for
+from dialgraph.telephony.call.recording import CallRecorder
 from dialgraph.telephony.call.reply import APOLOGY as APOLOGY  # re-exported: tests and callers import it from here
 from dialgraph.telephony.call.reply import AudioStarted, Interrupted, Played, Reply, ReplyContext, ReplyEvent
 from dialgraph.telephony.call.state import CallState, TurnTiming
 from dialgraph.telephony.call.turn_policy import BargeIn, StartTurn, TurnPolicy, TurnState
-from dialgraph.telephony.speech.base import FRAME_BYTES, RecognitionStream, SpeechSynthesizer, VoiceActivityDetector
+from dialgraph.telephony.speech.base import (
+    FRAME_BYTES,
+    Final,
+    Interim,
+    RecognitionStream,
+    SpeechSynthesizer,
+    VoiceActivityDetector,
+)
 from dialgraph.telephony.twilio import codec
 from dialgraph.telephony.twilio.protocol import Gap, MediaStreamProtocol, Rejected
 
@@ -72,6 +91,8 @@ log = structlog.get_logger(__name__)
 TIME_LIMIT_GOODBYE = "I'm sorry, we've reached the time limit for this call. Thank you for calling, goodbye."
 REPLY_GRACE_S = 15.0  # at the deadline, the reply in progress may play this long before it is cut
 GOODBYE_WAIT_S = 30.0  # the goodbye's marks not back by then (a stuck socket): end the call anyway
+FRAME_S = 0.020  # one Media Streams frame
+MAX_SPEECH_END_LAG_S = 5.0  # an end of speech further back than this is a clock mismatch, not a wait
 
 
 class MediaSocket(Protocol):
@@ -118,8 +139,13 @@ class CallSession:
         on_finished: Callable[[CallSession], None] | None = None,
         inbound_timeout_s: float = 10.0,
         max_call_s: float | None = None,
+        meter: costs.CallMeter | None = None,
+        spend_cap: costs.SpendCap | None = None,
+        recorder: CallRecorder | None = None,
     ) -> None:
         self.ctx = ctx
+        self.meter = meter
+        self._spend_cap = spend_cap if meter is not None else None
         self.state = CallState(call_sid=ctx.call_sid, media=media)
         self.policy = policy
         self.timings: list[TurnTiming] = []
@@ -131,11 +157,13 @@ class CallSession:
         self._runner = runner
         self._signal = StreamSignal.parse(signal)
         self._clock = clock
+        self._speech_end: float | None = None  # the caller's last word of this turn ended (session clock)
         self._on_finished = on_finished
         self._inbound_timeout_s = inbound_timeout_s
         self._max_call_s = max_call_s  # seconds left of the call (None: no limit; <= 0: over already)
         self._frames_seen = 0  # every inbound frame; the watchdog only looks at it once a second
         self._log = log.bind(call_sid=ctx.call_sid)
+        self._recorder = recorder  # the flow records its calls: inbound and sent audio, in memory
         # Outbound message size follows the lead (20 ms at 120 ms, 100 ms at 200 ms): see pacer.py.
         message_bytes = message_ms_for(playback_lead_ms) // 20 * FRAME_BYTES
         self._out = AudioPacer(
@@ -145,9 +173,10 @@ class CallSession:
             lead_s=min(playback_lead_ms, 200) / 1000,
             message_bytes=message_bytes,
             clock=clock,
+            tap=recorder,
         )
         self._call_log = CallLog(call_events, call_sid=ctx.call_sid, stream_sid=media.stream_sid)
-        self._record = self._call_log.record
+        self._record = hub.tee(ctx.call_sid, self._call_log.record)  # the live API and /metrics see it too
         self._progress = progress  # flushed on the way out
         self._heard = HeardText(ctx=ctx, runner=runner, progress=progress, record=self._record, log=self._log)
         self._replies = ReplyContext(
@@ -160,6 +189,7 @@ class CallSession:
             log=self._log,
             mark_every_bytes=mark_every_bytes_for(message_bytes),
             clock=clock,
+            meter=meter,
         )
         self._tg: asyncio.TaskGroup | None = None
         self._closed = asyncio.Event()
@@ -169,7 +199,12 @@ class CallSession:
     async def run(self) -> None:
         self._run_task = asyncio.current_task()
         sid = self.state.call_sid
+        if self.meter is not None:
+            self.meter.start()
         self._call_log.open()
+        ctx = self.ctx
+        self._began = (time.time(), self._clock())  # tracing: the session clock on the wall clock
+        hub.publish(SessionStarted(sid, ctx.flow, ctx.direction, resumed=self._signal is not None))
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -192,7 +227,13 @@ class CallSession:
             finally:
                 await self._call_log.flush()
                 await self._progress.flush_call(sid)  # a dropped stream leaves its heard text behind
+                await self._record_usage()
+                await self._save_recording()
                 self._closed.set()
+                reason, barge_ins = self.state.end_reason or "closed", self.state.barge_ins
+                hub.publish(SessionEnded(sid, ctx.flow, ctx.direction, reason, barge_ins))
+                if hub.traced:
+                    hub.notify(self._timeline(reason))  # tracing (server/core/tracing.py), off by default
                 self._log.info(
                     "call session ended",
                     reason=self.state.end_reason or "closed",
@@ -204,6 +245,77 @@ class CallSession:
                 )
                 if self._on_finished is not None:
                     self._on_finished(self)
+
+    def _timeline(self, reason: str) -> SessionTraced:
+        """This session and its replies on the wall clock, for the call's trace."""
+        wall, at = self._began
+        end = self._clock()
+
+        def w(t: float | None) -> float | None:
+            return None if t is None else wall + (t - at)
+
+        turns = tuple(
+            TurnSpan(
+                generation=t.generation,
+                trigger=t.trigger,
+                origin=wall + ((t.speech_end_at if t.speech_end_at is not None else t.started_at) - at),
+                asr_final=wall + (t.started_at - at),
+                first_token=w(t.first_token_at),
+                first_tts_audio=w(t.first_tts_audio_at),
+                first_frame=w(t.first_audio_at),
+                done=w(t.done_at),
+                interrupted=t.interrupted,
+            )
+            for t in self.timings
+        )
+        ctx, st = self.ctx, self.state
+        return SessionTraced(st.call_sid, ctx.flow, ctx.direction, reason, wall, wall + (end - at), st.barge_ins, turns)
+
+    def asr_seconds(self) -> float:
+        """Audio pushed to the recogniser so far: every inbound frame and every gap's
+        silence, 20 ms each (the protocol's counters: nothing counted per frame here)."""
+        return (self.state.frames_in + self.state.silence_frames) * 0.02
+
+    async def _record_usage(self) -> None:
+        """Add this stream's usage to the call row (once, on the way out)."""
+        meter = self.meter
+        if meter is None:
+            return
+        try:
+            cost = await costs.record_usage(
+                self._db, self.state.call_sid, meter.prices, add=meter.usage(asr_seconds=self.asr_seconds())
+            )
+        except Exception as exc:
+            self._log.error("could not record the call's usage", exc_info=exc)
+            return
+        if cost is not None:
+            self._log.info("call cost", total=cost["total"], currency=cost["currency"])
+
+    async def _save_recording(self) -> None:
+        """Write the stream's recording once, in a worker thread (never per frame)."""
+        recorder = self._recorder
+        if recorder is None:
+            return
+        try:
+            await asyncio.to_thread(recorder.write)
+        except Exception as exc:
+            self._log.error("could not write the call's recording", exc_info=exc)
+
+    def _within_budget(self, turn: CallerText | CallerDigits) -> CallerText | CallerDigits | CallSignal:
+        """``turn`` as the runner should get it under the spend cap: unchanged while the
+        budgets hold; the offer (``budget_spent``) on the turn that finds one spent; marked
+        ``offline`` after that. A few dict look-ups per caller turn."""
+        cap, meter = self._spend_cap, self.meter
+        if cap is None or meter is None:
+            return turn
+        if cap.tripped is not None:
+            return dataclasses.replace(turn, offline=True)
+        rule = cap.check(meter.running_total(asr_seconds=self.asr_seconds()))
+        if rule is None:
+            return turn
+        self._log.info("spend cap reached: no more hosted model on this call", rule=rule)
+        self._record(CallEvent(call_sid=self.state.call_sid, kind="budget_spent", role="system", data={"rule": rule}))
+        return CallSignal(kind=BUDGET_SPENT, detail=rule)
 
     def end(self, code: int = 1001) -> None:
         """Ask the session to close the socket and finish (server shutdown)."""
@@ -249,6 +361,8 @@ class CallSession:
                 self._on_media(event)
             elif isinstance(event, Gap):
                 self._stream.push(SILENCE_FRAME * event.frames)
+                if self._recorder is not None:
+                    self._recorder.caller(SILENCE_FRAME * event.frames)
                 self._on_media(event.media)
             elif isinstance(event, codec.Mark):
                 reply = self.state.reply
@@ -326,6 +440,8 @@ class CallSession:
     def _on_media(self, media: codec.Media) -> None:
         payload = media.payload
         self._stream.push(payload)
+        if self._recorder is not None:
+            self._recorder.caller(payload)
         # The VAD only serves barge-in: while the caller holds the floor it would be wasted
         # (a model VAD costs ~0.15 ms a speech frame, the largest per-frame cost there is).
         policy = self.policy
@@ -343,13 +459,20 @@ class CallSession:
         reply = self.state.reply
         if reply is not None and not reply.done():
             self._barge_in()
-        ctx, runner, turn = self.ctx, self._runner, CallerDigits(digits=digit)
+        ctx, runner, turn = self.ctx, self._runner, self._within_budget(CallerDigits(digits=digit))
         self._begin_reply("dtmf", lambda: runner.respond(ctx, turn))
         self.policy.agent_turn_started()
 
     async def _recognition_loop(self) -> None:
         policy = self.policy
         async for event in self._stream:
+            if isinstance(event, Interim | Final):  # interim caller text for the live API (never stored)
+                hub.caller_speech(self.state.call_sid, event.text, final=isinstance(event, Final))
+                if isinstance(event, Final) and event.text.strip():
+                    # the last word's end, moved from the recogniser's audio clock (the frames
+                    # fed so far, gaps filled) onto the session clock: the waterfall's origin
+                    fed_s = (self.state.frames_in + self.state.silence_frames) * FRAME_S
+                    self._speech_end = self._clock() - min(max(0.0, fed_s - event.end), MAX_SPEECH_END_LAG_S)
             for action in policy.recognition(event):
                 if isinstance(action, BargeIn):
                     self._barge_in()
@@ -364,8 +487,11 @@ class CallSession:
         reply = self.state.reply
         if reply is not None and not reply.done():  # the policy never does this; stay safe if it did
             self._barge_in()
-        ctx, runner, turn = self.ctx, self._runner, CallerText(text=text)
+        ctx, runner, turn = self.ctx, self._runner, self._within_budget(CallerText(text=text))
         self._begin_reply("caller", lambda: runner.respond(ctx, turn))
+        if self.state.reply is not None:
+            self.state.reply.timing.speech_end_at = self._speech_end
+        self._speech_end = None
 
     # --- replies --------------------------------------------------------------------------------
     def _begin_reply(self, trigger: str, events: Callable[[], AsyncIterator[RunnerEvent]]) -> None:

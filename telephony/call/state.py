@@ -21,12 +21,31 @@ class TurnTiming:
     first_audio_at: float | None = None  # first media frame of the reply sent
     done_at: float | None = None
     interrupted: bool = False
+    # The waterfall (a caller's turn): when the caller stopped speaking (the last word's end
+    # on the recogniser's stream clock, moved onto this clock), the graph's first text, the
+    # synthesiser's first audio.
+    speech_end_at: float | None = None
+    first_token_at: float | None = None
+    first_tts_audio_at: float | None = None
 
     @property
     def latency_ms(self) -> float | None:
         if self.first_audio_at is None:
             return None
         return (self.first_audio_at - self.started_at) * 1000
+
+    def marks_ms(self) -> dict[str, float]:
+        """Each stage's end in ms from the caller's end of speech (else from the trigger):
+        ``asr_final_ms`` (turn taken), ``first_token_ms``, ``first_tts_audio_ms``,
+        ``first_frame_ms``; a stage that did not happen is left out."""
+        origin = self.speech_end_at if self.speech_end_at is not None else self.started_at
+        marks = {
+            "asr_final_ms": self.started_at,
+            "first_token_ms": self.first_token_at,
+            "first_tts_audio_ms": self.first_tts_audio_at,
+            "first_frame_ms": self.first_audio_at,
+        }
+        return {k: round((v - origin) * 1000, 1) for k, v in marks.items() if v is not None}
 
 
 @dataclass(slots=True)

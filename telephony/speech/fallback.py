@@ -29,6 +29,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 import structlog
 
+from dialgraph.server.core.live import ProviderFailed, hub
 from dialgraph.telephony.speech.base import (
     SAMPLE_RATE,
     AudioChunk,
@@ -150,6 +151,7 @@ class FallbackRecognitionStream:
                 if self._closed:
                     return
                 self._owner.health.failed(recognizer)
+                hub.notify(ProviderFailed("asr", type(recognizer).__name__, fell_back=not last))
                 if last:
                     self.ready.set()
                     raise
@@ -265,6 +267,7 @@ class FallbackSynthesizer:
                     if tee.error is not None and exc is tee.error:
                         raise
                     self.health.failed(synth)
+                    hub.notify(ProviderFailed("tts", type(synth).__name__, fell_back=n < len(candidates) - 1))
                     log.warning("TTS provider failed", provider=type(synth).__name__, error=repr(exc), phrase=done)
             log.error("every TTS provider failed", apology=bool(self._apology_audio))
             if self._apology_audio:

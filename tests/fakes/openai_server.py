@@ -5,6 +5,13 @@ It answers ``POST /v1/chat/completions`` with ``stream: true`` the way OpenAI do
 with index/id/name and argument pieces, a finish_reason chunk, a usage chunk when
 ``stream_options.include_usage``) and ``data: [DONE]``. Replies are scripted per request
 (``ScriptedReply``); every request body is kept in ``requests`` for assertions.
+
+Structured outputs (``response_format: {"type": "json_schema", "json_schema": {..., "strict":
+true}}``): the schema is checked the way OpenAI documents for strict mode (every object lists
+all its properties in ``required`` and sets ``additionalProperties: false``, through ``$defs``,
+``anyOf`` and ``items``) and a violation answers 400 ``invalid_request_error`` with
+``param: response_format``; the scripted text is the JSON content. A request without
+``stream: true`` gets one ``chat.completion`` object instead of a stream.
 """
 
 from __future__ import annotations
@@ -85,7 +92,14 @@ class FakeOpenAIServer:
                     continue
                 payload = json.loads(body)
                 self.requests.append(payload)
-                await self._stream(writer, payload, self._next(payload))
+                problem = strict_schema_problem(payload.get("response_format"))
+                if problem is not None:
+                    await self._error(writer, 400, problem, param="response_format")
+                    continue
+                if payload.get("stream"):
+                    await self._stream(writer, payload, self._next(payload))
+                else:
+                    await self._complete(writer, payload, self._next(payload))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
@@ -149,7 +163,103 @@ class FakeOpenAIServer:
         await writer.drain()
 
     @staticmethod
+    async def _error(writer: asyncio.StreamWriter, status: int, message: str, *, param: str | None = None) -> None:
+        """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
+        data = json.dumps(
+            {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+        ).encode()
+        reason = {400: "Bad Request"}.get(status, "Error")
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
+
+    async def _complete(self, writer: asyncio.StreamWriter, body: dict[str, Any], reply: ScriptedReply) -> None:
+        """A non-streamed ``chat.completion``."""
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:24]}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+                for name, args in reply.tool_calls
+            ]
+        words = len(reply.text.split())
+        data = json.dumps(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:20]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "fake"),
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 50, "completion_tokens": words + 5, "total_tokens": 55 + words},
+            }
+        ).encode()
+        writer.write(
+            f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n\r\n".encode() + data
+        )
+        await writer.drain()
+
+    @staticmethod
     async def _write(writer: asyncio.StreamWriter, text: str) -> None:
         data = text.encode()
         writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         await writer.drain()
+
+
+def strict_schema_problem(response_format: object) -> str | None:
+    """Why OpenAI would refuse this strict ``json_schema`` response format (None: it would
+    not). Strict mode: every object sets ``additionalProperties: false`` and lists every
+    property in ``required`` (optional values are a union with ``null``)."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema") or {}
+    name = spec.get("name", "")
+    if not spec.get("strict"):
+        return None
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        return f"Invalid schema for response_format '{name}': schema must be an object."
+    defs = schema.get("$defs") or {}
+
+    def check(node: object, where: str) -> str | None:
+        if not isinstance(node, dict):
+            return None
+        if "$ref" in node:
+            ref = str(node["$ref"]).rsplit("/", 1)[-1]
+            return None if ref in defs else f"In context={where}, reference {node['$ref']} can't be resolved."
+        props = node.get("properties")
+        if node.get("type") == "object" or isinstance(props, dict):
+            props = props if isinstance(props, dict) else {}
+            if node.get("additionalProperties") is not False:
+                return f"In context={where}, 'additionalProperties' is required to be supplied and to be false."
+            missing = [k for k in props if k not in (node.get("required") or [])]
+            if missing:
+                return f"In context={where}, 'required' is required to be supplied and to be an array including every key in properties. Missing '{missing[0]}'."
+            for key, sub in props.items():
+                if (problem := check(sub, f"{where}, '{key}'")) is not None:
+                    return problem
+        for key in ("anyOf", "allOf"):
+            for i, sub in enumerate(node.get(key) or []):
+                if (problem := check(sub, f"{where}, {key}[{i}]")) is not None:
+                    return problem
+        if (problem := check(node.get("items"), f"{where}, items")) is not None:
+            return problem
+        return None
+
+    for def_name, sub in defs.items():
+        if (problem := check(sub, f"$defs, '{def_name}'")) is not None:
+            return f"Invalid schema for response_format '{name}': {problem}"
+    problem = check(schema, "()")
+    return f"Invalid schema for response_format '{name}': {problem}" if problem is not None else None

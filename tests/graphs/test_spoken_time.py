@@ -232,3 +232,9 @@ def test_moving_it_names_a_time_a_day_or_both() -> None:
     both = parse_when("push it to thursday at 10", NOW)
     assert both is not None and both.dated and both.iso() == "2026-11-26T10:00"
     assert parse_when("make it 2 weeks later", NOW) is None  # "2" is not an hour here
+
+
+def test_second_before_a_clock_phrase_stays_a_word_on_every_pass() -> None:
+    # found by the property above: "second one past two" -> "second 2:01" -> "2nd 2:01"
+    for said, once in (("second one past one", "second 1:01"), ("second one past two", "second 2:01")):
+        assert normalise(said) == once and normalise(once) == once

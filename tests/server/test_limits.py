@@ -66,20 +66,42 @@ async def add_call(
     return sid
 
 
+OFF = {
+    "caller_calls_per_hour": 0,
+    "caller_calls_per_day": 0,
+    "caller_concurrent": 0,
+    "max_call_minutes": 0,
+    "anonymous_calls_per_hour": 0,
+    "caller_daily_budget": 0,
+}
+
+
+def rules(**given: object) -> Limits:
+    """Only the rules given (the shipped defaults switched off)."""
+    return Limits.model_validate({**OFF, **given})
+
+
 async def decide(db: Database, limits: Limits, caller: str = ME, sid: str = "CAnew") -> LimitDecision:
     return await admit(db, limits, caller=caller, now=NOW, call_sid=sid)
 
 
 # --- the rules --------------------------------------------------------------------------------------
+def test_guardrails_are_on_by_default() -> None:
+    shipped = Limits()
+    assert shipped.active and shipped.budgets
+    assert (shipped.caller_calls_per_hour, shipped.caller_concurrent, shipped.max_call_minutes) == (20, 3, 30)
+    assert shipped.deployment_concurrent == 0 and shipped.deployment_daily_budget == 0  # the deployment's own call
+
+
 async def test_no_rule_admits_without_asking(db: Database) -> None:
     await add_call(db, status="in-progress")
-    assert await decide(db, Limits()) == ADMITTED
+    assert await decide(db, rules()) == ADMITTED
     # max_call_minutes and callee attempts are not admission rules
-    assert not Limits(max_call_minutes=5, callee_attempts_per_day=1).active
+    assert not rules(max_call_minutes=5, callee_attempts_per_day=1).active
 
 
 async def test_calls_per_hour(db: Database) -> None:
-    limits = Limits(caller_calls_per_hour=2)
+    limits = rules(caller_calls_per_hour=2)
     await add_call(db, ago=dt.timedelta(minutes=61))  # aged out
     await add_call(db, OTHER, ago=dt.timedelta(minutes=1))  # someone else
     await add_call(db, ago=dt.timedelta(minutes=50))
@@ -92,7 +114,7 @@ async def test_calls_per_hour(db: Database) -> None:
 
 
 async def test_calls_per_day(db: Database) -> None:
-    limits = Limits(caller_calls_per_day=2, caller_calls_per_hour=5)
+    limits = rules(caller_calls_per_day=2, caller_calls_per_hour=5)
     await add_call(db, ago=dt.timedelta(hours=25))
     await add_call(db, ago=dt.timedelta(hours=20))
     assert await decide(db, limits) == ADMITTED
@@ -101,18 +123,18 @@ async def test_calls_per_day(db: Database) -> None:
 
 
 async def test_caller_concurrent(db: Database) -> None:
-    limits = Limits(caller_concurrent=1)
+    limits = rules(caller_concurrent=1)
     await add_call(db, status="completed")
     await add_call(db, status="in-progress", ago=LIVE_HORIZON + dt.timedelta(minutes=1))  # status lost: stale
     await add_call(db, OTHER, status="in-progress")
     assert await decide(db, limits) == ADMITTED
     await add_call(db, status="ringing", ago=dt.timedelta(seconds=3))
     assert await decide(db, limits) == LimitDecision(False, "limits.caller_concurrent")
-    assert await decide(db, Limits(caller_concurrent=2)) == ADMITTED
+    assert await decide(db, rules(caller_concurrent=2)) == ADMITTED
 
 
 async def test_deployment_concurrent_counts_every_live_call(db: Database) -> None:
-    limits = Limits(deployment_concurrent=2)
+    limits = rules(deployment_concurrent=2)
     await add_call(db, OTHER, status="in-progress")
     await add_call(db, "+15550001000", status="completed")
     assert await decide(db, limits) == ADMITTED
@@ -123,14 +145,14 @@ async def test_deployment_concurrent_counts_every_live_call(db: Database) -> Non
 
 async def test_refused_calls_do_not_count(db: Database) -> None:
     """Ringing back while refused must not push the wait further out (nor hold a slot)."""
-    limits = Limits(caller_calls_per_hour=1, caller_concurrent=1, deployment_concurrent=1)
+    limits = rules(caller_calls_per_hour=1, caller_concurrent=1, deployment_concurrent=1)
     for _ in range(3):
         await add_call(db, status="ringing", outcome=CallOutcome.RATE_LIMITED)
     assert await decide(db, limits) == ADMITTED
 
 
 async def test_allow_list_is_exempt(db: Database) -> None:
-    limits = Limits(caller_calls_per_hour=1, deployment_concurrent=1, allow=[ME])
+    limits = rules(caller_calls_per_hour=1, deployment_concurrent=1, allow=[ME])
     await add_call(db, status="in-progress")
     assert await decide(db, limits) == EXEMPT
     assert (await decide(db, limits, OTHER)).rule == "limits.deployment_concurrent"
@@ -152,23 +174,23 @@ def test_numbers_are_not_withheld(number: str) -> None:
 
 async def test_withheld_ids_share_their_own_rule(db: Database) -> None:
     """Withheld IDs are counted together, under anonymous_calls_per_hour only."""
-    limits = Limits(anonymous_calls_per_hour=2, caller_calls_per_hour=1, caller_concurrent=1)
+    limits = rules(anonymous_calls_per_hour=2, caller_calls_per_hour=1, caller_concurrent=1)
     await add_call(db, "anonymous", ago=dt.timedelta(minutes=30), status="in-progress")
     await add_call(db, ME, ago=dt.timedelta(minutes=1))  # a real number: not an anonymous call
     assert await decide(db, limits, "Restricted") == ADMITTED  # the per-number rules do not apply
     await add_call(db, "+266696687", ago=dt.timedelta(minutes=20))
     refused = await decide(db, limits, "Unknown")
     assert refused == LimitDecision(False, "limits.anonymous_calls_per_hour", 30 * 60)
-    assert await decide(db, Limits(caller_calls_per_hour=1), "anonymous") == ADMITTED  # no anonymous rule: open
+    assert await decide(db, rules(caller_calls_per_hour=1), "anonymous") == ADMITTED  # no anonymous rule: open
 
 
 async def test_a_retried_webhook_gets_the_same_answer(db: Database) -> None:
     """Twilio retries /voice with the same CallSid: the call does not count against itself."""
-    limits = Limits(caller_calls_per_hour=1, caller_concurrent=1)
+    limits = rules(caller_calls_per_hour=1, caller_concurrent=1)
     admitted = await add_call(db, status="ringing")
     assert await decide(db, limits, sid=admitted) == ADMITTED
     refused = await add_call(db, status="ringing", outcome=CallOutcome.RATE_LIMITED)
-    assert await decide(db, Limits(deployment_concurrent=5), sid=refused) == LimitDecision(
+    assert await decide(db, rules(deployment_concurrent=5), sid=refused) == LimitDecision(
         False, "limits.already_refused"
     )
 
@@ -190,7 +212,7 @@ async def test_record_refusal_writes_row_and_rule_once(db: Database) -> None:
 
 # --- configuration ----------------------------------------------------------------------------------
 async def test_flow_overrides(db: Database) -> None:
-    base = Limits(caller_calls_per_hour=1, allow=["+15550000001"], refuse_with="reject")
+    base = rules(caller_calls_per_hour=1, allow=["+15550000001"], refuse_with="reject")
     strict = base.merged(LimitOverrides(caller_concurrent=1, caller_calls_per_hour=0, allow=[]))
     assert (strict.caller_calls_per_hour, strict.caller_concurrent, strict.allow) == (0, 1, [])
     assert strict.refuse_with == "reject"  # not overridden: inherited
@@ -201,12 +223,12 @@ async def test_flow_overrides(db: Database) -> None:
 
 
 def test_refusal_words_follow_the_flow_language() -> None:
-    assert Limits().message("en") == (Limits().message()[0], "en-US")
-    text, language = Limits().message("hi")
+    assert rules().message("en") == (rules().message()[0], "en-US")
+    text, language = rules().message("hi")
     assert language == "hi-IN" and "कॉल" in text
-    assert Limits().message("es-MX")[1] == "es-ES"
-    assert Limits().message("sw")[1] == "en-US"  # no words for it: English
-    assert Limits(refuse_message="Lines are busy.").message("hi") == ("Lines are busy.", "hi-IN")
+    assert rules().message("es-MX")[1] == "es-ES"
+    assert rules().message("sw")[1] == "en-US"  # no words for it: English
+    assert rules(refuse_message="Lines are busy.").message("hi") == ("Lines are busy.", "hi-IN")
 
 
 def test_settings_from_toml_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -83,6 +83,9 @@ async def test_three_flows_through_the_simulator(tmp_path: Path) -> None:
     assert (call.transfer_target, call.transfer_status) == ("billing", "completed")
     interrupted = await rows(url, CallEvent, CallEvent.call_sid == support.call_sid, CallEvent.interrupted.is_(True))
     assert len(interrupted) == 1 and interrupted[0].role == "agent"
+    cut = interrupted[0]  # what was generated but not heard is kept beside the heard text
+    assert cut.data and cut.data["unheard"] and cut.data["unheard"] not in (cut.text or "")
+    assert set(cut.data["timings"]) >= {"asr_final_ms", "first_token_ms", "first_tts_audio_ms", "first_frame_ms"}
 
     # Sales: a qualified lead booked a follow-up.
     (followup,) = await rows(url, Appointment, Appointment.phone == "+15551230003")
