@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.server.core.models import Appointment, Contact
+from dialgraph.server.core.redaction import default_redactor
 from dialgraph.tools.runtime import Clock, now_utc
 from dialgraph.tools.timeparse import NewStart, RequestedTime, TimeParseError, localize, parse_when
 
@@ -211,7 +212,8 @@ class Calendar:
                 ends_at=start_utc + self.slot,
                 status="booked",
                 slot_key=self.slot_key(start_utc),
-                purpose=(purpose or None) and purpose[:256],
+                # the model writes it from the caller's words: stored redacted, like every transcript
+                purpose=(purpose or None) and default_redactor().redact(purpose[:256]),
                 call_sid=call_sid,
             )
             s.add(row)

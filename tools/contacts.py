@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Call, Contact, utcnow
+from dialgraph.server.core.redaction import default_redactor
 from dialgraph.tools.calendar import Calendar
 from dialgraph.tools.runtime import NO_CALLER_ID, Clock, answer, caller_number, clean, given, sorry, speak_errors
 from dialgraph.tools.speech_format import spoken_datetime, spoken_list
@@ -73,7 +74,8 @@ async def update_contact(
                     s.add(contact)
                 if name:
                     contact.name = name
-                if lead:
+                if lead:  # the model's notes of what the caller said: stored redacted
+                    lead = {k: default_redactor().redact(v) for k, v in lead.items()}
                     notes = parse_notes(contact.notes)
                     notes["lead"] = {**(notes.get("lead") or {}), **lead}
                     contact.notes = json.dumps(notes, ensure_ascii=False)

@@ -41,6 +41,18 @@ class RedactStrings:
         return event
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured:
+    a stream swapped and closed since (a test's capture, a daemon's redirect) never
+    breaks a log call."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", redactor: Redactor | None = None) -> None:
     """Key=value logs on stderr, PII fields masked and strings redacted; idempotent."""
     processors: list[Any] = [
@@ -57,6 +69,6 @@ def configure_logging(level: str = "INFO", redactor: Redactor | None = None) -> 
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
