@@ -274,7 +274,7 @@ class CallSession:
     def asr_seconds(self) -> float:
         """Audio pushed to the recogniser so far: every inbound frame and every gap's
         silence, 20 ms each (the protocol's counters: nothing counted per frame here)."""
-        return (self.state.frames_in + self.state.silence_frames) * 0.02
+        return (self.state.frames_in + self.state.silence_frames) * FRAME_S
 
     async def _record_usage(self) -> None:
         """Add this stream's usage to the call row (once, on the way out)."""
@@ -471,8 +471,8 @@ class CallSession:
                 if isinstance(event, Final) and event.text.strip():
                     # the last word's end, moved from the recogniser's audio clock (the frames
                     # fed so far, gaps filled) onto the session clock: the waterfall's origin
-                    fed_s = (self.state.frames_in + self.state.silence_frames) * FRAME_S
-                    self._speech_end = self._clock() - min(max(0.0, fed_s - event.end), MAX_SPEECH_END_LAG_S)
+                    lag = self.asr_seconds() - event.end
+                    self._speech_end = self._clock() - min(max(0.0, lag), MAX_SPEECH_END_LAG_S)
             for action in policy.recognition(event):
                 if isinstance(action, BargeIn):
                     self._barge_in()
