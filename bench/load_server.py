@@ -4,7 +4,11 @@ Speech is the simulator's text-carrying stand-in (``simulator.text_speech``: ins
 standing in for cloud providers answering at once); everything else (webhooks, signatures,
 the media session, the offline model, the checkpointer, the database) is the real thing.
 
-    python -m bench.load_server --port 8765 --data-dir /tmp/x [--database-url URL]
+    python -m bench.load_server --port 8765 --data-dir /tmp/x [--database-url URL] [--max-calls N]
+
+Served with ``dialgraph serve``'s uvicorn options (``server.cli.uvicorn_options``: no
+permessage-deflate on the media socket). ``--max-calls`` / ``--max-loop-lag-ms`` set
+``[overload]``: past them new calls get the "all lines are busy" answer.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 import uvicorn
 
 from dialgraph.server.app import create_app
+from dialgraph.server.cli import uvicorn_options
+from dialgraph.server.core.overload import OverloadSettings
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
 from dialgraph.telephony.simulator.scenario import SCENARIO_NUMBERS
@@ -26,6 +32,8 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--database-url", default=None)
+    p.add_argument("--max-calls", type=int, default=0, help="[overload] max_calls: refuse new calls past this many")
+    p.add_argument("--max-loop-lag-ms", type=float, default=0, help="[overload] max_loop_lag_ms")
     args = p.parse_args()
     settings = Settings(  # type: ignore[call-arg]
         data_dir=Path(args.data_dir),
@@ -33,11 +41,13 @@ def main() -> None:
         public_url=f"http://127.0.0.1:{args.port}",
         numbers=SCENARIO_NUMBERS,
         log_level="WARNING",
+        overload=OverloadSettings(max_calls=args.max_calls, max_loop_lag_ms=args.max_loop_lag_ms),
         _env_file=None,
     )
     speech = Overrides(recognizer=TextRecognizer(), synthesizer=TextSynthesizer(), vad_factory=TextVad)
     app = create_app(settings, overrides=speech)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", ws_max_queue=64, backlog=2048)
+    options = uvicorn_options(settings, host="127.0.0.1", port=args.port)  # as `dialgraph serve` (no deflate)
+    uvicorn.run(app, **{**options, "ws_max_queue": 64, "backlog": 2048})
 
 
 if __name__ == "__main__":

@@ -137,6 +137,11 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
         async with AsyncExitStack() as stack:
             app.state.services = await build_services(settings, stack, overrides or Overrides())
             app.state.active_calls = {}
+            # [overload]: this process's load (its live sessions, event-loop lag); past the
+            # limit /twilio/voice refuses new calls and /healthz answers 503.
+            from dialgraph.server.core.overload import Overload
+
+            app.state.overload = Overload(settings.overload, app.state.active_calls)
             # [retention]: every instance prunes on a schedule (one at a time on PostgreSQL);
             # stopped before the services close.
             from dialgraph.server.privacy.retention import RetentionTask
@@ -164,6 +169,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
             # collector's sight so full collections stop pausing the audio path (~80 ms).
             gc.collect()
             gc.freeze()
+            app.state.overload.start()  # the lag probe: started after the loads above, stopped first
+            stack.push_async_callback(app.state.overload.aclose)
             try:
                 yield
             finally:

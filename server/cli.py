@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -40,6 +41,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def uvicorn_options(settings: Settings, *, host: str, port: int) -> dict[str, Any]:
+    """How uvicorn serves dialgraph (``dialgraph serve``, with or without ``--workers``, which
+    the demo and the simulator's server processes run too; ``bench.load_server``)."""
+    return {
+        "host": host,
+        "port": port,
+        "log_level": settings.log_level.lower(),
+        "ws_max_size": 1 << 16,
+        "ws_ping_interval": None,  # Twilio does not answer pings reliably; its stop/close ends calls
+        # No permessage-deflate on the media socket: base64 mu-law does not compress, and
+        # deflating every 20 ms frame both ways cost ~7 % of a core at 200 calls (a client
+        # that offers it, as the websockets library does, gets an uncompressed socket).
+        "ws_per_message_deflate": False,
+        "proxy_headers": True,
+    }
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -53,18 +71,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    options = {
-        "host": args.host,
-        "port": args.port,
-        "log_level": settings.log_level.lower(),
-        "ws_max_size": 1 << 16,
-        "ws_ping_interval": None,  # Twilio does not answer pings reliably; its stop/close ends calls
-        "proxy_headers": True,
-    }
+    options = uvicorn_options(settings, host=args.host, port=args.port)
     if args.workers <= 1:
         from dialgraph.server.app import create_app
 
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings), **options)
         return 0
     # Several processes on one port: each worker rebuilds the settings from the same
     # environment and config file (a call's state is per process, shared state is in SQL).
@@ -79,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="dialgraph-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        uvicorn.run("dialgraph.server.app:create_app_from_env", factory=True, workers=args.workers, **options)  # type: ignore[arg-type]
+        uvicorn.run("dialgraph.server.app:create_app_from_env", factory=True, workers=args.workers, **options)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0

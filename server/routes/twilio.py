@@ -28,7 +28,7 @@ import datetime as dt
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from dialgraph.server.analysis import AnalysisDep
 from dialgraph.server.core import costs, limits
@@ -46,6 +46,7 @@ from dialgraph.server.core.enums import (
 )
 from dialgraph.server.core.live import RateLimited, hub
 from dialgraph.server.core.models import Call, CallEvent
+from dialgraph.server.core.overload import Overload
 from dialgraph.server.core.security import require_twilio_signature
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.deps import DbDep, ServicesDep, SettingsDep
@@ -75,7 +76,7 @@ def _stream_answer(settings: Settings, call: Call, signal: StreamSignal | None =
 
 
 @router.post("/voice")
-async def voice(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
+async def voice(form: TwilioForm, settings: SettingsDep, db: DbDep, request: Request) -> Response:
     """A call starts (incoming, or an outbound call we placed is answered)."""
     sid = form.get("CallSid", "")
     if not sid:
@@ -86,6 +87,8 @@ async def voice(form: TwilioForm, settings: SettingsDep, db: DbDep) -> Response:
     flow = settings.flow_for_number(from_number if outbound else to_number)
     if not outbound:
         refusal = await _refuse_over_limit(settings, db, form, sid=sid, flow=flow)
+        if refusal is None:  # [overload]: this process's load (server/core/overload.py)
+            refusal = await _refuse_overloaded(request, settings, db, form, sid=sid, flow=flow)
         if refusal is not None:
             return refusal
     previous_thread_id = None
@@ -136,6 +139,34 @@ async def _refuse_over_limit(
     if rules.refuse_with == "reject":
         return _xml(twiml.reject("busy"))
     text, language = rules.message(flow_settings.language if flow_settings is not None else "en")
+    return _xml(twiml.say_and_hangup(text, language=language))
+
+
+async def _refuse_overloaded(
+    request: Request, settings: Settings, db: DbDep, form: dict[str, str], *, sid: str, flow: str
+) -> Response | None:
+    """A new incoming call while this process is past ``[overload]``'s limit: recorded like
+    a limit's refusal (rule ``overload.*``) and answered "all lines are busy". None: admitted
+    (it counts against the limit from now on)."""
+    overload: Overload | None = getattr(request.app.state, "overload", None)
+    rule = overload.admit(sid) if overload is not None else None
+    if rule is None:
+        return None
+    await limits.record_refusal(
+        db,
+        limits.LimitDecision(False, rule),
+        sid=sid,
+        from_number=form.get("From", ""),
+        to_number=form.get("To", ""),
+        flow=flow,
+        status=form.get("CallStatus") or CallStatus.RINGING,
+    )
+    hub.notify(RateLimited(flow, rule, sid))
+    log.info("call refused: this process is overloaded", call_sid=sid, flow=flow, rule=rule)
+    if settings.overload.refuse_with == "reject":
+        return _xml(twiml.reject("busy"))
+    flow_settings = settings.flows.get(flow)
+    text, language = settings.overload.busy_message(flow_settings.language if flow_settings is not None else "en")
     return _xml(twiml.say_and_hangup(text, language=language))
 
 

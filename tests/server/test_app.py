@@ -30,7 +30,8 @@ async def test_probes_and_dev_migrations(settings: Settings) -> None:
         services = app.state.services
         assert sorted(services.runners) == ["sales", "scheduling", "support"]  # real graphs, offline model
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            health = await client.get("/healthz")
+            assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["ready"] is True
             ready = await client.get("/readyz")
             assert ready.status_code == 200 and ready.json() == {"status": "ready"}
         # dev mode applied the migrations on start
