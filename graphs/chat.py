@@ -10,9 +10,10 @@ after hearing TEXT of the last reply.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from typing import TextIO
 
@@ -70,10 +71,13 @@ async def run_chat(
     thread_id: str | None = None,
     lines: AsyncIterator[str] | None = None,
     out: TextIO | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> int:
     """Converse with ``flow`` as ``caller`` until the input ends or the call ends.
 
     Prints ``thread: ID`` first; pass it back as ``thread_id`` to resume. Returns an exit code.
+    ``clock`` (aware UTC now) is for tests and demos; the wall clock by default. A flow in
+    ``hi-en`` (or ``hi``, ``en-IN``) converses in Hinglish the same way as on a call.
     """
     out = out or sys.stdout
     db = Database(settings.effective_database_url)
@@ -82,7 +86,7 @@ async def run_chat(
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         await db.upgrade()
         async with AsyncExitStack() as stack:
-            runner = (await build_runners(settings, db, stack))[flow]
+            runner = (await build_runners(settings, db, stack, clock=clock))[flow]
             thread = thread_id or f"chat-{uuid.uuid4().hex[:12]}"
             ctx = CallContext(
                 call_sid=f"CHAT{uuid.uuid4().hex[:30]}",

@@ -48,6 +48,9 @@ class CallFacts:
     purpose: str | None = None
     appointment: dt.datetime | None = None  # the contact's appointment, local wall time (naive)
     fields: Mapping[str, str] = field(default_factory=dict)  # custom contact fields (never a number)
+    # the flow's language (``server.core.language``: en, en-IN, hi, hi-en) and how Hindi is written
+    language: str = "en"
+    script: str = "roman"  # roman | devanagari
 
     @classmethod
     def of(
@@ -77,6 +80,8 @@ class CallFacts:
             purpose=contact_text(contact.get("purpose"), 200),
             appointment=local_datetime(contact.get("appointment"), flow.zone),
             fields=custom_fields(contact),
+            language=flow.language,
+            script=str(getattr(flow, "script", "roman") or "roman"),
         )
 
     @property
@@ -111,7 +116,32 @@ class CallFacts:
             f"Transfer targets: {targets or 'none'}.\n"
             f"Caller's name: {self.caller_name or 'unknown'}."
         )
-        return f"{text}\n{self.outbound_prompt()}" if self.outbound else text
+        text = f"{text}\n{self.outbound_prompt()}" if self.outbound else text
+        rules = self.language_prompt()
+        return f"{text}\n{rules}" if rules else text
+
+    def language_prompt(self) -> str:
+        """What the model is told of the language to answer in; empty for an English flow
+        (its prompt stays as it always was)."""
+        if self.language not in ("en-IN", "hi", "hi-en"):
+            return ""
+        script = (
+            "Write Hindi in Devanagari script."
+            if self.script == "devanagari"
+            else 'Write Hindi words in Roman script (as in "kal subah 10 baje"), never in Devanagari.'
+        )
+        lead = {
+            "en-IN": "Callers are in India and speak Indian English; many mix in Hindi.",
+            "hi": "Callers speak Hindi, often with English words.",
+            "hi-en": "Callers mix Hindi and English in one sentence (Hinglish).",
+        }[self.language]
+        return (
+            f"Language: {lead} Answer in the caller's own mix of Hindi and English, following them if they "
+            f"switch: English to an English sentence, Hinglish to a Hinglish one. {script} "
+            'Keep replies short and spoken. Say dates the Indian way ("Thursday, 8 December") and times '
+            'as people say them ("subah 10 baje", "shaam 5 baje", or "10 in the morning" in English); '
+            "amounts in rupees with lakh and crore."
+        )
 
     def outbound_prompt(self) -> str:
         """What the model is told of a call we placed (no number, ever)."""

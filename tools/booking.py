@@ -14,7 +14,17 @@ from langgraph.types import Command
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.tools.calendar import AppointmentView, Calendar, Outcome
-from dialgraph.tools.runtime import NO_CALLER_ID, Clock, answer, caller_number, clean, given, sorry, speak_errors
+from dialgraph.tools.runtime import (
+    Clock,
+    answer,
+    caller_number,
+    clean,
+    given,
+    hidden_number,
+    sorry,
+    speak_errors,
+    style_of,
+)
 from dialgraph.tools.speech_format import spoken_date, spoken_datetime, spoken_list, spoken_time
 from dialgraph.tools.timeparse import (
     NewStart,
@@ -37,6 +47,23 @@ _REFUSALS = {
     "taken": "That time is already taken.",
     "raced": "Sorry, that slot was just taken by someone else.",
 }
+# The same in Hinglish (Roman script), as a receptionist in India says it.
+_REFUSALS_HI = {
+    "past": "Woh time nikal chuka hai.",
+    "closed": "Us time hum band rehte hain.",
+    "off_grid": "Appointment fixed time par hi shuru hote hain, aur yeh time unmein nahi hai.",
+    "too_far": "Itni aage ki booking nahi ho sakti.",
+    "taken": "Woh time pehle se booked hai.",
+    "raced": "Maaf kijiye, woh slot abhi abhi kisi aur ne le liya.",
+}
+# How a result that did what was asked begins, per language (the offline model and the
+# post-call analysis read them).
+OUTCOME_PREFIXES: dict[str, tuple[str, ...]] = {
+    "booked": ("Booked", "Appointment book ho gaya"),
+    "moved": ("Done: your appointment", "Ho gaya: aapka appointment"),
+    "cancelled": ("Cancelled your appointment", "Appointment cancel ho gaya"),
+    "yours": ("You already have", "Yeh appointment pehle se aapka hai"),
+}
 
 
 async def read_when(text: str, cal: Calendar) -> RequestedTime:
@@ -57,48 +84,83 @@ async def read_new_start(text: str, cal: Calendar) -> NewStart:
         return NewStart.of(await read_when(text, cal))
 
 
-def describe_slots(slots: list[dt.datetime], today: dt.date) -> str:
-    """ "Tuesday the 5th of May at 9 in the morning or 9:30 in the morning, or Wednesday..." """
+def describe_slots(slots: list[dt.datetime], today: dt.date, style: str = "en") -> str:
+    """ "Tuesday the 5th of May at 9 in the morning or 9:30 in the morning, or Wednesday...";
+    ``hi-en``: "Tuesday, 5 May ko subah 9 baje ya subah 9:30 baje, ya Wednesday..." """
     by_day: dict[dt.date, list[str]] = {}
     for slot in slots:
-        by_day.setdefault(slot.date(), []).append(spoken_time(slot.time()))
+        by_day.setdefault(slot.date(), []).append(spoken_time(slot.time(), style=style))
+    at = "ko" if style == "hi-en" else "at"
     days = [
-        f"{spoken_date(day, today=today)} at {spoken_list(times, conjunction='or')}" for day, times in by_day.items()
+        f"{spoken_date(day, today=today, style=style)} {at} {spoken_list(times, conjunction='or', style=style)}"
+        for day, times in by_day.items()
     ]
-    return spoken_list(days, conjunction="or")
+    return spoken_list(days, conjunction="or", style=style)
 
 
-def offer(slots: tuple[dt.datetime, ...] | list[dt.datetime], today: dt.date) -> str:
+def offer(slots: tuple[dt.datetime, ...] | list[dt.datetime], today: dt.date, style: str = "en") -> str:
+    if style == "hi-en":
+        if not slots:
+            return "Us ke aas-paas teen hafte mein koi khali time nahi dikh raha."
+        return f"Sabse paas ke khali time hain: {describe_slots(list(slots), today, style)}."
     if not slots:
         return "I don't see any free times in the three weeks around then."
-    return f"The nearest free times are {describe_slots(list(slots), today)}."
+    return f"The nearest free times are {describe_slots(list(slots), today, style)}."
 
 
-def describe_appointment(cal: Calendar, appt: AppointmentView) -> str:
-    text = spoken_datetime(appt.starts_at.astimezone(cal.zone), today=cal.today())
-    return f"{text}, for {appt.purpose}" if appt.purpose else text
+def describe_appointment(cal: Calendar, appt: AppointmentView, style: str = "en") -> str:
+    text = spoken_datetime(appt.starts_at.astimezone(cal.zone), today=cal.today(), style=style)
+    if not appt.purpose:
+        return text
+    return f"{text}, {appt.purpose} ke liye" if style == "hi-en" else f"{text}, for {appt.purpose}"
 
 
-def describe_outcome(cal: Calendar, outcome: Outcome) -> str:
+def describe_outcome(cal: Calendar, outcome: Outcome, style: str = "en") -> str:
+    """What a booking, move or cancellation did, in words (``style``: see ``speech_format``)."""
+    if style == "hi-en":
+        return _describe_outcome_hi(cal, outcome)
     today = cal.today()
     appt = outcome.appointment
     if outcome.status == "booked" and appt:
         who = f" under the name {appt.name}" if appt.name else ""
-        return f"Booked{who}: {describe_appointment(cal, appt)}."
+        return f"Booked{who}: {describe_appointment(cal, appt, style)}."
     if outcome.status == "moved" and appt and outcome.previous:
-        old = spoken_datetime(outcome.previous.starts_at.astimezone(cal.zone), today=today)
-        return f"Done: your appointment on {old} is now on {describe_appointment(cal, appt)}."
+        old = spoken_datetime(outcome.previous.starts_at.astimezone(cal.zone), today=today, style=style)
+        return f"Done: your appointment on {old} is now on {describe_appointment(cal, appt, style)}."
     if outcome.status == "cancelled" and appt:
-        return f"Cancelled your appointment on {describe_appointment(cal, appt)}."
+        return f"Cancelled your appointment on {describe_appointment(cal, appt, style)}."
     if outcome.status == "yours" and appt:
-        return f"You already have that appointment: {describe_appointment(cal, appt)}."
+        return f"You already have that appointment: {describe_appointment(cal, appt, style)}."
     if outcome.status == "not_found":
         return "I couldn't find an upcoming appointment for this caller that matches."
     if outcome.status == "ambiguous":
-        return (
-            f"There's more than one appointment then: {describe_slots(list(outcome.alternatives), today)}. Which one?"
-        )
-    return f"{_REFUSALS.get(outcome.status, 'That time is not available.')} {offer(outcome.alternatives, today)}"
+        slots = describe_slots(list(outcome.alternatives), today, style)
+        return f"There's more than one appointment then: {slots}. Which one?"
+    refusal = _REFUSALS.get(outcome.status, "That time is not available.")
+    return f"{refusal} {offer(outcome.alternatives, today, style)}"
+
+
+def _describe_outcome_hi(cal: Calendar, outcome: Outcome) -> str:
+    style = "hi-en"
+    today = cal.today()
+    appt = outcome.appointment
+    if outcome.status == "booked" and appt:
+        who = f", {appt.name} ke naam se" if appt.name else ""
+        return f"Appointment book ho gaya{who}: {describe_appointment(cal, appt, style)}."
+    if outcome.status == "moved" and appt and outcome.previous:
+        old = spoken_datetime(outcome.previous.starts_at.astimezone(cal.zone), today=today, style=style)
+        return f"Ho gaya: aapka appointment {old} se badal kar ab {describe_appointment(cal, appt, style)} hai."
+    if outcome.status == "cancelled" and appt:
+        return f"Appointment cancel ho gaya: {describe_appointment(cal, appt, style)} wala."
+    if outcome.status == "yours" and appt:
+        return f"Yeh appointment pehle se aapka hai: {describe_appointment(cal, appt, style)}."
+    if outcome.status == "not_found":
+        return "Is number par aisa koi aane wala appointment nahi mila."
+    if outcome.status == "ambiguous":
+        slots = describe_slots(list(outcome.alternatives), today, style)
+        return f"Us time ke ek se zyada appointment hain: {slots}. Kaunsa wala?"
+    refusal = _REFUSALS_HI.get(outcome.status, "Woh time available nahi hai.")
+    return f"{refusal} {offer(outcome.alternatives, today, style)}"
 
 
 def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
@@ -117,6 +179,7 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
             count: how many times to offer (1-6).
         """
         cal = calendar(runtime)
+        style = style_of(runtime)
 
         async def run() -> str:
             try:
@@ -124,14 +187,16 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
             except TimeParseError:
                 return _UNREADABLE.format(text=when)
             slots = await cal.free_slots(near, max(1, min(count, 6)))
-            return offer(slots, cal.today())
+            return offer(slots, cal.today(), style)
 
         return await speak_errors("find_free_slots", runtime.context, run, sorry("check the calendar"))
 
-    async def book(ctx: CallContext, cal: Calendar, start: str, name: str | None, purpose: str | None) -> str:
+    async def book(
+        ctx: CallContext, cal: Calendar, start: str, name: str | None, purpose: str | None, style: str
+    ) -> str:
         phone = caller_number(ctx)
         if phone is None:
-            return NO_CALLER_ID
+            return hidden_number(style)
 
         async def run() -> str:
             try:
@@ -140,11 +205,13 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
                 return _UNREADABLE.format(text=start)
             if not wanted.has_time:
                 slots = await cal.free_slots(wanted)
-                return f"Nothing booked yet: I need a time as well as the day. {offer(slots, cal.today())}"
+                if style == "hi-en":
+                    return f"Abhi kuch book nahi hua: din ke saath time bhi chahiye. {offer(slots, cal.today(), style)}"
+                return f"Nothing booked yet: I need a time as well as the day. {offer(slots, cal.today(), style)}"
             outcome = await cal.book(
                 phone, wanted.at, name=clean(name, 128), purpose=clean(purpose), call_sid=ctx.call_sid
             )
-            return describe_outcome(cal, outcome)
+            return describe_outcome(cal, outcome, style)
 
         return await speak_errors("book_appointment", ctx, run, sorry("book that"))
 
@@ -159,7 +226,7 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
             name: the caller's name, if they gave one.
             purpose: what the appointment is for, in a few words.
         """
-        words = await book(runtime.context, calendar(runtime), start, name, purpose)
+        words = await book(runtime.context, calendar(runtime), start, name, purpose, style_of(runtime))
         return answer(runtime, words, {"caller_name": given(name)})
 
     @tool(parse_docstring=True)
@@ -173,9 +240,10 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
             appointment_id: which appointment: its id, or its current local date-time or date; omit for the caller's next appointment.
         """
         ctx = runtime.context
+        style = style_of(runtime)
         phone = caller_number(ctx)
         if phone is None:
-            return NO_CALLER_ID
+            return hidden_number(style)
         cal = calendar(runtime)
 
         async def run() -> str:
@@ -183,7 +251,7 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
                 wanted = await read_new_start(new_start, cal)
             except TimeParseError:
                 return _UNREADABLE.format(text=new_start)
-            return describe_outcome(cal, await cal.reschedule(phone, wanted, appointment_id))
+            return describe_outcome(cal, await cal.reschedule(phone, wanted, appointment_id), style)
 
         return await speak_errors("reschedule_appointment", ctx, run, sorry("move that appointment"))
 
@@ -195,13 +263,14 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
             appointment_id: which appointment: its id, or its local date-time or date; omit for the caller's next appointment.
         """
         ctx = runtime.context
+        style = style_of(runtime)
         phone = caller_number(ctx)
         if phone is None:
-            return NO_CALLER_ID
+            return hidden_number(style)
         cal = calendar(runtime)
 
         async def run() -> str:
-            return describe_outcome(cal, await cal.cancel(phone, appointment_id))
+            return describe_outcome(cal, await cal.cancel(phone, appointment_id), style)
 
         return await speak_errors("cancel_appointment", ctx, run, sorry("cancel that appointment"))
 
@@ -209,16 +278,24 @@ def calendar_tools(*, db: Database, clock: Clock) -> list[BaseTool]:
     async def list_my_appointments(runtime: ToolRuntime[CallContext]) -> str:
         """Tell the caller their upcoming appointments."""
         ctx = runtime.context
+        style = style_of(runtime)
         phone = caller_number(ctx)
         if phone is None:
-            return NO_CALLER_ID
+            return hidden_number(style)
         cal = calendar(runtime)
 
         async def run() -> str:
             appts = await cal.upcoming(phone)
+            items = [describe_appointment(cal, a, style) for a in appts[:5]]
+            if style == "hi-en":
+                if not appts:
+                    return "Aapka koi aane wala appointment nahi hai."
+                if len(appts) == 1:
+                    return f"Aapka ek appointment hai: {items[0]}."
+                more = f", aur uske baad {len(appts) - 5} aur" if len(appts) > 5 else ""
+                return f"Aapke {len(appts)} appointment hain: {spoken_list(items, style=style)}{more}."
             if not appts:
                 return "You have no upcoming appointments."
-            items = [describe_appointment(cal, a) for a in appts[:5]]
             if len(appts) == 1:
                 return f"You have one appointment: {items[0]}."
             more = f", and {len(appts) - 5} more after that" if len(appts) > 5 else ""

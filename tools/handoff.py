@@ -20,7 +20,7 @@ from langgraph.types import Command
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.flow_config import TransferTarget
 from dialgraph.server.core.turns import EndCallRequest, TransferRequest
-from dialgraph.tools.runtime import answer
+from dialgraph.tools.runtime import answer, style_of
 from dialgraph.tools.speech_format import spoken_list
 from dialgraph.tools.state import TransferState
 
@@ -59,8 +59,9 @@ def resolve_target(requested: str, targets: dict[str, TransferTarget]) -> str | 
     return winners[0] if best > 0 and len(winners) == 1 else None
 
 
-def target_names(targets: dict[str, TransferTarget]) -> str:
-    return spoken_list([t.description or key.replace("_", " ") for key, t in targets.items()], conjunction="or")
+def target_names(targets: dict[str, TransferTarget], style: str = "en") -> str:
+    names = [t.description or key.replace("_", " ") for key, t in targets.items()]
+    return spoken_list(names, conjunction="or", style=style)
 
 
 def handoff_tools() -> list[BaseTool]:
@@ -78,19 +79,29 @@ def handoff_tools() -> list[BaseTool]:
             summary: one or two sentences for the human, who hears it before the caller is connected.
         """
         ctx = runtime.context
+        style = style_of(runtime)
         targets = ctx.flow_settings.transfer_targets
         key = resolve_target(target, targets)
         if key is None:
             log.info("transfer_refused", call_sid=ctx.call_sid, flow=ctx.flow, number_like=looks_like_number(target))
+            if style == "hi-en":
+                if not targets:
+                    return "Is line par transfer nahi ho sakta. Offer to take a message instead."
+                return f"Wahan transfer nahi ho sakta. Hum {target_names(targets, style)} ko transfer kar sakte hain."
             if not targets:
                 return "Transfers aren't available on this line. Offer to take a message instead."
             return f"I can't transfer to that. I can transfer to {target_names(targets)}."
         name = targets[key].description or key.replace("_", " ")
         log.info("transfer_requested", call_sid=ctx.call_sid, flow=ctx.flow, target=key)
         transfer = TransferState(target=key, reason=reason.strip()[:300], summary=summary.strip()[:500])
+        arranged = (
+            f"{name[:1].upper()}{name[1:]} ko transfer arrange ho gaya."
+            if style == "hi-en"
+            else f"Transfer to the {name} arranged."
+        )
         return answer(
             runtime,
-            f"Transfer to the {name} arranged. Tell the caller you're connecting them now.",
+            f"{arranged} Tell the caller you're connecting them now.",
             {"pending_transfer": transfer, "last_transfer": transfer},
             artifact=TransferRequest(**transfer),
         )

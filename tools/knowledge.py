@@ -29,19 +29,38 @@ from langgraph.prebuilt import ToolRuntime
 from rank_bm25 import BM25Okapi
 
 from dialgraph.server.core.context import CallContext
-from dialgraph.tools.runtime import speak_errors
+from dialgraph.tools.runtime import speak_errors, style_of
+from dialgraph.tools.speech_format import speak_money
 
 DEFAULT_KNOWLEDGE_FILE = Path(__file__).with_name("data") / "support_faq.yaml"
 MIN_SCORE = 1.5
 MIN_COVERAGE = 0.5
 DONT_KNOW = "I don't know the answer to that. Offer to take a message or transfer the caller to someone who can help."
+DONT_KNOW_HI = (
+    "Iska jawab abhi mere paas nahi hai. Offer to take a message or transfer the caller to someone who can help."
+)
 
 _STOPWORD_TEXT = """a an the and or but if then so of to in on at by for with from about as into over under up
     down out off i me my mine we us our you your yours he she it its they them their this that these those there here
     is are was were be been being am do does did done have has had having can could will would shall should may might
     must what which who whom whose when where why how please tell know like just also any some get got want need okay
     ok hi hello yes no not"""
-_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+# Hinglish callers ask in romanised Hindi with English nouns ("aapka clinic kitne baje khulta
+# hai"): Hindi function words carry nothing, and a few content words mean an English one.
+_HINDI_STOPWORD_TEXT = """aap aapka aapki aapke aapko hum hamara hamari mera meri mere mujhe main mai hai hain tha thi
+    ho hota hoti hote ka ki ke ko se mein me par pe kya kab kaise kahan kaun kitna kitne kitni konsa kaunsa koi kuch
+    bhi toh to yeh ye woh wo ji haan nahi na hoga hogi karna karni karne karte karti kar sakte sakta sakti chahiye
+    batao bataiye boliye please bhai sir madam accha achha theek liye wala wali wale"""
+_HINGLISH_TERMS = {
+    "khulta": "open", "khulte": "open", "khulega": "open", "band": "close", "timing": "hours", "timings": "hours",
+    "samay": "time", "ghante": "hours", "pata": "address", "address": "address", "kahan": "location", "jagah": "location",
+    "gaadi": "car", "gadi": "car", "bima": "insurance", "paisa": "pay", "paise": "pay", "bhugtan": "payment",
+    "kisht": "instalments", "kishton": "instalments", "emi": "instalments", "galat": "wrong", "zyada": "overcharged",
+    "dard": "pain", "sujan": "swelling", "bacche": "children", "baccha": "children", "bachche": "children",
+    "bachon": "children", "bacchon": "children", "bachchon": "children", "naye": "new", "marij": "patients", "mareez": "patients", "safed": "whitening",
+    "daant": "teeth", "dant": "teeth", "daanton": "teeth",
+}  # fmt: skip
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split()) | frozenset(_HINDI_STOPWORD_TEXT.split())
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -71,7 +90,8 @@ def stem(word: str) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    return [stem(w) for w in _WORD.findall(text.lower().replace("'", "")) if w not in _STOPWORDS]
+    words = (_HINGLISH_TERMS.get(w, w) for w in _WORD.findall(text.lower().replace("'", "")))
+    return [stem(w) for w in words if w not in _STOPWORDS]
 
 
 class _LuceneIdfBM25(BM25Okapi):
@@ -168,11 +188,15 @@ def knowledge_tools(*, library: KnowledgeLibrary | None = None) -> list[BaseTool
             question: the caller's question in their words.
         """
         ctx = runtime.context
+        style = style_of(runtime)
 
         async def run() -> str:
             kb = await lib.get(ctx.flow_settings.knowledge_file)
             match = kb.search(question)
-            return match.entry.answer if match else DONT_KNOW
+            if match is None:
+                return DONT_KNOW_HI if style == "hi-en" else DONT_KNOW
+            # amounts in rupees as said ("₹1,500" -> "1500 rupees"); English flows: as written
+            return speak_money(match.entry.answer, style=style) if style != "en" else match.entry.answer
 
         fallback = "I can't look that up right now. Offer to take a message."
         return await speak_errors("search_knowledge", ctx, run, fallback)

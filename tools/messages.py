@@ -13,10 +13,13 @@ from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Message
 from dialgraph.server.core.redaction import Redactor, default_redactor
-from dialgraph.tools.runtime import answer, caller_number, clean, given, sorry, speak_errors
+from dialgraph.tools.runtime import answer, caller_number, clean, given, sorry, speak_errors, style_of
 from dialgraph.tools.speech_format import spoken_digits
 
 MAX_BODY = 2000
+# How a result that took the message begins, per language (the offline model and the
+# post-call analysis read it).
+TAKEN_PREFIXES = ("Message taken", "Message le liya")
 
 
 def normalise_number(text: str | None) -> str | None:
@@ -60,7 +63,12 @@ def message_tools(*, db: Database, redactor: Redactor | None = None) -> list[Bas
     """take_message (its body redacted by ``redactor``, every category by default)."""
 
     async def take(
-        ctx: CallContext, message: str, for_whom: str | None, caller_name: str | None, callback_number: str | None
+        ctx: CallContext,
+        message: str,
+        for_whom: str | None,
+        caller_name: str | None,
+        callback_number: str | None,
+        style: str = "en",
     ) -> str:
         body = clean(message, MAX_BODY)
         if not body:
@@ -82,6 +90,14 @@ def message_tools(*, db: Database, redactor: Redactor | None = None) -> list[Bas
                 callback_number=callback,
                 redactor=redactor,
             )
+            if style == "hi-en":
+                to = f", {recipient} ke liye" if recipient else ""
+                if callback is None:
+                    return (
+                        f"Message le liya hai{to}. Aapka number hidden hai, so ask for a callback number if they "
+                        "want a call back."
+                    )
+                return f"Message le liya hai{to}. Woh aapko {spoken_digits(callback)} par khatam hone wale number par call back karenge."
             to = f" for {recipient}" if recipient else ""
             if callback is None:
                 return f"Message taken{to}. The caller's number is hidden, so ask for a callback number if they want a call back."
@@ -105,7 +121,7 @@ def message_tools(*, db: Database, redactor: Redactor | None = None) -> list[Bas
             caller_name: the caller's name, if they gave it.
             callback_number: a number to call back on, only if the caller gives a different one.
         """
-        words = await take(runtime.context, message, for_whom, caller_name, callback_number)
+        words = await take(runtime.context, message, for_whom, caller_name, callback_number, style_of(runtime))
         return answer(runtime, words, {"caller_name": given(caller_name)})
 
     return [take_message]

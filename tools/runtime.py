@@ -14,13 +14,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
-from langchain_core.messages import ToolMessage
+from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.prebuilt import ToolRuntime
 from langgraph.types import Command
 from pydantic import BaseModel
 
 from dialgraph.server.core.context import CallContext
+from dialgraph.server.core.language import Spoken
+from dialgraph.tools.speech_format import speech_style, turn_language
 from dialgraph.tools.state import ToolState
 
 log = structlog.get_logger(__name__)
@@ -91,6 +93,34 @@ def answer(
         return content
     message = ToolMessage(content, tool_call_id=runtime.tool_call_id or "", artifact=artifact)
     return Command(update={"messages": [message], **changes})
+
+
+def caller_turns(runtime: ToolRuntime[CallContext]) -> list[str]:
+    """The caller's turns so far (oldest first), from the run's state."""
+    state = getattr(runtime, "state", None)
+    messages = state.get("messages", []) if isinstance(state, dict) else getattr(state, "messages", [])
+    return [str(m.content) for m in messages or [] if isinstance(m, HumanMessage)]
+
+
+def reply_language_of(runtime: ToolRuntime[CallContext]) -> Spoken:
+    """The language the agent answers in now: the flow's language, following the caller's
+    latest turns (``speech_format.turn_language``)."""
+    return turn_language(runtime.context.flow_settings.language, caller_turns(runtime))
+
+
+def style_of(runtime: ToolRuntime[CallContext]) -> str:
+    """How this call's tool results say dates, times and lists (``speech_format.speech_style``)."""
+    return speech_style(runtime.context.flow_settings.language, reply_language_of(runtime))
+
+
+def hidden_number(style: str) -> str:
+    """``NO_CALLER_ID`` in the reply's language (the note to the agent stays English)."""
+    if style != "hi-en":
+        return NO_CALLER_ID
+    return (
+        "Aapka number hidden hai, isliye is call par yeh nahi ho sakta. "
+        "Ask them to call back from a number that shows, or offer to take a message."
+    )
 
 
 def sorry(what: str) -> str:

@@ -61,8 +61,10 @@ from dialgraph.graphs.spoken_time import normalise
 from dialgraph.graphs.state import DIALOG_ACT, INTERRUPTED, OFFER, UNSAID, CallbackState, CallState
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.flow_config import FlowSettings
+from dialgraph.server.core.language import Spoken, reply_language
 from dialgraph.tools.opt_out import KEYPAD_REASON
 from dialgraph.tools.runtime import utc_clock
+from dialgraph.tools.speech_format import turn_language
 from dialgraph.tools.state import OPTED_OUT, TransferState
 
 VOICE_RULES = """You are on a live phone call, so speak like a friendly, efficient receptionist:
@@ -85,6 +87,19 @@ OUTBOUND_GREETING = "Hi {name}, this is {company}. I'm calling about {purpose}. 
 OFFER_MINUTE = "minute"
 OFFER_REMINDER = "reminder"
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "shri", "smt", "sri", "kumari"})
+# The fixed lines in Hinglish (Roman script), for replies in Hindi or Hinglish (``hi``/``hi-en`` flows).
+RECONNECTED_HI = "Maaf kijiye, call kat gayi thi."
+NOBODY_FREE_HI = (
+    "Maaf kijiye, abhi {desc} mein koi call lene ke liye free nahi hai. Unke liye message le sakte hain, "
+    "ya call back arrange kar sakte hain. Aap kya chahenge?"
+)
+KEYPAD_TRANSFER_HI = "Aapko abhi {desc} se connect kar rahe hain. Kripya line par bane rahiye."
+WELCOME_BACK_HI = "Namaste {name} ji, phir se swagat hai."
+OFFER_APPOINTMENT_HI = "Aapka ek appointment aane wala hai, kya aap use sunna chahenge, ya badalna hai?"
+OPT_OUT_CONFIRM_HI = (
+    "Theek hai. Aapka number hamari list se hata diya hai, ab aapko hamari taraf se call nahi aayegi. Namaste."
+)
+HOW_CAN_I_HELP_HI = "Bataiye, kya madad karein?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +116,17 @@ class FlowSpec:
     outbound_purpose: str = "a quick follow-up"  # {purpose} when the contact gives none
     outbound_offer: str = OFFER_MINUTE  # what the outbound greeting asks
     analysis: AnalysisSpec | None = None  # post-call summary fields (graphs/analysis.py)
+    greeting_hi: str | None = None  # the greeting in Hinglish (hi / hi-en flows); may use {company}
+
+
+def hinglish(language: Spoken) -> bool:
+    """True when a reply in ``language`` uses the fixed lines' Hinglish versions."""
+    return language in ("hi", "hi-en")
+
+
+def said_language(flow: FlowSettings, messages: Sequence[AnyMessage]) -> Spoken:
+    """The language of the next fixed line: the flow's, following the caller's recent turns."""
+    return turn_language(flow.language, [str(m.content) for m in messages if isinstance(m, HumanMessage)])
 
 
 def first_name(name: str | None) -> str | None:
@@ -171,10 +197,14 @@ def target_desc(flow: FlowSettings, target: str | None) -> str:
     return (target or "team").replace("_", " ")
 
 
-def welcome_back(callback: CallbackState) -> str:
+def welcome_back(callback: CallbackState, language: Spoken = "en") -> str:
     """The greeting for a caller we recognise (fixed words, no model call). Caller ID can be
     spoofed: it says the first name only and offers the appointment without reading it."""
     first = (callback.get("name") or "").split()
+    if hinglish(language):
+        parts = [WELCOME_BACK_HI.format(name=first[0]) if first else "Namaste, phir se swagat hai."]
+        parts.append(OFFER_APPOINTMENT_HI if callback.get("appointment") else HOW_CAN_I_HELP_HI)
+        return " ".join(parts)
     parts = [WELCOME_BACK.format(name=first[0]) if first else "Welcome back."]
     if callback.get("appointment"):
         parts.append(OFFER_APPOINTMENT)
@@ -286,30 +316,38 @@ def build_flow_graph(
             if callback.get("appointment") and "list_my_appointments" not in spec.tool_names:
                 callback = {**callback, "appointment": None}  # nothing this flow could do with it
             offer = {OFFER: "appointment"} if callback.get("appointment") else {}
-            update["messages"] = [_ai(with_consent(flow, welcome_back(callback)), "greeting", callback=True, **offer)]
+            language = reply_language(flow.language, None)
+            line = with_consent(flow, welcome_back(callback, language))
+            update["messages"] = [_ai(line, "greeting", callback=True, **offer)]
             if callback.get("name"):
                 update["caller_name"] = callback["name"]
             return update
-        text = with_consent(flow, (flow.greeting or spec.greeting).replace("{company}", flow.company))
+        template = flow.greeting or (
+            spec.greeting_hi if spec.greeting_hi and hinglish(reply_language(flow.language, None)) else spec.greeting
+        )
+        text = with_consent(flow, template.replace("{company}", flow.company))
         return {**update, "messages": [_ai(text, "greeting")]}
 
     def signal(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
         sig = state.get("signal") or {"kind": "reconnected", "detail": ""}
         flow = runtime.context.flow_settings
+        messages = state.get("messages", [])
+        hi = hinglish(said_language(flow, messages))
         if sig["kind"] == "transfer_failed":
             last_transfer = state.get("last_transfer")
             target = last_transfer["target"] if last_transfer else None
-            line = _ai(NOBODY_FREE.format(desc=target_desc(flow, target)), "offer_message_or_callback", for_whom=target)
+            nobody = (NOBODY_FREE_HI if hi else NOBODY_FREE).format(desc=target_desc(flow, target))
+            line = _ai(nobody, "offer_message_or_callback", for_whom=target)
             return {"messages": [line], "signal": None, "pending_transfer": None}
-        text = RECONNECTED
-        messages = state.get("messages", [])
+        reconnected = RECONNECTED_HI if hi else RECONNECTED
+        text = reconnected
         previous = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
         waiting = unanswered(messages)
         unsaid = previous.additional_kwargs.get(UNSAID) if previous is not None else None
         if not waiting and unsaid and previous is not None and previous.additional_kwargs.get(INTERRUPTED):
-            text = f"{RECONNECTED} {unsaid}"  # the drop cut the reply: say the rest again
+            text = f"{reconnected} {unsaid}"  # the drop cut the reply: say the rest again
         elif not waiting and previous is not None and str(previous.content).rstrip().endswith("?"):
-            text = f"{RECONNECTED} {previous.content}"
+            text = f"{reconnected} {previous.content}"
         return {"messages": [_ai(text, "reconnected")], "signal": None}
 
     def keypad(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
@@ -336,7 +374,8 @@ def build_flow_graph(
             "reason": "caller pressed a key for a person",
             "summary": f"{who} is calling{topic} and pressed {digits[-1]} to reach you.",
         }
-        line = _ai(KEYPAD_TRANSFER.format(desc=target_desc(flow, target)), "keypad_transfer")
+        said = KEYPAD_TRANSFER_HI if hinglish(said_language(flow, state.get("messages", []))) else KEYPAD_TRANSFER
+        line = _ai(said.format(desc=target_desc(flow, target)), "keypad_transfer")
         return {"messages": [line], "keypad": None, "pending_transfer": transfer, "last_transfer": transfer}
 
     async def agent(state: CallState, runtime: Runtime[CallContext]) -> Command[Literal["tools", "__end__"]]:
@@ -345,7 +384,8 @@ def build_flow_graph(
         update: dict[str, Any] = {"agent_turns": state.get("agent_turns", 0) + 1}
         if messages and isinstance(messages[-1], ToolMessage) and opted_out(state):
             # the number is off the list and the call ends: fixed words, no model call
-            update["messages"] = [_ai(OPT_OUT_CONFIRM, "opted_out")]
+            confirm = OPT_OUT_CONFIRM_HI if hinglish(said_language(flow, messages)) else OPT_OUT_CONFIRM
+            update["messages"] = [_ai(confirm, "opted_out")]
             return Command(update=update, goto="__end__")
         if messages and isinstance(messages[-1], HumanMessage):  # a new caller turn (not a tool round)
             update["caller_turns"] = state.get("caller_turns", 0) + 1
@@ -356,7 +396,7 @@ def build_flow_graph(
             flow, now=now(), caller_name=state.get("caller_name"), direction=ctx.direction, contact=ctx.contact
         )
         role = (flow.prompt or spec.prompt).replace("{company}", flow.company)
-        prompt = f"{role}\n\n{VOICE_RULES}\n\n{facts.prompt()}"
+        prompt = f"{role}\n\n{VOICE_RULES}\n\n{facts.prompt()}"  # facts end with the language rules (non-en flows)
         reply = await bound.ainvoke([SystemMessage(prompt), *messages], facts_config(facts))
         update["messages"] = [reply]
         return Command(update=update, goto=route_after_agent(reply))

@@ -47,6 +47,7 @@ the sales team right away with a one-sentence summary; otherwise offer to book a
 On a call you placed, ask your questions only once they agree to talk; if they are not
 interested, thank them and end the call.""",
     greeting="Thank you for calling {company}. I'd love to hear what you're looking for. How can I help?",
+    greeting_hi="Namaste, {company} mein call karne ke liye dhanyavaad. Bataiye, aap kya dhoondh rahe hain?",
     outbound_greeting="Hi {name}, this is {company}. I'm calling about {purpose}. Do you have a minute?",
     outbound_purpose="how we could help your business",
     outbound_offer=OFFER_MINUTE,

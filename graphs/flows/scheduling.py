@@ -46,6 +46,7 @@ Ask for the day and time they want; offer free times when theirs is taken; ask f
 before booking if you don't know it. Anything else: take a message or transfer to the front desk.
 On a reminder call you placed: if they keep the appointment, confirm it and end the call.""",
     greeting="Thank you for calling {company}. I can book, move or cancel an appointment for you. How can I help?",
+    greeting_hi="Namaste, {company} mein call karne ke liye dhanyavaad. Appointment book, shift ya cancel karna ho toh bataiye. Kaise madad karein?",
     outbound_greeting=(
         "Hi {name}, this is {company}. I'm calling to remind you of your appointment {when}. "
         "Would you like to keep it, move it, or cancel it?"

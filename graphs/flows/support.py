@@ -37,6 +37,7 @@ SPEC = FlowSpec(
 search_knowledge returns; if it has no answer, say so and offer to take a message or transfer
 the caller to the right team. Billing problems go to billing, technical problems to support.""",
     greeting="Thank you for calling {company} support. What can I help you with today?",
+    greeting_hi="Namaste, {company} support mein aapka swagat hai. Bataiye, aaj kya madad karein?",
     outbound_greeting="Hi {name}, this is {company} support. I'm calling about {purpose}. Is now a good time to talk?",
     outbound_purpose="your recent request",
     analysis=AnalysisSpec(

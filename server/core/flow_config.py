@@ -11,10 +11,12 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dialgraph.server.core.language import LANGUAGES
 from dialgraph.server.core.limits import LimitOverrides
 from dialgraph.server.core.webhooks_config import FlowWebhooks
 
@@ -22,6 +24,8 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_KEYTERMS = 50  # Deepgram allows 500 tokens of keyterms per stream: stay well inside it
+MAX_KEYTERM_CHARS = 60
 
 
 class TransferTarget(BaseModel):
@@ -121,7 +125,18 @@ class FlowSettings(BaseModel):
     greeting: str | None = None
     voice: str | None = None
     tts_model: str | None = None
-    language: str = "en"
+    language: str = Field(
+        default="en",
+        description="en, en-IN (Indian English), hi (Hindi) or hi-en (Hindi-English code-switching)",
+    )
+    script: Literal["roman", "devanagari"] = Field(
+        default="roman", description="how the agent writes Hindi for the model and TTS: roman or devanagari"
+    )
+    keyterms: list[str] = Field(
+        default_factory=list,
+        description="the flow's vocabulary for ASR (company, staff, product names); default: the "
+        "company name and the transfer targets' descriptions",
+    )
     company: str = "Acme Dental"
     transfer_targets: dict[str, TransferTarget] = Field(default_factory=dict)
     timezone: str = "UTC"
@@ -164,6 +179,24 @@ class FlowSettings(BaseModel):
             raise ValueError(f"unknown time zone {v!r}") from exc
         return v
 
+    @field_validator("language", mode="before")
+    @classmethod
+    def _known_language(cls, v: object) -> object:
+        if not isinstance(v, str) or v.strip() not in LANGUAGES:
+            raise ValueError(f"language {v!r} is not supported (use one of: {', '.join(LANGUAGES)})")
+        return v.strip()
+
+    @field_validator("keyterms")
+    @classmethod
+    def _keyterms(cls, v: list[str]) -> list[str]:
+        terms = list(dict.fromkeys(" ".join(t.split()) for t in v if t.strip()))
+        long = [t for t in terms if len(t) > MAX_KEYTERM_CHARS]
+        if long:
+            raise ValueError(f"keyterms: {long[0]!r} is longer than {MAX_KEYTERM_CHARS} characters")
+        if len(terms) > MAX_KEYTERMS:
+            raise ValueError(f"keyterms: {len(terms)} terms, at most {MAX_KEYTERMS}")
+        return terms
+
     @field_validator("tts_model")
     @classmethod
     def _model_id(cls, v: str | None) -> str | None:
@@ -189,6 +222,16 @@ class FlowSettings(BaseModel):
             if start >= end:
                 raise ValueError(f"business_hours[{day}]: {span!r} ends before it starts")
         return v
+
+    @model_validator(mode="after")
+    def _default_keyterms(self) -> FlowSettings:
+        """No ``keyterms`` given: the company and the transfer targets' descriptions (an
+        explicit empty list turns them off)."""
+        if "keyterms" not in self.model_fields_set:
+            derived = [self.company, *(t.description for t in self.transfer_targets.values())]
+            terms = list(dict.fromkeys(" ".join(t.split()) for t in derived if t.strip()))
+            self.keyterms = [t for t in terms if len(t) <= MAX_KEYTERM_CHARS][:MAX_KEYTERMS]
+        return self
 
     @model_validator(mode="after")
     def _dtmf_targets_exist(self) -> FlowSettings:

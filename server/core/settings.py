@@ -42,6 +42,7 @@ from dialgraph.server.core.checkpoint_keys import parse_keys
 from dialgraph.server.core.costs import PriceTable
 from dialgraph.server.core.flow_config import E164, CallingWindow, DltFields, FlowSettings, default_flows
 from dialgraph.server.core.limits import Limits
+from dialgraph.server.core.overload import OverloadSettings
 from dialgraph.server.core.redaction import RedactionSettings
 from dialgraph.server.core.retention import RetentionSettings
 from dialgraph.server.core.tracing import TracingSettings
@@ -162,6 +163,20 @@ class Settings(BaseSettings):
     flows: dict[str, FlowSettings] = Field(default_factory=default_flows)
     barge_in_min_ms: int = Field(default=200, ge=0, le=2000)
     barge_in_min_words: int = Field(default=0, ge=0, le=10)
+    # Said while the agent talks, these never interrupt it (telephony/call/turn_policy.py):
+    # compared lower-case, punctuation dropped, hyphens ignored; [] turns the rule off.
+    backchannel_words: list[str] = Field(
+        default_factory=lambda: [
+            *("mm-hm", "mm-hmm", "mhm", "mm", "hm", "hmm", "hmm hmm", "uh-huh", "oh"),
+            *("yeah", "yep", "yup", "yes", "okay", "ok", "right", "sure", "alright"),
+            *("haan", "han", "haanji", "haan ji", "ji", "jee", "achha", "accha", "acha", "achchha"),
+            *("theek hai", "thik hai", "हाँ", "हां", "हाँ जी", "जी", "अच्छा", "ठीक है", "हम्म", "हम्म हम्म"),
+        ],
+        description="words that never interrupt the agent (English and Hindi backchannels); [] = off",
+    )
+    backchannel_max_ms: int = Field(
+        default=800, ge=200, le=5000, description="speech this long with no new words interrupts anyway"
+    )
     playback_lead_ms: int = Field(
         default=200, ge=20, le=200, description="audio sent ahead of real time; 200: 100 ms messages, 120: 20 ms"
     )
@@ -173,6 +188,9 @@ class Settings(BaseSettings):
     durability: Literal["async", "sync", "exit"] = "async"
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    overload: OverloadSettings = Field(
+        default_factory=OverloadSettings, description="[overload]: when this process refuses new calls (off by default)"
+    )
     redaction: RedactionSettings = Field(
         default_factory=RedactionSettings, description="PII categories redacted before storage (all on)"
     )

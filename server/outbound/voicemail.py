@@ -5,6 +5,11 @@ the live call to ``<Play>`` of ``/twilio/voicemail?sid=...`` then ``<Hangup/>``;
 endpoint renders the flow's message with the flow's TTS as an 8 kHz WAV. The rendered
 audio is kept a few minutes per call, so the webhook can render it before redirecting (a
 TTS failure then falls back to ``<Say>``) and Twilio's fetch is served at once.
+
+The message is spoken in the flow's language with the flow's voice settings (the
+synthesizer resolves model, ``language_code`` and voice from them, as in a call); a Hindi
+or Hinglish flow without its own ``voicemail`` text gets the default one in Hindi, in the
+flow's script.
 """
 
 from __future__ import annotations
@@ -24,6 +29,19 @@ DEFAULT_MESSAGE = (
     "Hello{name}, this is {company}{about}. Sorry we missed you. "
     "Please call us back when it suits you. Thank you, and goodbye."
 )
+# hi and hi-en flows: (message, how the purpose is put in), by script
+HINDI_MESSAGES = {
+    "roman": (
+        "Namaste{name}, yeh {company} ki taraf se call hai{about}. Aapse baat nahi ho payi. "
+        "Jab aapko suvidha ho, humein call back kijiye. Dhanyavaad.",
+        ", {purpose} ke baare mein",
+    ),
+    "devanagari": (
+        "नमस्ते{name}, यह {company} की तरफ़ से कॉल है{about}। आपसे बात नहीं हो पाई। "
+        "जब आपको सुविधा हो, हमें वापस कॉल कीजिए। धन्यवाद।",
+        ", {purpose} के बारे में",
+    ),
+}
 CACHE_S = 300.0
 CACHE_SIZE = 256
 
@@ -38,10 +56,12 @@ def message(flow: FlowSettings, context: Mapping[str, Any] | None) -> str:
         for key, value in (("name", name), ("company", flow.company), ("purpose", purpose)):
             text = text.replace("{" + key + "}", value)
         return " ".join(text.split())
+    first = f" {name.split()[0]}" if name else ""
+    if flow.language in ("hi", "hi-en"):
+        template, about = HINDI_MESSAGES[flow.script]
+        return template.format(name=first, company=flow.company, about=about.format(purpose=purpose) if purpose else "")
     return DEFAULT_MESSAGE.format(
-        name=f" {name.split()[0]}" if name else "",
-        company=flow.company,
-        about=f", calling about {purpose}" if purpose else "",
+        name=first, company=flow.company, about=f", calling about {purpose}" if purpose else ""
     )
 
 

@@ -40,6 +40,7 @@ from dialgraph.server.routes.recordings import recorder_for
 from dialgraph.server.services import Services
 from dialgraph.telephony.call.session import CallSession, SocketClosed
 from dialgraph.telephony.call.turn_policy import TurnPolicy
+from dialgraph.telephony.speech.base import open_stream
 from dialgraph.telephony.twilio import codec
 from dialgraph.telephony.twilio.protocol import HandshakeFailed, MediaStreamProtocol
 
@@ -238,13 +239,18 @@ async def open_session(
         ctx=ctx,
         media=protocol,
         db=services.db,
-        recognition=services.recognizer.stream(language=ctx.flow_settings.language),
+        recognition=open_stream(
+            services.recognizer, language=ctx.flow_settings.language, keyterms=ctx.flow_settings.keyterms
+        ),
         synthesizer=services.synthesizer,
         vad=services.vad_factory(),
         runner=services.runner(ctx.flow),
         policy=TurnPolicy(
             barge_in_min_ms=settings.barge_in_min_ms,
             barge_in_min_words=settings.barge_in_min_words,
+            # backchannels are told apart by their words: only with text while the caller speaks
+            backchannel_words=settings.backchannel_words if services.recognizer.capabilities.interim_results else (),
+            backchannel_max_ms=settings.backchannel_max_ms,
         ),
         progress=services.reply_progress,
         call_events=services.call_events,

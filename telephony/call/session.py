@@ -14,6 +14,8 @@ policy, and its tasks, all in ONE ``asyncio.TaskGroup``:
 * call log -- transcript turns and call events, recorded on the process-wide
   ``server.core.call_events.CallEventWriter`` (no task here: it writes every call's events in
   one transaction a round), flushed before the call row gets its outcome and on the way out.
+  Each caller turn's event carries ``data.language``: what the recognizer heard its finals
+  in (``Final.language``), else ``server.core.language.detect`` of its text (``turn_language``).
 * watchdog -- ends the call when no frame arrived for ``inbound_timeout_s`` (a dead socket).
 * deadline (with ``max_call_s``) -- at the call's maximum length: no new caller turn, the
   reply in progress finishes, then a fixed goodbye (no model) and the call ends
@@ -51,6 +53,7 @@ from dialgraph.server.core.call_events import CallEventWriter
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.enums import CallOutcome, SignalKind, StreamSignal
+from dialgraph.server.core.language import detect
 from dialgraph.server.core.live import SessionEnded, SessionStarted, SessionTraced, TurnSpan, hub
 from dialgraph.server.core.models import CallEvent
 from dialgraph.server.core.reply_heard import ReplyProgressWriter
@@ -93,6 +96,20 @@ REPLY_GRACE_S = 15.0  # at the deadline, the reply in progress may play this lon
 GOODBYE_WAIT_S = 30.0  # the goodbye's marks not back by then (a stuck socket): end the call anyway
 FRAME_S = 0.020  # one Media Streams frame
 MAX_SPEECH_END_LAG_S = 5.0  # an end of speech further back than this is a clock mismatch, not a wait
+
+
+def turn_language(turn: StartTurn) -> str:
+    """The language a caller turn was in: what the recognizer heard its finals in (Deepgram
+    with ``language=multi``; Hindi and English finals together are ``hi-en``), else what
+    ``dialgraph.server.core.language.detect`` reads in its text."""
+    heard = turn.languages
+    if not heard:
+        return detect(turn.text)
+    if len(heard) == 1:
+        return heard[0]
+    hindi = any(lang == "hi-en" or lang.split("-")[0] == "hi" for lang in heard)
+    english = any(lang == "hi-en" or lang.split("-")[0] == "en" for lang in heard)
+    return "hi-en" if hindi and english else heard[0]
 
 
 class MediaSocket(Protocol):
@@ -477,18 +494,22 @@ class CallSession:
                 if isinstance(action, BargeIn):
                     self._barge_in()
                 elif isinstance(action, StartTurn):
-                    self._on_turn(action.text)
+                    self._on_turn(action)
         self._log.warning("recognition stream ended")
 
-    def _on_turn(self, text: str) -> None:
-        self._record(CallEvent(call_sid=self.state.call_sid, kind="turn", role="caller", text=text))
+    def _on_turn(self, turn: StartTurn) -> None:
+        text = turn.text
+        # the language the turn was in, kept with it (not the text: that stays in ``text``,
+        # where redaction reaches it); once per turn, never per frame
+        data = {"language": turn_language(turn)}
+        self._record(CallEvent(call_sid=self.state.call_sid, kind="turn", role="caller", text=text, data=data))
         if self.state.ending:
             return
         reply = self.state.reply
         if reply is not None and not reply.done():  # the policy never does this; stay safe if it did
             self._barge_in()
-        ctx, runner, turn = self.ctx, self._runner, self._within_budget(CallerText(text=text))
-        self._begin_reply("caller", lambda: runner.respond(ctx, turn))
+        ctx, runner, said = self.ctx, self._runner, self._within_budget(CallerText(text=text))
+        self._begin_reply("caller", lambda: runner.respond(ctx, said))
         if self.state.reply is not None:
             self.state.reply.timing.speech_end_at = self._speech_end
         self._speech_end = None

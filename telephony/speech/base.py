@@ -5,7 +5,10 @@ the production path (Deepgram takes mu-law as is; ElevenLabs emits ``ulaw_8000``
 
 Recognition: ``SpeechRecognizer.stream()`` opens one ``RecognitionStream`` per call. The
 session ``push``es 20 ms frames (never blocks, never awaits) and async-iterates events.
-Implementations build on ``stream.QueuedRecognitionStream``.
+Implementations build on ``stream.QueuedRecognitionStream``. ``open_stream`` opens a call's
+stream in the flow's language with the flow's vocabulary (keyterms) for the recognizers
+that take one (``capabilities.keyterms``: Deepgram and the fallback chain); the others get
+the language alone.
 
 Synthesis: ``SpeechSynthesizer.synthesize(phrases)`` turns an async stream of phrases into
 ``AudioChunk``s tagged with the phrase index, so the session can map played audio (marks)
@@ -19,9 +22,9 @@ these protocols and pass one contract test suite (``tests/speech/test_contract.p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from dialgraph.telephony.audio import FRAME_BYTES as FRAME_BYTES
 from dialgraph.telephony.audio import FRAME_MS as FRAME_MS
@@ -48,13 +51,20 @@ class Interim:
 @dataclass(frozen=True, slots=True)
 class Final:
     """A stable piece of transcript. ``speech_final`` marks the end of the caller's turn
-    (endpointing); a turn may consist of several finals, the last with speech_final."""
+    (endpointing); a turn may consist of several finals, the last with speech_final.
+
+    ``language`` is what the recognizer heard this piece in, when it says so (Deepgram with
+    ``language=multi``): ``"en"``, ``"hi"``, ``"hi-en"`` (both Hindi and English words), or
+    another base ISO 639-1 code; None when the recognizer does not detect languages (a
+    monolingual stream, offline whisper): then ``dialgraph.server.core.language.detect``
+    reads the text."""
 
     text: str
     start: float
     end: float
     speech_final: bool = True
     confidence: float | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +79,12 @@ RecognitionEvent = SpeechStarted | Interim | Final | UtteranceEnd
 
 @dataclass(frozen=True, slots=True)
 class RecognizerCapabilities:
-    """What a recognizer's events include: ``Interim`` hypotheses, ``SpeechStarted``."""
+    """What a recognizer's events include: ``Interim`` hypotheses, ``SpeechStarted``;
+    ``keyterms``: its ``stream`` also takes ``keyterms`` (see ``KeytermRecognizer``)."""
 
     interim_results: bool
     vad_events: bool = False
+    keyterms: bool = False
 
 
 @runtime_checkable
@@ -104,6 +116,25 @@ class SpeechRecognizer(Protocol):
 
     async def aclose(self) -> None:
         """Release provider-wide resources (pools, clients)."""
+
+
+class KeytermRecognizer(SpeechRecognizer, Protocol):
+    """A recognizer whose streams can be primed with the flow's vocabulary (company, staff,
+    product names): those words are recognised more reliably. Declared by
+    ``capabilities.keyterms``."""
+
+    def stream(self, *, language: str | None = None, keyterms: Sequence[str] = ()) -> RecognitionStream: ...
+
+
+def open_stream(
+    recognizer: SpeechRecognizer, *, language: str | None = None, keyterms: Sequence[str] = ()
+) -> RecognitionStream:
+    """A call's stream in ``language`` (a flow language: en, en-IN, hi, hi-en), primed with
+    ``keyterms`` when ``recognizer`` takes them; a recognizer that does not (offline whisper)
+    gets the language alone."""
+    if keyterms and recognizer.capabilities.keyterms:
+        return cast(KeytermRecognizer, recognizer).stream(language=language, keyterms=tuple(keyterms))
+    return recognizer.stream(language=language)
 
 
 # --- synthesis -----------------------------------------------------------------------------

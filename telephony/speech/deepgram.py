@@ -10,12 +10,26 @@ A socket that drops mid-call (not closed by us) is reopened up to ``max_reconnec
 the audio sent since the last final result is sent again first, so words the caller said
 around the drop are not lost. Deepgram's timestamps restart at 0 on each connection; the
 stream maps them back onto one timeline (seconds since the stream began).
+
+Languages: ``stream(language=...)`` takes a flow language (en, en-IN, hi, hi-en) and sends
+Deepgram's name for it (``deepgram_language``: ``multi``, its code-switching mode, for hi-en;
+``hi``; ``en-IN``; ``en``). With ``multi`` Deepgram tags each word with its language and
+lists the languages of a result; each ``Final`` carries them as ``language`` (``hi-en`` when
+both Hindi and English words were heard). ``keyterms`` (the flow's vocabulary) go out as
+Deepgram's ``keyterm`` parameters on nova-3 (every nova-3 language, ``multi`` included; at
+most 500 tokens), as ``keywords`` on older models, which have no keyterm prompting.
+
+permessage-deflate: the SDK opens its socket with the ``websockets`` defaults, which offer
+compression, and has no option to turn that off (only ``transport_factory``, which
+replaces the SDK's socket for the whole process); issue 16 has what it would take.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -27,6 +41,8 @@ from deepgram.listen.v1.types import (
     ListenV1UtteranceEnd,
 )
 
+from dialgraph.server.core.language import base as base_language
+from dialgraph.server.core.language import deepgram_language
 from dialgraph.telephony.speech.base import (
     SAMPLE_RATE,
     Final,
@@ -86,14 +102,28 @@ class DeepgramRecognizer:
         self.max_reconnects = max_reconnects
         self.chunk_bytes = max(160, SAMPLE_RATE * chunk_ms // 1000)
         self.max_buffer_bytes = int(max_buffer_s * _BYTES_PER_S)
-        self.capabilities = RecognizerCapabilities(interim_results=interim_results, vad_events=vad_events)
+        self.capabilities = RecognizerCapabilities(
+            interim_results=interim_results, vad_events=vad_events, keyterms=True
+        )
 
-    def stream(self, *, language: str | None = None) -> DeepgramStream:
-        return DeepgramStream(self, language=language or self.language)
+    def stream(self, *, language: str | None = None, keyterms: Sequence[str] = ()) -> DeepgramStream:
+        """A call's stream in ``language`` (a flow language, or Deepgram's own code such
+        as ``multi``), primed with ``keyterms``."""
+        return DeepgramStream(self, language=deepgram_language(language or self.language), keyterms=keyterms)
 
-    def connect(self, language: str) -> Any:
+    def vocabulary(self, keyterms: Sequence[str]) -> dict[str, list[str]]:
+        """The query parameters that prime the model with ``keyterms``: ``keyterm`` on
+        nova-3, ``keywords`` on the models before it (nova-3 refuses ``keywords``)."""
+        terms = list(dict.fromkeys(t.strip() for t in keyterms if t.strip()))
+        if not terms:
+            return {}
+        if str(self.options["model"]).startswith("nova-3"):
+            return {"keyterm": terms}
+        return {"keywords": terms}
+
+    def connect(self, language: str, keyterms: Sequence[str] = ()) -> Any:
         """The SDK's async context manager for one socket."""
-        return self._client.listen.v1.connect(language=language, **self.options)
+        return self._client.listen.v1.connect(language=language, **self.vocabulary(keyterms), **self.options)
 
     async def aclose(self) -> None:
         pass
@@ -103,10 +133,11 @@ class DeepgramStream(QueuedRecognitionStream):
     """One call's Deepgram session (see the module docstring). ``ready`` is set once a
     socket is open, or once the stream gave up (the error then comes out of the iterator)."""
 
-    def __init__(self, owner: DeepgramRecognizer, *, language: str) -> None:
+    def __init__(self, owner: DeepgramRecognizer, *, language: str, keyterms: Sequence[str] = ()) -> None:
         super().__init__(ready=False)
         self._owner = owner
         self._language = language
+        self._keyterms = tuple(keyterms)
         self._pending = bytearray()  # pushed, not yet sent
         self._replay = bytearray()  # sent since the last final (resent after a reconnect)
         self._replay_start = 0.0  # stream time of _replay[0]
@@ -173,7 +204,7 @@ class DeepgramStream(QueuedRecognitionStream):
 
     async def _session(self) -> bool:
         """One socket's life. True when the stream ended normally, False/raise on a drop."""
-        cm = self._owner.connect(self._language)
+        cm = self._owner.connect(self._language, self._keyterms)
         socket = await asyncio.wait_for(cm.__aenter__(), self._owner.connect_timeout_s)
         try:
             self.ready.set()
@@ -238,7 +269,29 @@ class DeepgramStream(QueuedRecognitionStream):
                         end,
                         speech_final=bool(msg.speech_final),
                         confidence=alt.confidence if alt else None,
+                        language=heard_language(alt),
                     )
                 )
         elif text:
             self._emit(Interim(text, start, end))
+
+
+def heard_language(alt: Any) -> str | None:
+    """The language of one result as Deepgram tagged it (``language=multi`` only): ``hi-en``
+    when it holds both Hindi and English words, else its main language's base code
+    (``en-IN`` -> ``en``); None when Deepgram said nothing (a monolingual stream, or audio
+    that switches languages, where it may leave the tags out)."""
+    if alt is None:
+        return None
+    counts: Counter[str] = Counter()
+    for word in alt.words or ():
+        if getattr(word, "language", None):
+            counts[base_language(word.language)] += 1
+    if not counts:
+        for rank, tag in enumerate(alt.languages or ()):  # sorted by word count, descending
+            counts[base_language(tag)] += len(alt.languages) - rank
+    if not counts:
+        return None
+    if counts.get("hi") and counts.get("en"):
+        return "hi-en"
+    return counts.most_common(1)[0][0]

@@ -17,9 +17,21 @@ client is written here on ``websockets``; the server's messages are plain dicts
 (``AsyncElevenLabs.text_to_speech.stream``), one request per phrase: slower to start, but
 independent of the WebSocket service.
 
-Both take the voice and model per ``synthesize`` call (a flow's ``voice`` / ``tts_model``),
-falling back to the ones they were built with (the settings' ``elevenlabs_voice`` /
-``elevenlabs_model``) when the call names none.
+Both take the voice, model and language per ``synthesize`` call (a flow's ``voice`` /
+``tts_model`` / ``language``) and resolve them the same way (``ElevenLabsVoicing``):
+
+- voice: the call's (the flow's ``voice``); else the one they were built with (the
+  settings' ``elevenlabs_voice``) when the deployment chose one; else, with the stock
+  voice (``DEFAULT_VOICE``, American English), the language's voice from ``voices`` (an
+  Indian voice for ``hi``, ``hi-en`` and ``en-IN``);
+- model: the call's; else the one they were built with, unless the language is not
+  English and that model speaks English only: then ``eleven_flash_v2_5``;
+- ``language_code``: ``elevenlabs_language`` of the language (``hi`` for hi and hi-en, none
+  for English), sent only to the models that take it (the v2.5 ones: flash, turbo; the
+  SDK documents that multilingual_v2 does not).
+
+The WebSocket client asks for no compression (``compression=None``): the audio is base64
+text, and deflating it costs CPU on every chunk for little gain (issue 16).
 """
 
 from __future__ import annotations
@@ -28,7 +40,8 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -38,6 +51,8 @@ from elevenlabs.environment import ElevenLabsEnvironment
 from elevenlabs.types import CloseContext, CloseSocket, GenerationConfig, InitialiseContext, SendTextMulti
 from elevenlabs.url_utils import build_ws_url
 
+from dialgraph.server.core.language import base as base_language
+from dialgraph.server.core.language import elevenlabs_language
 from dialgraph.telephony.speech.base import AudioChunk, ProviderError
 from dialgraph.telephony.speech.tasks import cancel_and_wait
 
@@ -45,10 +60,54 @@ log = structlog.get_logger(__name__)
 OUTPUT_FORMAT = "ulaw_8000"
 _DONE = object()
 
+DEFAULT_VOICE = "21m00Tcm4TlvDq8ikWAM"  # Rachel (premade, American English)
+DEFAULT_MODEL = "eleven_flash_v2_5"
+MULTILINGUAL_MODEL = "eleven_flash_v2_5"  # for a non-English flow when the configured model is English-only
+# "Monika Sogam - Hindi Modulated Voice", a voice-library voice (language hi; its English
+# twin is in the library's Indian English category). A library voice may first need adding
+# to the account ("My Voices"); a flow's own ``voice`` always wins.
+INDIAN_VOICE = "1qEiC6qsybMkmnNdVMbK"
+LANGUAGE_VOICES: Mapping[str, str] = {"hi": INDIAN_VOICE, "hi-en": INDIAN_VOICE, "en-IN": INDIAN_VOICE}
+
 
 def _pick(requested: str | None, default: str) -> str:
     """``requested`` unless it is None or blank: an empty name must not reach the vendor."""
     return (requested or "").strip() or default
+
+
+def is_multilingual(model: str) -> bool:
+    """The model speaks more than English (v2.5 flash/turbo, multilingual v1/v2, v3)."""
+    return model.endswith("_v2_5") or model.startswith(("eleven_multilingual", "eleven_v3"))
+
+
+def takes_language_code(model: str) -> bool:
+    """The model accepts ``language_code`` (the v2.5 models: flash, turbo)."""
+    return model.endswith("_v2_5")
+
+
+@dataclass(frozen=True)
+class ElevenLabsVoicing:
+    """The defaults a synthesizer was built with, and how a call's request resolves
+    against them (see the module docstring)."""
+
+    voice: str = DEFAULT_VOICE
+    model: str = DEFAULT_MODEL
+    language: str | None = None
+    voices: Mapping[str, str] = field(default_factory=lambda: dict(LANGUAGE_VOICES))
+
+    def resolve(self, voice: str | None, model: str | None, language: str | None) -> tuple[str, str, str | None]:
+        """(voice id, model id, language_code or None) for one ``synthesize`` call."""
+        lang = (language or self.language or "en").strip()
+        english = base_language(lang) in ("en", "multi")
+        default_voice = self.voice
+        if self.voice == DEFAULT_VOICE:  # the stock voice, not one the deployment chose
+            default_voice = self.voices.get(lang, self.voice)
+        voice_id = _pick(voice, default_voice)
+        model_id = (model or "").strip()
+        if not model_id:
+            model_id = self.model if english or is_multilingual(self.model) else MULTILINGUAL_MODEL
+        code = elevenlabs_language(lang) if lang != "multi" else None
+        return voice_id, model_id, code if code and takes_language_code(model_id) else None
 
 
 class ElevenLabsSynthesizer:
@@ -59,15 +118,17 @@ class ElevenLabsSynthesizer:
         api_key: str,
         *,
         url: str | None = None,
-        voice: str = "21m00Tcm4TlvDq8ikWAM",
-        model: str = "eleven_flash_v2_5",
+        voice: str = DEFAULT_VOICE,
+        model: str = DEFAULT_MODEL,
         language: str | None = None,
+        voices: Mapping[str, str] | None = None,
         connect_timeout_s: float = 3.0,
         max_contexts: int = 4,
         inactivity_timeout_s: int = 60,
     ) -> None:
         self._api_key = api_key
         self._base = (url or ElevenLabsEnvironment.PRODUCTION.value).rstrip("/")
+        self.voicing = ElevenLabsVoicing(voice, model, language, dict(LANGUAGE_VOICES if voices is None else voices))
         self.voice = voice
         self.model = model
         self.language = language
@@ -75,13 +136,13 @@ class ElevenLabsSynthesizer:
         self.max_contexts = max_contexts
         self.inactivity_timeout_s = inactivity_timeout_s
 
-    def url_for(self, voice: str, language: str | None, model: str | None = None) -> str:
-        model = _pick(model, self.model)
-        params = {"model_id": model, "output_format": OUTPUT_FORMAT}
+    def url_for(self, voice: str | None, language: str | None, model: str | None = None) -> str:
+        voice_id, model_id, code = self.voicing.resolve(voice, model, language)
+        params = {"model_id": model_id, "output_format": OUTPUT_FORMAT}
         params["inactivity_timeout"] = str(self.inactivity_timeout_s)
-        if language and language not in ("en", "multi") and model.endswith(("flash_v2_5", "turbo_v2_5")):
-            params["language_code"] = language.split("-")[0]
-        return build_ws_url(self._base, ["v1", "text-to-speech", voice, "multi-stream-input"], params)
+        if code:
+            params["language_code"] = code
+        return build_ws_url(self._base, ["v1", "text-to-speech", voice_id, "multi-stream-input"], params)
 
     def synthesize(
         self,
@@ -91,7 +152,7 @@ class ElevenLabsSynthesizer:
         language: str | None = None,
         model: str | None = None,
     ) -> AsyncIterator[AudioChunk]:
-        url = self.url_for(_pick(voice, self.voice), language or self.language, model)
+        url = self.url_for(voice, language, model)
         return _Reply(self, phrases, url).run()
 
     async def aclose(self) -> None:
@@ -114,7 +175,12 @@ class _Reply:
     async def run(self) -> AsyncIterator[AudioChunk]:
         try:
             ws = await asyncio.wait_for(
-                websockets.connect(self._url, additional_headers={"xi-api-key": self._owner._api_key}, max_size=None),
+                websockets.connect(
+                    self._url,
+                    additional_headers={"xi-api-key": self._owner._api_key},
+                    max_size=None,
+                    compression=None,  # base64 audio: deflating it costs CPU on every chunk (issue 16)
+                ),
                 self._owner.connect_timeout_s,
             )
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
@@ -213,12 +279,14 @@ class ElevenLabsHttpSynthesizer:
         api_key: str,
         *,
         url: str | None = None,
-        voice: str = "21m00Tcm4TlvDq8ikWAM",
-        model: str = "eleven_flash_v2_5",
+        voice: str = DEFAULT_VOICE,
+        model: str = DEFAULT_MODEL,
         language: str | None = None,
+        voices: Mapping[str, str] | None = None,
         timeout_s: float = 10.0,
     ) -> None:
         self._client = AsyncElevenLabs(api_key=api_key, base_url=url.rstrip("/") if url else None, timeout=timeout_s)
+        self.voicing = ElevenLabsVoicing(voice, model, language, dict(LANGUAGE_VOICES if voices is None else voices))
         self.voice = voice
         self.model = model
         self.language = language
@@ -232,11 +300,10 @@ class ElevenLabsHttpSynthesizer:
         model: str | None = None,
     ) -> AsyncIterator[AudioChunk]:
         index, previous = 0, ""
-        voice_id, model_id = _pick(voice, self.voice), _pick(model, self.model)
-        lang = language or self.language
+        voice_id, model_id, code = self.voicing.resolve(voice, model, language)
         extra: dict[str, Any] = {}
-        if lang and lang not in ("en", "multi"):
-            extra["language_code"] = lang.split("-")[0]
+        if code:
+            extra["language_code"] = code
         async for phrase in phrases:
             if not phrase.strip():
                 continue

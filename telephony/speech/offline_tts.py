@@ -11,6 +11,13 @@ clause or sentence boundary ("Sure, | I have booked you in for ..."): the head p
 the tail renders. Loading the voice runs one dummy synthesis, so the first caller does not
 pay onnxruntime's first-run cost.
 
+Languages: the shipped piper voice (joe) speaks English only. ``voices`` maps a flow
+language (``hi``, ``hi-en``, ``en-IN``) to another loaded piper voice when one is installed;
+a phrase in Devanagari goes to the ``hi`` voice when there is one. espeak-ng speaks Hindi:
+a ``hi`` flow's phrases, and any phrase in Devanagari, use its ``hi`` voice (it reads
+Roman-script words with English rules, and numbers in Hindi); the rest use the configured
+one. Without a Hindi voice, romanised Hindi is read by the English voice.
+
 Licences: piper-tts and espeak-ng are GPL-3.0; the joe voice is trained on a CC0 data set.
 """
 
@@ -22,7 +29,7 @@ import re
 import shutil
 import struct
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,8 @@ JOE_VOICE_SHA256 = {
 CHUNK_BYTES = 4000  # 0.5 s of mu-law per AudioChunk
 _ESPEAK_LOCK = threading.Lock()  # piper's embedded espeak-ng phonemizer is not thread-safe
 _PEAK = 0.7  # piper normalises each sentence to full scale; leave headroom for mu-law
+_DEVANAGARI = re.compile(r"[\u0900-\u097F]")
+ESPEAK_HINDI = "hi"
 
 
 def joe_voice_dir() -> Path:
@@ -160,6 +169,7 @@ class OfflineSynthesizer:
         espeak_voice: str = "en-us",
         espeak_rate_wpm: int = 165,
         variation: bool = True,
+        voices: Mapping[str, Any] | None = None,
     ) -> None:
         if engine == "piper" and (voice is None or workers is None):
             raise ValueError("piper needs a loaded voice and the worker pool")
@@ -172,16 +182,31 @@ class OfflineSynthesizer:
         self._workers = workers
         self._espeak = (espeak_binary, espeak_voice, espeak_rate_wpm)
         self._variation = variation  # False: the same text always renders the same audio
+        self.voices: dict[str, Any] = dict(voices or {})  # flow language -> loaded piper voice
 
-    async def render(self, text: str) -> bytes:
+    def voice_for(self, text: str, language: str | None) -> Any:
+        """The voice for one phrase (see the module docstring): a loaded piper voice, or an
+        espeak-ng voice name."""
+        hindi_script = bool(_DEVANAGARI.search(text))
+        if self.engine == "piper":
+            if hindi_script and "hi" in self.voices:
+                return self.voices["hi"]
+            return self.voices.get(language or "", self._voice)
+        if hindi_script or language == "hi":
+            return ESPEAK_HINDI
+        return self._espeak[1]
+
+    async def render(self, text: str, language: str | None = None) -> bytes:
         """One phrase -> 8 kHz mu-law."""
+        voice = self.voice_for(text, language)
         if self.engine == "piper":
             assert self._workers is not None
-            return await self._workers.run(render_piper, self._voice, text, variation=self._variation)
-        return await self._render_espeak(text)
+            return await self._workers.run(render_piper, voice, text, variation=self._variation)
+        return await self._render_espeak(text, voice)
 
-    async def _render_espeak(self, text: str) -> bytes:
-        binary, voice, wpm = self._espeak
+    async def _render_espeak(self, text: str, voice: str | None = None) -> bytes:
+        binary, default_voice, wpm = self._espeak
+        voice = voice or default_voice
         assert binary is not None
         proc = await asyncio.create_subprocess_exec(
             binary, "--stdin", "--stdout", "-v", voice, "-s", str(wpm),
@@ -206,8 +231,13 @@ class OfflineSynthesizer:
         language: str | None = None,
         model: str | None = None,
     ) -> AsyncIterator[AudioChunk]:
-        """One voice and one model: a flow's cloud ``voice`` / ``model`` names are ignored."""
-        return pipelined(phrases, self.render, split_first=self.engine == "piper")
+        """A flow's cloud ``voice`` / ``model`` names are ignored; ``language`` picks the
+        voice (see the module docstring)."""
+
+        async def render(text: str) -> bytes:
+            return await self.render(text, language)
+
+        return pipelined(phrases, render, split_first=self.engine == "piper")
 
     async def aclose(self) -> None:
         pass

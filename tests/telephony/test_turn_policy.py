@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from dialgraph.telephony.call.turn_policy import BARGE_IN, StartTurn, TurnPolicy, TurnState
+import pytest
+
+from dialgraph.server.core.settings import Settings
+from dialgraph.telephony.call.session import turn_language
+from dialgraph.telephony.call.turn_policy import (
+    BARGE_IN,
+    StartTurn,
+    TurnPolicy,
+    TurnState,
+    backchannel_vocabulary,
+    words_of,
+)
 from dialgraph.telephony.speech.base import Final, Interim, SpeechStarted, UtteranceEnd
 
 
@@ -119,3 +130,142 @@ def test_playback_done_returns_the_floor() -> None:
     assert policy.state is TurnState.LISTENING
     policy.agent_audio_started()  # late: ignored while listening
     assert policy.state is TurnState.LISTENING
+
+
+# --- backchannels ---------------------------------------------------------------------------------
+BACKCHANNELS: list[str] = Settings(_env_file=None).backchannel_words  # type: ignore[call-arg]
+SAID = [  # as recognizers write them
+    "Mm-hm.", "Mm-hmm.", "Uh-huh.", "Yeah.", "Yes.", "Okay.", "OK.", "Right.", "Sure.", "Hmm.", "Hmmm...",
+    "Haan.", "Haan ji.", "Achha.", "Accha.", "Ji.", "Theek hai.", "Hmm hmm.", "Mm hmm.", "Okay, okay.",
+    "हाँ जी।", "अच्छा", "ठीक है",
+]  # fmt: skip
+INTERRUPTIONS = ["Wait.", "Ruko.", "Nahi nahi.", "Stop.", "Hold on.", "Excuse me.", "What time?", "Okay, but Tuesday."]
+
+
+def backchannel_policy(**kw: int) -> TurnPolicy:
+    policy = TurnPolicy(backchannel_words=BACKCHANNELS, **kw)
+    policy.agent_turn_started()
+    policy.agent_audio_started()
+    return policy
+
+
+def prefixes(text: str) -> list[str]:
+    """The interims a streaming recognizer gives for ``text``, one more word each time."""
+    words = text.split()
+    return [" ".join(words[: i + 1]) for i in range(len(words))]
+
+
+def test_words_are_compared_without_case_punctuation_hyphens_or_stretching() -> None:
+    assert words_of("Mm-hmm.") == ["mmhmm"]
+    assert words_of("Hmmm... OKAY!") == ["hmm", "okay"]
+    assert words_of("Haaan ji, theek hai?") == ["haan", "ji", "theek", "hai"]
+    assert words_of("हाँ जी। ठीक है") == ["हाँ", "जी", "ठीक", "है"]  # vowel signs stay with their letters
+    assert backchannel_vocabulary(["haan ji", "Mm-Hmm"]) == {"haan", "ji", "mmhmm"}
+
+
+@pytest.mark.parametrize("said", SAID)
+def test_backchannels_while_the_agent_talks_do_not_interrupt(said: str) -> None:
+    policy = backchannel_policy(barge_in_min_ms=200)
+    fired = speak(policy, 5.0, 300)  # qualifies at 200 ms: held, no words yet
+    for i, interim in enumerate(prefixes(said)):
+        assert policy.recognition(Interim(interim, 5.0, 5.3 + 0.3 * i)) == ()
+        fired += speak(policy, 5.3 + 0.3 * (i + 1), 200)
+    assert policy.recognition(Final(said, 5.0, 5.3 + 0.3 * len(said.split()), speech_final=True)) == ()
+    assert fired == [] and policy.state is TurnState.AGENT_SPEAKING
+    # The backchannel was dropped: the next real words interrupt, and only they make the turn.
+    assert speak(policy, 9.0, 200) == []
+    assert policy.recognition(Interim("Wait", 9.0, 9.2)) == (BARGE_IN,)
+    assert policy.recognition(Final("Wait.", 9.0, 9.3, speech_final=True)) == (StartTurn("Wait."),)
+
+
+@pytest.mark.parametrize("said", INTERRUPTIONS)
+def test_a_real_interruption_barges_in_at_the_first_interim_with_other_words(said: str) -> None:
+    policy = backchannel_policy(barge_in_min_ms=200)
+    assert speak(policy, 5.0, 220) == []  # long enough, but no words yet: held
+    actions: list[object] = []
+    for i, interim in enumerate(prefixes(said)):
+        actions = list(policy.recognition(Interim(interim, 5.0, 5.2 + 0.2 * i)))
+        if actions:
+            break
+    assert actions == [BARGE_IN]
+    words = said.split()
+    # the first word that is not a backchannel word decided ("Okay, but": at "but")
+    assert i == next(n for n, w in enumerate(words) if words_of(w)[0] not in policy.backchannels)
+    assert policy.state is TurnState.LISTENING
+    assert policy.recognition(Final(said, 5.0, 5.8, speech_final=True)) == (StartTurn(said),)
+
+
+def test_an_interim_before_the_minimum_waits_for_the_vad() -> None:
+    policy = backchannel_policy(barge_in_min_ms=200)
+    assert speak(policy, 5.0, 100) == []
+    assert policy.recognition(Interim("Stop", 5.0, 5.1)) == ()  # 100 ms: too short yet
+    assert speak(policy, 5.1, 200) == [5.18]  # the VAD completes 200 ms: the words already decided
+
+
+def test_long_speech_without_words_barges_in_at_the_maximum() -> None:
+    policy = backchannel_policy(barge_in_min_ms=200, backchannel_max_ms=800)
+    assert speak(policy, 5.0, 1200) == [5.78]  # the frame that completes 800 ms of speech
+    assert policy.state is TurnState.LISTENING
+
+
+def test_each_backchannel_word_restarts_the_clock_until_the_words_stop_coming() -> None:
+    policy = backchannel_policy(barge_in_min_ms=200, backchannel_max_ms=800)
+    fired = speak(policy, 5.0, 600)
+    said = "haan haan theek hai ji"
+    for i, interim in enumerate(prefixes(said)):  # a word every 500 ms, speech throughout
+        assert policy.recognition(Interim(interim, 5.0, 5.6 + 0.5 * i)) == ()
+        fired += speak(policy, 5.6 + 0.5 * i, 500)
+    assert fired == []  # 3.1 s of backchannel words: the agent went on
+    # then speech goes on without new words (the recognizer fell behind): the last came when
+    # the VAD was at 7.58, so the frame that completes 800 ms after it interrupts
+    assert speak(policy, 8.1, 1000) == [8.36]
+
+
+def test_held_finals_open_the_turn_when_the_caller_goes_on() -> None:
+    policy = backchannel_policy(barge_in_min_ms=200)
+    assert speak(policy, 5.0, 300) == []
+    assert policy.recognition(Final("Okay,", 5.0, 5.3, speech_final=False, language="en")) == ()
+    assert policy.recognition(Interim("wait", 5.4, 5.6)) == (BARGE_IN,)
+    assert policy.recognition(Final("wait a second", 5.4, 6.0, speech_final=True, language="en")) == (
+        StartTurn("Okay, wait a second", ("en",)),
+    )
+
+
+def test_finals_alone_decide_for_a_recognizer_without_interims() -> None:
+    policy = backchannel_policy(barge_in_min_ms=200, backchannel_max_ms=800)
+    assert speak(policy, 5.0, 500) == []
+    assert policy.recognition(Final("Mm-hmm.", 5.0, 5.5, speech_final=True)) == ()
+    assert policy.state is TurnState.AGENT_SPEAKING
+    assert policy.recognition(Final("Stop please", 7.0, 7.6, speech_final=True)) == (
+        BARGE_IN,
+        StartTurn("Stop please"),
+    )
+
+
+def test_backchannels_while_thinking_are_dropped_too() -> None:
+    policy = TurnPolicy(backchannel_words=BACKCHANNELS)
+    assert policy.recognition(Final("I need Tuesday", 0.0, 1.0)) == (StartTurn("I need Tuesday"),)
+    assert speak(policy, 1.5, 400) == []
+    assert policy.recognition(Final("Okay.", 1.5, 1.9, speech_final=True)) == ()
+    assert policy.state is TurnState.THINKING
+
+
+def test_the_rule_off_is_the_old_vad_rule() -> None:
+    policy = agent_speaking(barge_in_min_ms=200)  # no backchannel words: the default
+    assert not policy.backchannels
+    assert speak(policy, 5.0, 400) == [5.18]  # "mm-hmm" or not: 200 ms of speech interrupts
+    empty = TurnPolicy(backchannel_words=[])
+    empty.agent_turn_started()
+    assert speak(empty, 5.0, 400) == [5.18]
+
+
+def test_a_turn_carries_the_languages_of_its_finals() -> None:
+    policy = TurnPolicy()
+    policy.recognition(Final("kal subah", 0.0, 0.8, speech_final=False, language="hi"))
+    policy.recognition(Final("ten o'clock", 0.8, 1.6, speech_final=False, language="en"))
+    (turn,) = policy.recognition(Final("please", 1.6, 2.0, speech_final=True, language="en"))
+    assert turn == StartTurn("kal subah ten o'clock please", ("hi", "en"))
+    assert turn_language(turn) == "hi-en"
+    assert turn_language(StartTurn("theek hai", ("hi",))) == "hi"
+    assert turn_language(StartTurn("mujhe kal appointment chahiye")) == "hi-en"  # no tag: read from the text
+    assert turn_language(StartTurn("I need an appointment")) == "en"

@@ -10,6 +10,12 @@ vocabulary) and separates words with silence. The fake follows the audio timelin
 received, not the wall clock): a word ends when its run ends; ``endpointing`` ms of silence
 -> final ``Results`` with ``speech_final``; ``utterance_end_ms`` -> ``UtteranceEnd``.
 
+Languages: with ``language=multi`` (nova-3's code-switching mode) every word carries a
+``language`` tag and each result's alternative the ``languages`` heard, most words first,
+like the vendor. The fake tags a word ``hi`` when it is Devanagari or a romanised Hindi
+word (``dialgraph.server.core.language.HINDI_WORDS``), else ``en``. Every query parameter
+is recorded, repeated ones (``keyterm``) as lists in ``ListenConnection.params``.
+
 Faults: ``drop_after_words`` aborts the TCP connection (no close frame) right after that
 many words arrived on one connection (once); ``refuse`` answers the handshake with HTTP 503.
 """
@@ -19,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,9 +36,17 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from dialgraph.server.core.language import HINDI_WORDS
+
 WORD_BASE = 0x10
 SILENCE = {0xFF, 0x7F}
 RATE = 8000
+_DEVANAGARI = re.compile(r"[\u0900-\u097F]")
+
+
+def word_language(word: str) -> str:
+    """The tag the fake gives ``word`` under ``language=multi``."""
+    return "hi" if _DEVANAGARI.search(word) or word.lower() in HINDI_WORDS else "en"
 
 
 def word_audio(words: list[str], vocab: list[str], *, word_ms: int = 200, gap_ms: int = 100, tail_ms: int = 0) -> bytes:
@@ -46,10 +62,12 @@ def word_audio(words: list[str], vocab: list[str], *, word_ms: int = 200, gap_ms
 
 @dataclass
 class ListenConnection:
-    """What one client connection sent."""
+    """What one client connection sent: ``query`` holds each parameter's last value,
+    ``params`` every value (``keyterm`` may repeat)."""
 
     query: dict[str, str]
     headers: dict[str, str]
+    params: dict[str, list[str]] = field(default_factory=dict)
     audio: bytearray = field(default_factory=bytearray)
     controls: list[dict[str, Any]] = field(default_factory=list)
     words: list[str] = field(default_factory=list)
@@ -109,8 +127,9 @@ class DeepgramFake:
 
     async def _handle(self, ws: ServerConnection) -> None:
         url = urlsplit(ws.request.path)  # type: ignore[union-attr]
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        conn = ListenConnection(query=query, headers=dict(ws.request.headers))  # type: ignore[union-attr]
+        params = parse_qs(url.query)
+        query = {k: v[-1] for k, v in params.items()}
+        conn = ListenConnection(query=query, headers=dict(ws.request.headers), params=params)  # type: ignore[union-attr]
         self.connections.append(conn)
         session = _Session(self, ws, conn)
         async for message in ws:
@@ -142,6 +161,7 @@ class _Session:
         self.utterance_end = int(q["utterance_end_ms"]) / 1000 if "utterance_end_ms" in q else None
         self.interim = q.get("interim_results") == "true"
         self.vad_events = q.get("vad_events") == "true"
+        self.multi = q.get("language") == "multi"
         self.t = 0  # bytes received
         self.run: int | None = None  # byte value of the word being heard
         self.run_start = 0
@@ -211,11 +231,17 @@ class _Session:
 
     async def _results(self, *, is_final: bool, speech_final: bool, until: float, from_finalize: bool = False) -> None:
         spoken = [w.capitalize() if i == 0 else w for i, (w, _, _) in enumerate(self.pending)]
-        words = [
+        words: list[dict[str, Any]] = [
             {"word": w, "start": s, "end": e, "confidence": 0.99, "punctuated_word": said}
             for (w, s, e), said in zip(self.pending, spoken, strict=True)
         ]
         transcript = " ".join(spoken)
+        alternative: dict[str, Any] = {"transcript": transcript, "confidence": 0.99 if words else 0.0, "words": words}
+        if self.multi:
+            for word in words:
+                word["language"] = word_language(word["word"])
+            alternative["languages"] = [tag for tag, _ in Counter(w["language"] for w in words).most_common()]
+            alternative["languages_hinted"] = []
         message = {
             "type": "Results",
             "channel_index": [0, 1],
@@ -224,9 +250,7 @@ class _Session:
             "is_final": is_final,
             "speech_final": speech_final,
             "from_finalize": from_finalize,
-            "channel": {
-                "alternatives": [{"transcript": transcript, "confidence": 0.99 if words else 0.0, "words": words}]
-            },
+            "channel": {"alternatives": [alternative]},
             "metadata": {
                 "request_id": self.request_id,
                 "model_info": {"name": "general-nova-3", "version": "2025-01-01.0", "arch": "nova-3"},

@@ -5,7 +5,9 @@ Served by uvicorn on 127.0.0.1 (both on one port, like api.elevenlabs.io), for t
 ``output_format=ulaw_8000``, records every message, and answers with deterministic "audio":
 ``fake_audio(text)`` (10 ms of one byte value per character), base64 in
 ``{"audio", "contextId"}`` messages, then ``{"isFinal": true, "contextId"}`` when a context
-closes; on HTTP the raw bytes, streamed.
+closes; on HTTP the raw bytes, streamed. Each socket's ``SocketRecord`` and each HTTP
+request's record name the voice, ``model_id`` and ``language_code`` it asked for (None when
+not sent), and whether the client offered permessage-deflate (``extensions``).
 
 Faults: ``refuse`` rejects WebSocket handshakes (HTTP 403) and HTTP requests (503);
 ``drop_after_chunks`` closes the socket abruptly (1011) after that many audio messages.
@@ -38,10 +40,19 @@ def fake_audio(text: str) -> bytes:
 class SocketRecord:
     voice: str
     query: dict[str, str]
+    extensions: str | None = None  # the client's Sec-WebSocket-Extensions offer
     messages: list[dict[str, Any]] = field(default_factory=list)
     flushes: list[tuple[str, str]] = field(default_factory=list)  # (context id, text flushed)
     closed_contexts: list[str] = field(default_factory=list)
     ended: bool = False
+
+    @property
+    def model_id(self) -> str | None:
+        return self.query.get("model_id")
+
+    @property
+    def language_code(self) -> str | None:
+        return self.query.get("language_code")
 
 
 class ElevenLabsFake:
@@ -106,7 +117,9 @@ class ElevenLabsFake:
             await ws.close(code=1008)
             return
         await ws.accept()
-        record = SocketRecord(voice=ws.path_params["voice"], query=query)
+        record = SocketRecord(
+            voice=ws.path_params["voice"], query=query, extensions=ws.headers.get("sec-websocket-extensions")
+        )
         self.sockets.append(record)
         inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         # Read (and record) concurrently with sending, so what the client sends before it
@@ -178,7 +191,15 @@ class ElevenLabsFake:
         query = dict(request.query_params)
         reason = self._reject(query, request.headers)
         body = await request.json()
-        self.http_requests.append({"voice": request.path_params["voice"], "query": query, "body": body})
+        self.http_requests.append(
+            {
+                "voice": request.path_params["voice"],
+                "model_id": body.get("model_id"),
+                "language_code": body.get("language_code"),
+                "query": query,
+                "body": body,
+            }
+        )
         if reason:
             self.rejected.append(reason)
             return JSONResponse({"detail": {"status": "rejected", "message": reason}}, status_code=503)
