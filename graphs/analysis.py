@@ -29,17 +29,21 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from dialgraph.graphs.spoken_time import parse_when
-from dialgraph.tools.knowledge import DONT_KNOW
+from dialgraph.tools.booking import OUTCOME_PREFIXES
+from dialgraph.tools.knowledge import DONT_KNOW, DONT_KNOW_HI
+from dialgraph.tools.messages import TAKEN_PREFIXES
 from dialgraph.tools.state import NOT_INTERESTED, OPTED_OUT
 
 OFFLINE = "offline"  # the ``model`` of an analysis made by the rules here
 
 # What the calendar tools say when they did what was asked (``tools/booking.py``
-# ``describe_outcome``); anything else (taken, closed, not found...) changed nothing.
-_BOOKED = "Booked"
-_MOVED = "Done: your appointment"
-_CANCELLED = "Cancelled your appointment"
-_MESSAGE_TAKEN = "Message taken"
+# ``describe_outcome``), in every reply language; anything else (taken, closed, not
+# found...) changed nothing.
+_BOOKED = OUTCOME_PREFIXES["booked"]
+_MOVED = OUTCOME_PREFIXES["moved"]
+_CANCELLED = OUTCOME_PREFIXES["cancelled"]
+_MESSAGE_TAKEN = TAKEN_PREFIXES
+_DONT_KNOW = (DONT_KNOW, DONT_KNOW_HI)
 _ANSWERED_DIAL = frozenset({"completed", "answered"})
 _GREETING = re.compile(r"^(hi|hello|hey|yes|yeah|well|so|um+|uh+|ok|okay)\b[ ,.!]*", re.I)
 
@@ -360,8 +364,8 @@ def issue_category(record: CallRecord) -> str:
 def support_offline(record: CallRecord) -> Extracted:
     """support: issue category, resolved, needs follow-up, transferred to."""
     steps = record.steps
-    answered = [s for s in steps if s.name == "search_knowledge" and s.ok and s.result and s.result != DONT_KNOW]
-    unknown = [s for s in steps if s.name == "search_knowledge" and (not s.ok or s.result == DONT_KNOW)]
+    answered = [s for s in steps if s.name == "search_knowledge" and s.ok and s.result and s.result not in _DONT_KNOW]
+    unknown = [s for s in steps if s.name == "search_knowledge" and (not s.ok or s.result in _DONT_KNOW)]
     message = any(s.name == "take_message" and s.result.startswith(_MESSAGE_TAKEN) for s in steps)
     transferred_to = record.transferred_to
     asked_transfer = any(s.name == "request_transfer" and s.ok for s in steps) or bool(record.transfer_target)

@@ -84,6 +84,7 @@ from dialgraph.telephony.speech.base import (
     RecognitionStream,
     SpeechSynthesizer,
     VoiceActivityDetector,
+    prefer_low_latency,
 )
 from dialgraph.telephony.twilio import codec
 from dialgraph.telephony.twilio.protocol import Gap, MediaStreamProtocol, Rejected
@@ -170,6 +171,7 @@ class CallSession:
         self._media = media
         self._db = db
         self._stream = recognition
+        self._low_latency = False  # asked of the stream while the agent holds the floor
         self._vad = vad
         self._runner = runner
         self._signal = StreamSignal.parse(signal)
@@ -456,12 +458,16 @@ class CallSession:
 
     def _on_media(self, media: codec.Media) -> None:
         payload = media.payload
+        policy = self.policy
+        agent_floor = policy.state is not TurnState.LISTENING
+        if agent_floor is not self._low_latency:  # twice a turn, not per frame
+            self._low_latency = agent_floor
+            prefer_low_latency(self._stream, agent_floor)
         self._stream.push(payload)
         if self._recorder is not None:
             self._recorder.caller(payload)
         # The VAD only serves barge-in: while the caller holds the floor it would be wasted
         # (a model VAD costs ~0.15 ms a speech frame, the largest per-frame cost there is).
-        policy = self.policy
         if (
             len(payload) == FRAME_BYTES
             and policy.state is not TurnState.LISTENING

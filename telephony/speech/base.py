@@ -187,3 +187,14 @@ class VoiceActivityDetector(Protocol):
 
     def reset(self) -> None:
         """Forget state (e.g. after a long gap)."""
+
+
+def prefer_low_latency(stream: object, on: bool) -> None:
+    """Ask a stream that batches audio (Deepgram: ``chunk_ms``) to send every frame at once
+    (``on``: while the agent holds the floor, when the first words of an interruption must
+    come back fast: a batched frame holds a word's end back by up to a frame) or to batch
+    again (the caller holds the floor: fewer messages per call-second). Streams that send
+    each frame anyway ignore it."""
+    hint = getattr(stream, "prefer_low_latency", None)
+    if hint is not None:
+        hint(on)

@@ -44,6 +44,7 @@ from deepgram.listen.v1.types import (
 from dialgraph.server.core.language import base as base_language
 from dialgraph.server.core.language import deepgram_language
 from dialgraph.telephony.speech.base import (
+    FRAME_BYTES,
     SAMPLE_RATE,
     Final,
     Interim,
@@ -139,6 +140,7 @@ class DeepgramStream(QueuedRecognitionStream):
         self._language = language
         self._keyterms = tuple(keyterms)
         self._pending = bytearray()  # pushed, not yet sent
+        self._chunk_bytes = owner.chunk_bytes  # FRAME_BYTES while low latency is preferred
         self._replay = bytearray()  # sent since the last final (resent after a reconnect)
         self._replay_start = 0.0  # stream time of _replay[0]
         self._conn_base = 0.0  # stream time of the current connection's t=0
@@ -152,7 +154,14 @@ class DeepgramStream(QueuedRecognitionStream):
         overflow = len(self._pending) + len(self._replay) - self._owner.max_buffer_bytes
         if overflow > 0:
             self._forget_oldest(overflow)
-        if len(self._pending) >= self._owner.chunk_bytes:
+        if len(self._pending) >= self._chunk_bytes:
+            self._wake.set()
+
+    def prefer_low_latency(self, on: bool) -> None:
+        """Every frame its own message (``on``) or ``chunk_ms`` batches (see
+        ``base.prefer_low_latency``)."""
+        self._chunk_bytes = FRAME_BYTES if on else self._owner.chunk_bytes
+        if self._pending and len(self._pending) >= self._chunk_bytes:
             self._wake.set()
 
     def _forget_oldest(self, count: int) -> None:

@@ -43,6 +43,7 @@ from dialgraph.telephony.speech.base import (
     SpeechRecognizer,
     SpeechSynthesizer,
     open_stream,
+    prefer_low_latency,
 )
 from dialgraph.telephony.speech.health import ProviderHealth
 from dialgraph.telephony.speech.phrase_tee import PhraseTee
@@ -120,6 +121,12 @@ class FallbackRecognitionStream:
         self._since_final = bytearray()
         self._ended = False
         self._closed = False
+        self._low_latency = False
+
+    def prefer_low_latency(self, on: bool) -> None:
+        """Passed on to the provider in use, and to the next one after a switch."""
+        self._low_latency = on
+        prefer_low_latency(self.active, on)
 
     def push(self, audio: bytes) -> None:
         self._since_final += audio
@@ -184,6 +191,8 @@ class FallbackRecognitionStream:
         self._at += 1
         self.active = open_stream(self._candidates[self._at], language=self._language, keyterms=self._keyterms)
         self.switched = True
+        if self._low_latency:
+            prefer_low_latency(self.active, True)
         if self._since_final:
             self.active.push(bytes(self._since_final))
         if self._ended:

@@ -124,3 +124,26 @@ def test_sales_opt_out_and_partial_answers() -> None:
 def test_a_tool_call_that_never_ran_is_not_a_step() -> None:
     messages = conversation(("tool", "book_appointment", {"start": "2026-12-04T09:00"}, None))
     assert tool_steps(messages) == []
+
+
+def test_a_hinglish_call_is_read_like_an_english_one() -> None:
+    """The tools answer a Hinglish caller in Hinglish; the analysis still sees what they did."""
+    from dialgraph.tools.knowledge import DONT_KNOW_HI
+
+    _, fields = analyse(
+        "scheduling",
+        ("caller", "kal subah 11 baje appointment chahiye, mera naam Rahul hai"),
+        (
+            "tool",
+            "book_appointment",
+            {"start": "2026-12-02T11:00", "name": "Rahul"},
+            "Appointment book ho gaya, Rahul ke naam se: Wednesday, 2 December ko subah 11 baje.",
+        ),
+    )
+    assert fields["outcome"] == "booked" and fields["appointment_time"] == "2026-12-02T11:00:00+01:00"
+    _, fields = analyse(
+        "support",
+        ("caller", "aapka app login pe error deta hai"),
+        ("tool", "search_knowledge", {"question": "login error"}, DONT_KNOW_HI),
+    )
+    assert fields["resolved"] is False and fields["needs_follow_up"] is True

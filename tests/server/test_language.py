@@ -64,3 +64,14 @@ def test_vendor_names() -> None:
     assert [deepgram_language(x) for x in LANGUAGES] == ["en", "en-IN", "hi", "multi"]
     assert [elevenlabs_language(x) for x in LANGUAGES] == [None, None, "hi", "hi"]
     assert [twilio_say_language(x) for x in LANGUAGES] == ["en-US", "en-IN", "hi-IN", "hi-IN"]
+
+
+def test_the_readmes_hinglish_example_config_loads() -> None:
+    from pathlib import Path
+
+    from dialgraph.server.core.settings import Settings
+
+    config = Path(__file__).resolve().parents[2] / "docs" / "hinglish.toml"
+    flow = Settings(config_file=config).flows["clinic"]  # type: ignore[call-arg]
+    assert (flow.language, flow.timezone, flow.graph) == ("hi-en", "Asia/Kolkata", "scheduling")
+    assert "Sharma Dental Clinic" in flow.keyterms

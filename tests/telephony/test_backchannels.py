@@ -132,9 +132,9 @@ async def running(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Stack]:
         )
         overrides = Overrides(
             # the production SDK clients, against the stand-ins
-            # 20 ms messages, one per Twilio frame: the 40 ms default holds a word's end back
-            # by up to a frame (onset -> clear 220-260 ms instead of 220-240; see h4's notes)
-            recognizer=DeepgramRecognizer(DG_KEY, url=deepgram.url, model="nova-3", chunk_ms=20),
+            # the default 40 ms messages: while the agent talks the session asks for one per
+            # Twilio frame (a batched frame would hold a word's end back by up to 20 ms)
+            recognizer=DeepgramRecognizer(DG_KEY, url=deepgram.url, model="nova-3"),
             synthesizer=ElevenLabsSynthesizer(EL_KEY, url=elevenlabs.url, model="eleven_flash_v2_5"),
             vad_factory=EnergyVad,
             call_control=object(),  # type: ignore[arg-type]
