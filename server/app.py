@@ -8,6 +8,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -65,14 +66,21 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
         call_control = build_call_control(settings)
         stack.push_async_callback(call_control.aclose)
 
+    # [overload]: this process's load (its live sessions, event-loop lag); past the limit
+    # /twilio/voice refuses new calls, /healthz answers 503 and no outbound call is placed.
+    from dialgraph.server.core.overload import Overload
     from dialgraph.server.outbound.placer import OutboundPlacer
     from dialgraph.server.outbound.voicemail import VoicemailCache
 
-    placer = OutboundPlacer(db, settings, call_control)
+    active_calls: dict[str, Any] = {}  # CallSid -> CallSession, kept by routes/media.py
+    overload = Overload(settings.overload, active_calls)
+    placer = OutboundPlacer(db, settings, call_control, overload=overload)
     if settings.outbound.dispatcher:
         from dialgraph.server.outbound.dispatcher import CampaignDispatcher
 
-        dispatcher = CampaignDispatcher(db, settings, placer, call_control, instance_id=instance_id())
+        dispatcher = CampaignDispatcher(
+            db, settings, placer, call_control, instance_id=instance_id(), overload=overload
+        )
         dispatcher.start()
         stack.push_async_callback(dispatcher.aclose)  # stops before the client and the db close
 
@@ -87,7 +95,8 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
     stack.callback(hub.remove_signal_listener, metrics.signal)
     metrics.follow(metrics.events_refused, lambda: call_events.refused)
     metrics.follow(metrics.events_dropped, lambda: call_events.dropped)
-    metrics.start()  # the event-loop lag probe
+    metrics.follow(metrics.ready, lambda: float(overload.state().ready))
+    overload.lag.listen(metrics.observe_lag)  # one event-loop lag probe feeds both
     stack.push_async_callback(metrics.aclose)
     if settings.tracing.enabled:  # [tracing]: OpenTelemetry spans per call and turn (opt-in)
         from dialgraph.server.core.tracing import CallTracer
@@ -118,6 +127,8 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
         placer=placer,
         voicemail_cache=VoicemailCache(),
         metrics=metrics,
+        overload=overload,
+        active_calls=active_calls,
     )
 
 
@@ -136,12 +147,8 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.services = await build_services(settings, stack, overrides or Overrides())
-            app.state.active_calls = {}
-            # [overload]: this process's load (its live sessions, event-loop lag); past the
-            # limit /twilio/voice refuses new calls and /healthz answers 503.
-            from dialgraph.server.core.overload import Overload
-
-            app.state.overload = Overload(settings.overload, app.state.active_calls)
+            app.state.active_calls = app.state.services.active_calls
+            app.state.overload = app.state.services.overload
             # [retention]: every instance prunes on a schedule (one at a time on PostgreSQL);
             # stopped before the services close.
             from dialgraph.server.privacy.retention import RetentionTask

@@ -8,8 +8,8 @@ passed is built from settings.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from dialgraph.server.core.call_events import CallEventWriter
 from dialgraph.server.core.db import Database
@@ -19,6 +19,7 @@ from dialgraph.server.core.turns import TurnRunner
 from dialgraph.telephony.speech.base import SpeechRecognizer, SpeechSynthesizer, VoiceActivityDetector
 
 if TYPE_CHECKING:  # the Twilio client loads only when the app builds one
+    from dialgraph.server.core.overload import Overload
     from dialgraph.server.outbound.placer import OutboundPlacer
     from dialgraph.server.outbound.voicemail import VoicemailCache
     from dialgraph.server.routes.metrics import Metrics
@@ -41,6 +42,8 @@ class Services:
     placer: OutboundPlacer  # places outbound calls (compliance checks, then Twilio REST)
     voicemail_cache: VoicemailCache  # rendered voicemail messages, by CallSid
     metrics: Metrics | None = None  # this process's Prometheus metrics (GET /metrics), fed by the live hub
+    overload: Overload | None = None  # [overload]: whether this process takes new calls
+    active_calls: dict[str, Any] = field(default_factory=dict)  # CallSid -> CallSession here
 
     def runner(self, flow: str) -> TurnRunner:
         return self.runners[flow]

@@ -244,7 +244,7 @@ class CampaignContact(Base):
     ``state``: queued -> claimed (an instance took it) -> dialing (REST request made) ->
     live (answered) -> done; ``outcome`` says how it ended (completed, no_answer, busy,
     voicemail, failed, canceled, opted_out, skipped_dnd, skipped_opted_out, skipped_hours,
-    skipped_dlt, skipped_rate_limited). A retry puts it back to queued with a later
+    skipped_dlt, skipped_rate_limited, skipped_overloaded). A retry puts it back to queued with a later
     ``next_attempt_at``.
     """
 

@@ -20,7 +20,14 @@ the flow's language (or ``<Reject reason="busy">``), recorded like the limits' r
 ``/healthz`` answers 503 ``ready: false`` with the reason, so a load balancer sends new calls
 to another instance. Calls in progress are untouched: resumed streams (a reconnect, a failed
 transfer) never pass ``/twilio/voice``, and outbound calls we placed are not refused when
-the callee answers.
+the callee answers. Instead, past the limit this process places no outbound call: the
+campaign dispatcher claims no contacts (another instance takes them) and ``POST /api/calls``
+answers 409 ``{"reason": "overloaded", "rule": ...}``; a contact already claimed goes back to
+the queue for ``OVERLOAD_RETRY_S``. A placed call counts from the REST request until its
+stream opens (its ring time at most).
+
+One probe: the lag monitor's samples also feed ``/metrics``' lag histogram, and
+``dialgraph_ready`` (1/0) mirrors ``/healthz``.
 
 Per process: under ``dialgraph serve --workers N`` each worker counts and refuses on its own
 (its ``/healthz`` too, so a balancer's probe sees whichever worker took it), and a call's
@@ -48,13 +55,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from dialgraph.server.core.language import base, twilio_say_language
 
+log = structlog.get_logger(__name__)
+
 LAG_EVERY_S = 0.1  # the lag probe's sleep: 10 wakeups a second, whatever the number of calls
 MAX_CALLS_RULE = "overload.max_calls"
 LOOP_LAG_RULE = "overload.max_loop_lag_ms"
+OVERLOAD_RETRY_S = 30  # an outbound call refused for load is retried this much later
 
 BUSY_MESSAGES = {
     "en": "Sorry, all our lines are busy right now. Please call again later. Goodbye.",
@@ -98,6 +109,11 @@ class LoopLagMonitor:
         self.every_s = every_s
         self._samples: deque[float] = deque(maxlen=max(1, round(window_s / every_s)))
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[float], None]] = []
+
+    def listen(self, listener: Callable[[float], None]) -> None:
+        """Also hand every wakeup's lag (seconds) to ``listener`` (the metrics' histogram)."""
+        self._listeners.append(listener)
 
     def record(self, lag_s: float) -> None:
         """One wakeup ``lag_s`` late; a stall longer than the interval also records the ticks
@@ -140,7 +156,13 @@ class LoopLagMonitor:
         while True:
             start = loop.time()
             await asyncio.sleep(self.every_s)
-            self.record(loop.time() - start - self.every_s)
+            lag = loop.time() - start - self.every_s
+            self.record(lag)
+            for listener in self._listeners:
+                try:
+                    listener(lag)
+                except Exception:  # a listener's bug must not stop the probe readiness depends on
+                    log.exception("loop lag listener failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +210,7 @@ class Overload:
         self.settings = settings
         self.lag = lag or LoopLagMonitor(window_s=settings.loop_lag_window_s)
         self._live = live
-        self._admitted: dict[str, float] = {}  # CallSid -> when admitted (clock), stream not open yet
+        self._admitted: dict[str, float] = {}  # CallSid -> until when it counts (clock), stream not open yet
         self._clock = clock
 
     def start(self) -> None:
@@ -201,9 +223,9 @@ class Overload:
     def calls(self) -> int:
         """Calls in progress here: live sessions, plus admitted calls whose stream is due."""
         if self._admitted:
-            oldest = self._clock() - self.settings.admission_hold_s
-            for sid, at in list(self._admitted.items()):
-                if at < oldest or sid in self._live:
+            now = self._clock()
+            for sid, until in list(self._admitted.items()):
+                if until < now or sid in self._live:
                     del self._admitted[sid]
         return len(self._live) + len(self._admitted)
 
@@ -224,5 +246,10 @@ class Overload:
             return None
         reason = self.state().reason
         if reason is None:
-            self._admitted[call_sid] = self._clock()
+            self._admitted[call_sid] = self._clock() + self.settings.admission_hold_s
         return reason
+
+    def hold(self, call_sid: str, seconds: float) -> None:
+        """Count a call we placed (outbound) until its stream opens, ``seconds`` at most (it
+        rings first): a burst of placed calls counts before the callees answer."""
+        self._admitted[call_sid] = max(self._admitted.get(call_sid, 0.0), self._clock() + seconds)

@@ -74,8 +74,11 @@ SKIP_OUTCOMES = {
     "calling_hours": "skipped_hours",
     "dlt_missing": "skipped_dlt",
     "rate_limited": "skipped_rate_limited",
+    "overloaded": "skipped_overloaded",
 }
-DEFERRALS = frozenset({"skipped_hours", "skipped_rate_limited"})  # a queued contact waiting for these
+DEFERRALS = frozenset(
+    {"skipped_hours", "skipped_rate_limited", "skipped_overloaded"}
+)  # a queued contact waiting for these
 RATE_LIMITED_RETRY_MIN_S = 60  # a refused-for-rate contact never retries sooner (retry_after_s may be 0)
 
 
@@ -294,8 +297,8 @@ async def mark_dialing(db: Database, contact_id: int, call_sid: str, *, now: dt.
 async def mark_skipped(db: Database, contact_id: int, refusal: Refusal, *, now: dt.datetime | None = None) -> None:
     """The placer refused the call (no REST request; the attempt is refunded). Calling hours
     requeue the contact for ``next_allowed_at``; a rate limit for its ``next_allowed_at`` or
-    ``retry_after_s``, else the campaign's ``retry_after_s`` (at least a minute); dnd,
-    opted_out and dlt_missing are final."""
+    ``retry_after_s``, else the campaign's ``retry_after_s`` (at least a minute); an
+    overloaded instance for its ``retry_after_s``; dnd, opted_out and dlt_missing are final."""
     now = now or utcnow()
     outcome = SKIP_OUTCOMES[refusal.reason]
     done = False
@@ -321,7 +324,7 @@ async def mark_skipped(db: Database, contact_id: int, refusal: Refusal, *, now: 
 
 
 def _deferral(refusal: Refusal, campaign: Campaign | None, now: dt.datetime) -> dt.datetime | None:
-    if refusal.reason not in ("calling_hours", "rate_limited"):
+    if refusal.reason not in ("calling_hours", "rate_limited", "overloaded"):
         return None
     at = refusal.detail.get("next_allowed_at")
     if isinstance(at, str):

@@ -4,7 +4,9 @@ Every ``dispatch_interval_s`` one round: ``reaper.reap`` (now and then), ``conta
 (as many as this instance has room for; the campaign's ``max_concurrent`` and rate hold in
 SQL across instances), and one task per claimed contact that sleeps until its slot instant,
 checks the claim is still its own, and places the call. A failing round is logged and the
-loop goes on; nothing in it blocks the event loop.
+loop goes on; nothing in it blocks the event loop. A process past ``[overload]``'s limit
+claims nothing (another instance with room takes the contacts); a contact it already holds
+is refused by the placer (``overloaded``) and goes back to the queue for a later attempt.
 
 ``aclose()`` stops the loop after its round, cancels the contacts still waiting for their
 slot (their claims expire and any instance takes them again) and waits for calls being
@@ -23,6 +25,7 @@ import structlog
 
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import utcnow
+from dialgraph.server.core.overload import Overload
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.writer import log_write_failure
 from dialgraph.server.outbound import contact_queue, reaper
@@ -49,7 +52,10 @@ class CampaignDispatcher:
         *,
         instance_id: str,
         max_in_flight: int = 100,
+        overload: Overload | None = None,
     ) -> None:
+        self._overload = overload
+        self.rounds_overloaded = 0  # rounds that claimed nothing: this process was past [overload]
         self._db = db
         self._outbound = settings.outbound
         self._placer = placer
@@ -117,6 +123,9 @@ class CampaignDispatcher:
             )
         room = self._max_in_flight - len(self._call_tasks)
         if room <= 0 or self._stopping.is_set():
+            return 0
+        if self._overload is not None and not self._overload.state().ready:
+            self.rounds_overloaded += 1  # claim nothing: an instance with room takes the contacts
             return 0
         claimed = await contact_queue.claim(self._db, self.instance_id, utcnow(), limit=room, horizon_s=self._horizon_s)
         for contact in claimed:

@@ -3,7 +3,9 @@
 ``OutboundPlacer.place`` is what ``POST /api/calls``, ``dialgraph call`` and the campaign
 dispatcher call. In order:
 
-1. the flow must exist (``ValueError``; the API checks first and answers 422);
+1. the flow must exist (``ValueError``; the API checks first and answers 422); a process
+   past ``[overload]``'s limit refuses with ``overloaded`` (rule ``overload.*``,
+   ``retry_after_s``), audited like a compliance refusal;
 2. ``compliance.check``: a refusal is audited (``refused``, or ``skipped`` for a campaign
    contact) with its rule and raised as ``Refused``; no REST request is made;
 3. a slot of the account's calls-per-second schedule (``rates.take_slot("account")``,
@@ -13,7 +15,8 @@ dispatcher call. In order:
    all four events, async AMD with its own callback, the ring timeout. A REST failure is
    audited ``failed`` and re-raised (``CallControlError``);
 5. the call row (an upsert: ``/twilio/voice`` may already have created it) and the
-   ``placed`` audit row, in one transaction.
+   ``placed`` audit row, in one transaction. The call counts towards this process's load
+   (``Overload.hold``) while it rings.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.enums import CallStatus
 from dialgraph.server.core.models import Call, utcnow
+from dialgraph.server.core.overload import OVERLOAD_RETRY_S, Overload
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.outbound import audit, compliance, rates
 from dialgraph.server.outbound.types import OutboundRequest, Refusal, Refused
@@ -55,7 +59,9 @@ class OutboundPlacer:
         *,
         clock: Callable[[], dt.datetime] = utcnow,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        overload: Overload | None = None,
     ) -> None:
+        self._overload = overload
         self._db = db
         self._settings = settings
         self._call_control = call_control
@@ -71,6 +77,10 @@ class OutboundPlacer:
             raise ValueError(f"unknown flow {req.flow!r}")
         if not compliance.valid_e164(req.to) or not compliance.valid_e164(req.from_):
             raise ValueError("to and from must be E.164 numbers")
+        if self._overload is not None and (rule := self._overload.state().reason) is not None:
+            # Past [overload]'s limit this process places no call: its callee would get a
+            # degraded agent. Another instance (or this one, later) places it.
+            await self._refuse(req, Refusal("overloaded", rule, {"retry_after_s": OVERLOAD_RETRY_S}))
         refusal = await compliance.check(self._db, settings, req, self._clock())
         if refusal is not None:
             await self._refuse(req, refusal)
@@ -82,6 +92,8 @@ class OutboundPlacer:
         elif wait > 0:
             await self._sleep(wait)
         sid = await self._dial(req)
+        if self._overload is not None:  # it counts while it rings, before its stream opens
+            self._overload.hold(sid, settings.outbound.ring_timeout_s + self._overload.settings.admission_hold_s)
         try:
             await self._record(req, sid)
         except Exception:  # the call is ringing: report it placed rather than have it dialled again

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from dialgraph.server.core.flow_config import CallingWindow, DltFields
 
 Purpose = Literal["promotional", "service", "transactional"]
-RefusalReason = Literal["dnd", "opted_out", "calling_hours", "rate_limited", "dlt_missing"]
+RefusalReason = Literal["dnd", "opted_out", "calling_hours", "rate_limited", "dlt_missing", "overloaded"]
 
 
 @dataclass(frozen=True, slots=True)

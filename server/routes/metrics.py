@@ -12,8 +12,9 @@ Where the numbers come from:
   the event loop, never I/O). Turn latency is the ``latency_ms`` the session stores on each
   agent turn (from the caller's turn, or the trigger, to the reply's first audio frame sent);
   a turn event whose ``data["timings"]`` holds per-stage figures (ms) feeds the stage
-  histogram too. Event-loop lag: one task sleeps ``LOOP_LAG_EVERY_S`` and records how late
-  it woke. The event writer's counters (rows refused, dropped) are read at scrape.
+  histogram too. Event-loop lag: the overload's probe (``server/core/overload.py``: one task
+  sleeping 0.1 s) hands each wakeup's lateness to ``observe_lag``, which also refreshes the
+  gauges; ``dialgraph_ready`` is 1 while this process takes new calls (``/healthz``), else 0. The event writer's counters (rows refused, dropped) are read at scrape.
 * **Process signals** (``hub.notify``, see ``server/core/live.py``): a speech provider that
   failed and whether its chain fell back to the next one (``telephony/speech/fallback.py``),
   a call refused by a limit (``routes/twilio.py``), each checkpoint write's time (the savers
@@ -38,7 +39,6 @@ Where the numbers come from:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hmac
 import ipaddress
@@ -73,7 +73,6 @@ from dialgraph.server.core.settings import Settings
 
 router = APIRouter(tags=["metrics"])
 
-LOOP_LAG_EVERY_S = 0.5
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LATENCY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -193,6 +192,12 @@ class Metrics:
             multiprocess_mode=live,
         )
         self.processes.set(1)
+        self.ready = Gauge(
+            "dialgraph_ready",
+            "1 while this process takes new calls (GET /healthz 200), 0 past [overload]'s limit; summed over workers",
+            registry=r,
+            multiprocess_mode=live,
+        )
         self.provider_errors = Counter(
             "dialgraph_provider_errors",
             "Speech provider failures in a fallback chain, by kind (asr, tts) and provider",
@@ -227,16 +232,17 @@ class Metrics:
         self._follow: list[tuple[Gauge, Callable[[], float]]] = []
         self.loop_lag = Histogram(
             "dialgraph_event_loop_lag_seconds",
-            f"How late a {LOOP_LAG_EVERY_S} s sleep of this process's event loop woke up",
+            "How late the overload probe's 0.1 s sleep on this process's event loop woke up",
             buckets=LAG_BUCKETS,
             registry=r,
         )
         self._calls: dict[str, tuple[str, str, str | None]] = {}  # live session -> (flow, direction, ending)
-        self._lag_task: asyncio.Task[None] | None = None
 
-    # --- the event loop's lag (one sleeping task) ---------------------------------------------
-    def start(self) -> None:
-        self._lag_task = asyncio.get_running_loop().create_task(self._watch_loop(), name="metrics-loop-lag")
+    # --- the event loop's lag (the overload probe's samples) ---------------------------------
+    def observe_lag(self, lag_s: float) -> None:
+        """One wakeup of the lag probe, ``lag_s`` late; the followed gauges refresh with it."""
+        self.loop_lag.observe(max(0.0, lag_s))
+        self.refresh()
 
     def follow(self, gauge: Gauge, read: Callable[[], float]) -> None:
         """Keep ``gauge`` at ``read()`` (refreshed by the loop-lag task and at scrape)."""
@@ -248,21 +254,8 @@ class Metrics:
             gauge.set(read())
 
     async def aclose(self) -> None:
-        task, self._lag_task = self._lag_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         if self.multiproc_dir is not None:  # this worker's live gauges stop counting
             multiprocess.mark_process_dead(os.getpid(), str(self.multiproc_dir))
-
-    async def _watch_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            start = loop.time()
-            await asyncio.sleep(LOOP_LAG_EVERY_S)
-            self.loop_lag.observe(max(0.0, loop.time() - start - LOOP_LAG_EVERY_S))
-            self.refresh()
 
     # --- exposition ---------------------------------------------------------------------------
     def exposition(self) -> bytes:
