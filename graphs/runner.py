@@ -25,6 +25,12 @@ usage included), which the call session adds to the call's cost. Spend caps: a
 ``CallSignal("budget_spent")`` is answered with ``BUDGET_OFFER`` (fixed words written to the
 thread, no model call), and a caller turn marked ``offline`` runs with ``OFFLINE_ONLY`` in
 its config, so a hosted model (``graphs.model``) hands it to the offline model.
+
+Preemption: ``preempt(ctx, CallerText)`` answers a turn that is not confirmed yet (a stable
+interim transcript) on a fork of the thread in memory, holding back tool calls with effects
+(tools marked ``tools.runtime.EARLY_TOOL`` run early); ``confirm()`` writes the fork's head
+to the thread and finishes, ``discard()`` leaves the thread and the database untouched
+(``PreemptiveReply``).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from typing import Any, Literal
 import structlog
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
 
 from dialgraph.graphs.model import offline_config
@@ -60,6 +68,7 @@ from dialgraph.server.core.turns import (
     TransferRequest,
     TurnUsage,
 )
+from dialgraph.tools.runtime import EARLY_TOOL
 
 log = structlog.get_logger(__name__)
 
@@ -118,6 +127,7 @@ class GraphRunner:
         self.durability = durability
         self.recursion_limit = recursion_limit
         self._logs: OrderedDict[str, TurnLog] = OrderedDict()
+        self._early_tools = _early_tools(graph)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # --- TurnRunner ------------------------------------------------------------------------
@@ -153,6 +163,15 @@ class GraphRunner:
             updates = repair_messages(messages, self._logs.get(ctx.thread_id), heard_text)
             await self.graph.aupdate_state(config, {"messages": updates}, as_node="agent")
             log.info("reply_interrupted", call_sid=ctx.call_sid, thread_id=ctx.thread_id, heard_chars=len(heard_text))
+
+    def early_tool(self, name: str) -> bool:
+        """Whether the flow's tool ``name`` may run before the caller's turn is confirmed."""
+        return name in self._early_tools
+
+    def preempt(self, ctx: CallContext, turn: CallerText) -> PreemptiveReply:
+        """Start answering ``turn`` before it is confirmed (a stable interim transcript, or the
+        turn detector saying the caller is done): see ``PreemptiveReply``."""
+        return PreemptiveReply(self, ctx, turn)
 
     # --- internals -------------------------------------------------------------------------
     async def _budget_offer(self, ctx: CallContext) -> AsyncGenerator[RunnerEvent, None]:
@@ -214,82 +233,257 @@ class GraphRunner:
     async def _run(
         self, ctx: CallContext, update: dict[str, Any], *, human: HumanMessage | None, offline: bool = False
     ) -> AsyncGenerator[RunnerEvent, None]:
-        # Every run states the per-turn fields, so nothing stale from an earlier turn routes this one.
-        payload = {"signal": None, "keypad": None, "pending_transfer": None, "pending_end": None, **update}
         lock = self._lock(ctx.thread_id)
         async with lock:
             turn = TurnLog(human=human)
             self._remember(ctx.thread_id, turn)
-            transfer: dict[str, Any] | None = None
-            end: dict[str, Any] | None = None
-            started = time.perf_counter()
-            first_token_ms: float | None = None
-            tokens = {"input": 0, "output": 0}
-            by_model: dict[str, list[int]] = {}
-            last_id: str | None = None
+            acc = _RunTally()
             config = offline_config(self._config(ctx)) if offline else self._config(ctx)
-            stream: Any = self.graph.astream(
-                payload,
-                config,
-                context=ctx,
-                stream_mode=["messages", "updates"],
-                durability=self.durability,
-            )
-            async with aclosing(stream):
-                async for mode, data in stream:
-                    if mode == "updates":
-                        # a node's update is a dict, or a list of them when it wrote a key
-                        # twice (the tool node applying several tools' Commands)
-                        for node_update in data.values():
-                            for part in node_update if isinstance(node_update, list) else (node_update,):
-                                if isinstance(part, dict):
-                                    transfer = part.get("pending_transfer", transfer)
-                                    end = part.get("pending_end", end)
-                        continue
-                    chunk, meta = data
-                    if meta.get("langgraph_node") not in SPOKEN_NODES or not isinstance(
-                        chunk, (AIMessage, AIMessageChunk)
-                    ):
-                        continue
-                    if chunk.usage_metadata:
-                        used_in = chunk.usage_metadata.get("input_tokens", 0)
-                        used_out = chunk.usage_metadata.get("output_tokens", 0)
-                        tokens["input"] += used_in
-                        tokens["output"] += used_out
-                        model = str(meta.get("ls_model_name") or chunk.response_metadata.get("model_name") or "default")
-                        counted = by_model.setdefault(model, [0, 0])
-                        counted[0] += used_in
-                        counted[1] += used_out
-                    text = content_text(chunk)
-                    if not text:
-                        continue
-                    msg_id = chunk.id or "unknown"
-                    if last_id is not None and msg_id != last_id and not text[:1].isspace():
-                        turn.add(last_id, " ")
-                        yield TextChunk(" ")
-                    last_id = msg_id
-                    if first_token_ms is None:
-                        first_token_ms = (time.perf_counter() - started) * 1000
-                    turn.add(msg_id, text)
-                    yield TextChunk(text)
-            log.info(
-                "turn_done",
-                call_sid=ctx.call_sid,
-                flow=ctx.flow,
-                first_token_ms=round(first_token_ms, 1) if first_token_ms is not None else None,
-                turn_ms=round((time.perf_counter() - started) * 1000, 1),
-                input_tokens=tokens["input"],
-                output_tokens=tokens["output"],
-                transfer=transfer["target"] if transfer else None,
-                end=bool(end),
-                offline=offline or None,
-            )
-            for model, (used_in, used_out) in by_model.items():
-                yield TurnUsage(model=model, input_tokens=used_in, output_tokens=used_out)
-            if transfer:
-                yield TransferRequest(target=transfer["target"], reason=transfer["reason"], summary=transfer["summary"])
-            if end:
-                yield EndCallRequest(reason=end.get("reason", "completed"))
+            async for chunk in self._stream(self.graph, _turn_payload(update), config, ctx, turn, acc):
+                yield chunk
+            self._log_done(ctx, acc, offline=offline)
+            for event in acc.closing_events():
+                yield event
+
+    async def _stream(
+        self,
+        graph: CompiledStateGraph[Any, Any, Any, Any],
+        payload: dict[str, Any] | None,
+        config: RunnableConfig,
+        ctx: CallContext,
+        turn: TurnLog,
+        acc: _RunTally,
+        *,
+        interrupt_before: list[str] | None = None,
+    ) -> AsyncGenerator[TextChunk, None]:
+        """One graph run (``payload`` None: resume where the thread stands): the spoken text
+        as it streams; the transfer/end requests and token usage go into ``acc``."""
+        stream: Any = graph.astream(
+            payload,
+            config,
+            context=ctx,
+            stream_mode=["messages", "updates"],
+            durability=self.durability,
+            interrupt_before=interrupt_before,
+        )
+        async with aclosing(stream):
+            async for mode, data in stream:
+                if mode == "updates":
+                    # a node's update is a dict, or a list of them when it wrote a key
+                    # twice (the tool node applying several tools' Commands)
+                    for node_update in data.values():
+                        for part in node_update if isinstance(node_update, list) else (node_update,):
+                            if isinstance(part, dict):
+                                acc.transfer = part.get("pending_transfer", acc.transfer)
+                                acc.end = part.get("pending_end", acc.end)
+                    continue
+                chunk, meta = data
+                if meta.get("langgraph_node") not in SPOKEN_NODES or not isinstance(chunk, (AIMessage, AIMessageChunk)):
+                    continue
+                if chunk.usage_metadata:
+                    model = str(meta.get("ls_model_name") or chunk.response_metadata.get("model_name") or "default")
+                    acc.count(model, chunk.usage_metadata)
+                text = content_text(chunk)
+                if not text:
+                    continue
+                msg_id = chunk.id or "unknown"
+                if acc.last_id is not None and msg_id != acc.last_id and not text[:1].isspace():
+                    turn.add(acc.last_id, " ")
+                    yield TextChunk(" ")
+                acc.last_id = msg_id
+                if acc.first_token_ms is None:
+                    acc.first_token_ms = (time.perf_counter() - acc.started) * 1000
+                turn.add(msg_id, text)
+                yield TextChunk(text)
+
+    def _log_done(self, ctx: CallContext, acc: _RunTally, *, offline: bool = False, **extra: Any) -> None:
+        log.info(
+            "turn_done",
+            call_sid=ctx.call_sid,
+            flow=ctx.flow,
+            first_token_ms=round(acc.first_token_ms, 1) if acc.first_token_ms is not None else None,
+            turn_ms=round((time.perf_counter() - acc.started) * 1000, 1),
+            input_tokens=acc.tokens[0],
+            output_tokens=acc.tokens[1],
+            transfer=acc.transfer["target"] if acc.transfer else None,
+            end=bool(acc.end),
+            offline=offline or None,
+            **extra,
+        )
+
+
+class PreemptiveReply:
+    """A reply run on a caller turn that is not confirmed yet, kept out of the thread until it is.
+
+    Iterate it like ``respond``: the ``TextChunk``s stream at once (the session synthesises
+    them but holds the audio back). The run works on a fork of the thread: the head
+    checkpoint copied into an in-memory saver, so nothing it does reaches the real
+    checkpointer. It stops before a tool call that has effects (a tool without
+    ``EARLY_TOOL`` in its metadata: booking, cancelling, messages...); read-only tools and
+    tools that only change the graph's state (transfer or end requests, acted on by the
+    session after the reply) run early. Then it waits for the session's decision:
+
+    - ``confirm()``: the fork's head is written to the thread (one checkpoint, through the
+      real saver, so redaction and encryption apply), the run goes on there (the held-back
+      tool calls run now) and the turn ends like ``respond``'s: usage, transfer, end.
+    - ``discard()`` (the final transcript differs), or cancelling the iterating task: the
+      fork is dropped; the thread and the database are as before. What the model spent is
+      in ``wasted`` (the call still pays for it).
+
+    The thread's lock is held from the fork to the decision, so nothing else writes to the
+    thread meanwhile: decide before any other call on the same thread (``record_heard``
+    would wait for it).
+    """
+
+    def __init__(self, runner: GraphRunner, ctx: CallContext, turn: CallerText) -> None:
+        self._runner = runner
+        self._ctx = ctx
+        self._turn = turn
+        self._decision: asyncio.Future[bool] | None = None
+        self._decided: bool | None = None
+        self.wasted: list[TurnUsage] = []  # a discarded run's spend
+        self.held_back: tuple[str, ...] = ()  # the tool calls that waited for the confirmation
+        self.waiting = asyncio.Event()  # set when all it may do early is done: it needs the decision
+
+    def confirm(self) -> None:
+        """The final transcript is this turn's: commit and finish the reply."""
+        self._decide(True)
+
+    def discard(self) -> None:
+        """The final transcript differs: drop the run; nothing reaches the thread."""
+        self._decide(False)
+
+    def _decide(self, confirmed: bool) -> None:
+        if self._decided is None:
+            self._decided = confirmed
+            if self._decision is not None and not self._decision.done():
+                self._decision.set_result(confirmed)
+
+    def __aiter__(self) -> AsyncIterator[RunnerEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncGenerator[RunnerEvent, None]:
+        runner, ctx = self._runner, self._ctx
+        human = HumanMessage(self._turn.text, id=f"caller-{uuid.uuid4().hex}")
+        real = runner.graph.checkpointer
+        if not isinstance(real, BaseCheckpointSaver):
+            raise TypeError("preemption needs a graph compiled with a checkpointer")
+        async with runner._lock(ctx.thread_id):
+            config = runner._config(ctx)
+            if self._turn.offline:
+                config = offline_config(config)
+            head = await real.aget_tuple(config)
+            fork = runner.graph.copy(update={"checkpointer": InMemorySaver()})
+            fork_config: RunnableConfig = {**config, "configurable": {**config["configurable"], "checkpoint_ns": ""}}
+            if head is not None:
+                await _copy_checkpoint(head, fork.checkpointer, fork_config, since=None)  # type: ignore[arg-type]
+            turn, acc = TurnLog(human=human), _RunTally()
+            payload: dict[str, Any] | None = _turn_payload({"messages": [human]})
+            while True:  # run until the end of the turn or a tool call with effects
+                async for chunk in runner._stream(
+                    fork, payload, fork_config, ctx, turn, acc, interrupt_before=["tools"]
+                ):
+                    yield chunk
+                payload = None
+                pending = _pending_tool_calls(await fork.aget_state(fork_config))
+                if not pending or not all(runner.early_tool(name) for name in pending):
+                    self.held_back = tuple(pending)
+                    break
+            self._decision = asyncio.get_running_loop().create_future()
+            if self._decided is not None:
+                self._decision.set_result(self._decided)
+            self.waiting.set()
+            if not await self._decision:
+                self.wasted = acc.usage()
+                runner._log_done(ctx, acc, offline=self._turn.offline, preemptive="discarded")
+                return
+            runner._remember(ctx.thread_id, turn)
+            forked = await fork.checkpointer.aget_tuple(fork_config)  # type: ignore[union-attr]
+            if forked is not None:
+                await _copy_checkpoint(forked, real, config, since=head)
+            if self.held_back:  # the tool calls that waited run now, on the real thread
+                async for chunk in runner._stream(runner.graph, None, config, ctx, turn, acc):
+                    yield chunk
+            runner._log_done(ctx, acc, offline=self._turn.offline, preemptive="confirmed")
+            for event in acc.closing_events():
+                yield event
+
+
+def _early_tools(graph: CompiledStateGraph[Any, Any, Any, Any]) -> frozenset[str]:
+    """The names of the graph's tools marked ``EARLY_TOOL`` (its ``tools`` node's ToolNode)."""
+    spec = graph.builder.nodes.get("tools") if graph.builder is not None else None
+    by_name = getattr(getattr(spec, "runnable", None), "tools_by_name", {})
+    return frozenset(name for name, t in by_name.items() if (t.metadata or {}).get(EARLY_TOOL))
+
+
+def _pending_tool_calls(snapshot: Any) -> list[str]:
+    """The tool calls a run stopped before (empty when it did not stop before ``tools``)."""
+    if "tools" not in snapshot.next:
+        return []
+    messages = snapshot.values.get("messages", [])
+    last = messages[-1] if messages else None
+    return [call["name"] for call in last.tool_calls] if isinstance(last, AIMessage) else []
+
+
+async def _copy_checkpoint(
+    source: CheckpointTuple, saver: BaseCheckpointSaver[Any], config: RunnableConfig, *, since: CheckpointTuple | None
+) -> RunnableConfig:
+    """Write ``source`` as the new head of ``config``'s thread in ``saver`` (after ``since``,
+    the head it was forked from: only the channels changed since are written), with the
+    writes pending on it."""
+    versions = source.checkpoint["channel_versions"]
+    if since is not None:
+        before = since.checkpoint["channel_versions"]
+        versions = {k: v for k, v in versions.items() if before.get(k) != v}
+        parent = since.config
+    else:
+        parent = {**config, "configurable": {**config["configurable"], "checkpoint_ns": ""}}
+    saved = await saver.aput(parent, source.checkpoint, source.metadata, versions)
+    by_task: dict[str, list[tuple[str, Any]]] = {}
+    for task_id, channel, value in source.pending_writes or ():
+        by_task.setdefault(task_id, []).append((channel, value))
+    for task_id, writes in by_task.items():
+        await saver.aput_writes(saved, writes, task_id)
+    return saved
+
+
+def _turn_payload(update: dict[str, Any]) -> dict[str, Any]:
+    """Every run states the per-turn fields, so nothing stale from an earlier turn routes this one."""
+    return {"signal": None, "keypad": None, "pending_transfer": None, "pending_end": None, **update}
+
+
+@dataclass
+class _RunTally:
+    """What one turn's runs decided and spent, gathered while its text streams."""
+
+    started: float = field(default_factory=time.perf_counter)
+    first_token_ms: float | None = None
+    transfer: dict[str, Any] | None = None
+    end: dict[str, Any] | None = None
+    last_id: str | None = None
+    tokens: list[int] = field(default_factory=lambda: [0, 0])
+    by_model: dict[str, list[int]] = field(default_factory=dict)
+
+    def count(self, model: str, usage: Any) -> None:
+        used_in, used_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        self.tokens[0] += used_in
+        self.tokens[1] += used_out
+        counted = self.by_model.setdefault(model, [0, 0])
+        counted[0] += used_in
+        counted[1] += used_out
+
+    def usage(self) -> list[TurnUsage]:
+        return [TurnUsage(model=m, input_tokens=i, output_tokens=o) for m, (i, o) in self.by_model.items()]
+
+    def closing_events(self) -> list[RunnerEvent]:
+        """The usage, then the transfer or end the turn decided on (after its text)."""
+        events: list[RunnerEvent] = list(self.usage())
+        if self.transfer:
+            t = self.transfer
+            events.append(TransferRequest(target=t["target"], reason=t["reason"], summary=t["summary"]))
+        if self.end:
+            events.append(EndCallRequest(reason=self.end.get("reason", "completed")))
+        return events
 
 
 def unsaid_rest(said: str, heard: str) -> str | None:

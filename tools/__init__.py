@@ -23,7 +23,14 @@ from dialgraph.tools.handoff import handoff_tools
 from dialgraph.tools.knowledge import KnowledgeLibrary, knowledge_tools
 from dialgraph.tools.messages import message_tools
 from dialgraph.tools.opt_out import opt_out_tools
-from dialgraph.tools.runtime import model_args_schema, utc_clock
+from dialgraph.tools.runtime import EARLY_TOOL, model_args_schema, utc_clock
+
+# Safe before the caller's turn is confirmed (see ``EARLY_TOOL``): they read the database, or
+# answer with a Command that changes only the graph's state (the session acts on a transfer or
+# an end after the reply). Booking, cancelling, messages, names, leads and opt-outs write: they wait.
+EARLY_TOOLS = frozenset(
+    {"find_free_slots", "list_my_appointments", "lookup_caller", "search_knowledge", "request_transfer", "end_call"}
+)
 
 
 def build_tools(
@@ -40,7 +47,10 @@ def build_tools(
         *handoff_tools(),
         *opt_out_tools(db=db),
     ]
-    return {t.name: model_args_schema(t) for t in tools}
+    built = {t.name: model_args_schema(t) for t in tools}
+    for name in EARLY_TOOLS:
+        built[name].metadata = {**(built[name].metadata or {}), EARLY_TOOL: True}
+    return built
 
 
-__all__ = ["build_tools"]
+__all__ = ["EARLY_TOOLS", "build_tools"]

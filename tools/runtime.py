@@ -35,6 +35,11 @@ _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # Keypad spellings of ANONYMOUS, RESTRICTED, BLOCKED, UNKNOWN, UNAVAILABLE, PRIVATE.
 _WITHHELD = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696", "+86282452253", "+7748283"})
 
+# A tool's metadata key: True when it may run before the caller's turn is confirmed (a
+# preemptive reply on an interim transcript, ``graphs.runner.PreemptiveReply``): it only reads,
+# or only changes the graph's state (which a discarded run drops). Unmarked tools wait.
+EARLY_TOOL = "dialgraph_early"
+
 NO_CALLER_ID = (
     "I can't do that on this call because the caller's number is hidden. "
     "Ask them to call back from a number that shows, or offer to take a message."
