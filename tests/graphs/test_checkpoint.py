@@ -18,7 +18,7 @@ from dialgraph.server.core.models import Appointment
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.turns import CallerText, TextChunk
 from tests.fakes.graph_calls import Call, fixed_clock
-from tests.fakes.openai_server import FakeOpenAIServer, ScriptedReply
+from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 
 LONG = "Sure. We are open from nine in the morning to five in the afternoon on weekdays, and closed at weekends."
 

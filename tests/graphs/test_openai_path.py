@@ -15,7 +15,7 @@ from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Appointment
 from dialgraph.server.core.settings import Settings
 from tests.fakes.graph_calls import Call, fixed_clock
-from tests.fakes.openai_server import FakeOpenAIServer, ScriptedReply
+from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 
 CALLER = "+15551234567"
 

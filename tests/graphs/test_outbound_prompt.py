@@ -23,7 +23,7 @@ from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.server.core.settings import Settings
 from dialgraph.tools.do_not_call import lookup
 from tests.fakes.graph_calls import Call, fixed_clock
-from tests.fakes.openai_server import FakeOpenAIServer, ScriptedReply
+from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 
 CALLEE = "+15557654321"
 CONTACT = {

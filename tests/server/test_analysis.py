@@ -25,7 +25,7 @@ from dialgraph.server.core.models import CallEvent
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
 from dialgraph.telephony.speech.vad import EnergyVad
-from tests.fakes.openai_server import FakeOpenAIServer, ScriptedReply, strict_schema_problem
+from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply, strict_schema_problem
 from tests.fakes.speech import NullRecognizer, NullSynthesizer
 
 

@@ -30,7 +30,7 @@ from dialgraph.telephony.simulator.webhooks import TwilioWebhookClient, call_par
 from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
 from dialgraph.telephony.speech.elevenlabs import ElevenLabsSynthesizer
 from dialgraph.telephony.speech.vad import EnergyVad
-from tests.fakes.openai_server import FakeOpenAIServer, ScriptedReply
+from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 from tests.telephony.harness import Served, new_call, new_sids, serve
 
 DG_KEY = "dg-key-0123456789"

@@ -29,7 +29,7 @@ from dialgraph.telephony.simulator.process import free_port
 from dialgraph.telephony.simulator.scenario import load_scenario
 from dialgraph.telephony.simulator.text_speech import TextRecognizer, TextSynthesizer
 from dialgraph.telephony.simulator.twilio_api import TwilioApi
-from tests.fakes.openai_server import FakeOpenAIServer, ScriptedReply
+from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 from tests.fakes.sim_server import LiveServer, sim_settings, text_speech
 from tests.simulator.test_calls import run
 

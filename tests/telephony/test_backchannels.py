@@ -36,7 +36,7 @@ from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
 from dialgraph.telephony.speech.elevenlabs import ElevenLabsSynthesizer
 from dialgraph.telephony.speech.vad import EnergyVad
 from dialgraph.telephony.speech.workers import SpeechWorkers
-from tests.fakes.openai_server import FakeOpenAIServer, ScriptedReply
+from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 from tests.speech.conftest import needs_offline, similarity
 from tests.telephony.harness import WAIT_S, Served, new_call, new_sids, serve
 

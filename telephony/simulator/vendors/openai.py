@@ -1,4 +1,5 @@
-"""A local OpenAI-compatible chat-completions server for tests (real HTTP on 127.0.0.1).
+"""A local OpenAI-compatible chat-completions server (real HTTP on 127.0.0.1), for tests and
+benchmarks: the real ``langchain-openai`` client runs unchanged against it.
 
 It answers ``POST /v1/chat/completions`` with ``stream: true`` the way OpenAI does: SSE
 ``data: {chat.completion.chunk}`` lines (role first, content deltas, tool-call deltas
@@ -12,6 +13,13 @@ all its properties in ``required`` and sets ``additionalProperties: false``, thr
 ``anyOf`` and ``items``) and a violation answers 400 ``invalid_request_error`` with
 ``param: response_format``; the scripted text is the JSON content. A request without
 ``stream: true`` gets one ``chat.completion`` object instead of a stream.
+
+Timing (``ModelTiming``): the default answers at once. ``HOSTED_MINI`` plays a hosted small
+model as callers meet it: the first content ``ttft_ms`` after the request (350 ms, the
+figure the turn-taking issue takes for a hosted mini model: published measurements of
+gpt-4o-mini-class models put time to first token at 0.3-0.6 s), then pieces at
+``tokens_per_s`` (one streamed piece, a word or a slice of tool arguments, counted as one
+token; ~90 tokens/s for that class). A reply that only calls tools waits ``ttft_ms`` too.
 """
 
 from __future__ import annotations
@@ -41,9 +49,24 @@ class ScriptedReply:
 Script = Callable[[dict[str, Any]], ScriptedReply] | list[ScriptedReply]
 
 
+@dataclass(frozen=True, slots=True)
+class ModelTiming:
+    """How fast the stand-in answers: time to the first piece, then pieces a second (0: at once)."""
+
+    ttft_ms: float = 0.0
+    tokens_per_s: float = 0.0
+
+    def gap_s(self) -> float:
+        return 1.0 / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
+
+
+HOSTED_MINI = ModelTiming(ttft_ms=350.0, tokens_per_s=90.0)
+
+
 class FakeOpenAIServer:
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, *, timing: ModelTiming | None = None) -> None:
         self._script = script
+        self.timing = timing or ModelTiming()
         self.requests: list[dict[str, Any]] = []
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -131,6 +154,9 @@ class FakeOpenAIServer:
                 chunk["usage"] = usage
             await self._write(writer, f"data: {json.dumps(chunk)}\n\n")
 
+        timing, gap = self.timing, self.timing.gap_s()
+        if timing.ttft_ms > 0:
+            await asyncio.sleep(timing.ttft_ms / 1000)
         await send({"role": "assistant", "content": ""})
         pieces = [p + " " for p in reply.text.split(" ")] if reply.text else []
         if pieces:
@@ -138,6 +164,8 @@ class FakeOpenAIServer:
         for i, piece in enumerate(pieces):
             if reply.hold_after and i == reply.hold_after and reply.release is not None:
                 await reply.release.wait()
+            if gap and i:
+                await asyncio.sleep(gap)
             await send({"content": piece})
             self.streamed_pieces += 1
         for index, (name, args) in enumerate(reply.tool_calls):
@@ -151,6 +179,8 @@ class FakeOpenAIServer:
                 }
             )
             for k in range(0, len(text), 7):
+                if gap:
+                    await asyncio.sleep(gap)
                 await send({"tool_calls": [{"index": index, "function": {"arguments": text[k : k + 7]}}]})
         await send({}, finish="tool_calls" if reply.tool_calls else "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -176,7 +206,11 @@ class FakeOpenAIServer:
         await writer.drain()
 
     async def _complete(self, writer: asyncio.StreamWriter, body: dict[str, Any], reply: ScriptedReply) -> None:
-        """A non-streamed ``chat.completion``."""
+        """A non-streamed ``chat.completion`` (after the time the stream would have taken)."""
+        pieces = len(reply.text.split()) + sum(len(json.dumps(a)) // 7 + 1 for _, a in reply.tool_calls)
+        wait_s = self.timing.ttft_ms / 1000 + max(0, pieces - 1) * self.timing.gap_s()
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
         message: dict[str, Any] = {"role": "assistant", "content": reply.text or None, "refusal": None}
         if reply.tool_calls:
             message["tool_calls"] = [
