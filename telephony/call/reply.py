@@ -20,6 +20,12 @@ the session with two events (``AudioStarted``, ``Finished``), and keeps the call
 
 A reply cut by ``interrupt`` is ``cut``: it queues no more audio and names no more marks
 (the one stale-audio check; ``clear`` dropped what was queued).
+
+A reply started ``held`` (a preemptive reply: its caller turn is not confirmed yet) runs and
+synthesises as usual but keeps its 20 ms frames to itself: ``release()`` hands them to the
+pacer in order (and the end of its audio, if synthesis is done), after which it plays like
+any reply; ``discard()`` drops them: no audio, no ``clear``, no repair (nothing of it
+reached the caller or the thread), outcome ``Interrupted("")``.
 """
 
 from __future__ import annotations
@@ -126,6 +132,8 @@ class Reply:
         "_buf_phrase",
         "_done",
         "_env",
+        "_held_audio",
+        "_held_end",
         "_outcome",
         "_phrases",
         "_phrases_heard",
@@ -133,6 +141,7 @@ class Reply:
         "cut",
         "failed",
         "generation",
+        "held",
         "request",
         "runner_task",
         "synth_task",
@@ -140,8 +149,11 @@ class Reply:
         "tracker",
     )
 
-    def __init__(self, env: ReplyContext, *, generation: int, trigger: str) -> None:
+    def __init__(self, env: ReplyContext, *, generation: int, trigger: str, held: bool = False) -> None:
         self._env = env
+        self.held = held  # frames kept back until ``release`` (a preemptive reply)
+        self._held_audio: list[tuple[int, bytes, bool]] = []
+        self._held_end = False
         self.generation = generation
         self.timing = TurnTiming(generation, trigger, env.clock())
         self.tracker = PlaybackTracker(mark_every_bytes=env.mark_every_bytes)
@@ -188,6 +200,30 @@ class Reply:
         self._finish(outcome)
         self._env.heard.cut(self._tg, self, heard)
         self._env.report(Finished(self, outcome))
+
+    def release(self) -> None:
+        """A held reply's turn is confirmed: its audio goes out now, and from now on as it comes."""
+        if not self.held or self._outcome is not None:
+            return
+        self.held = False
+        pacer = self._env.pacer
+        for phrase, audio, end in self._held_audio:
+            pacer.audio(self, phrase, audio, phrase_end=end)
+        self._held_audio.clear()
+        if self._held_end:
+            pacer.reply_end(self)
+
+    def discard(self) -> None:
+        """A held reply's turn was not the caller's: stop it; nothing of it was sent or saved."""
+        if not self.held or self._outcome is not None:
+            return
+        self.cut = True
+        self._held_audio.clear()
+        for task in self.tasks:
+            task.cancel()
+        self.timing.interrupted = True
+        self.timing.done_at = self._env.clock()
+        self._finish(Interrupted(""))
 
     def done(self) -> bool:
         return self._outcome is not None
@@ -326,7 +362,10 @@ class Reply:
             if self._buf:  # a synthesizer that never flagged ``last``
                 self._emit(bytes(self._buf), self._buf_phrase, end=True)
                 self._buf.clear()
-            self._env.pacer.reply_end(self)
+            if self.held:
+                self._held_end = True
+            else:
+                self._env.pacer.reply_end(self)
 
     def _enqueue_audio(self, chunk: AudioChunk) -> None:
         """Cut TTS audio into 20 ms frames; hold the last partial frame until the phrase ends."""
@@ -350,7 +389,10 @@ class Reply:
                 del buf[:n]
 
     def _emit(self, audio: bytes, phrase: int, *, end: bool) -> None:
-        self._env.pacer.audio(self, phrase, audio, phrase_end=end)
+        if self.held:
+            self._held_audio.append((phrase, audio, end))
+        else:
+            self._env.pacer.audio(self, phrase, audio, phrase_end=end)
 
     def _fail(self, stage: str, exc: Exception) -> None:
         """The graph run or the synthesis raised: log it, drop any transfer or hang-up it

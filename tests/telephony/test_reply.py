@@ -20,7 +20,7 @@ from dialgraph.server.core.db import Database
 from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.server.core.models import CallEvent
 from dialgraph.server.core.reply_heard import ReplyProgressWriter
-from dialgraph.server.core.turns import EndCallRequest, TextChunk
+from dialgraph.server.core.turns import EndCallRequest, RunnerEvent, TextChunk
 from dialgraph.telephony.call.heard import HeardText
 from dialgraph.telephony.call.pacer import AudioPacer, StreamClosedByServer
 from dialgraph.telephony.call.reply import AudioStarted, Finished, Interrupted, Played, Reply, ReplyContext, ReplyEvent
@@ -126,6 +126,62 @@ async def test_a_reply_that_plays_to_the_end_is_played_with_its_request(db: Data
         ("turn", "agent", outcome.text, False)
     ]
     assert runner.heard == []
+
+
+async def test_a_held_reply_sends_nothing_until_released_then_plays_in_order(db: Database) -> None:
+    runner = ScriptedRunner(greeting=[TextChunk("One two. "), TextChunk("Three.")])
+    async with rig(db, runner) as r:
+        reply = Reply(r.env, generation=1, trigger="caller", held=True)
+        reply.start(r.tg, lambda: runner.start(r.env.ctx))
+        await r.until(lambda: reply.synth_task is not None and reply.synth_task.done())  # all synthesised
+        assert r.sent == [] and r.events == []  # nothing reached the caller
+        assert reply.timing.first_tts_audio_at is not None and reply.timing.first_audio_at is None
+        reply.release()
+        await r.until(lambda: len(r.marks()) == 3)
+        assert r.marks() == ["g1.0", "g1.1", "g1.2"]
+        media = [m for m in r.sent if m["event"] == "media"]
+        assert media and r.sent.index(media[0]) < r.sent.index(next(m for m in r.sent if m["event"] == "mark"))
+        for name in r.marks():
+            reply.mark_echoed(name)
+        outcome = await reply
+    assert outcome == Played("One two. Three.", None)
+    assert r.events == [AudioStarted(reply), Finished(reply, outcome)]
+
+
+async def test_a_released_reply_sends_what_comes_after_at_once(db: Database) -> None:
+    release = asyncio.Event()
+
+    async def run() -> AsyncIterator[RunnerEvent]:  # the rest of the reply comes after the release
+        yield TextChunk("One two. T")  # the next visible character ends the first phrase
+        await release.wait()
+        yield TextChunk("hree.")
+
+    async with rig(db, ScriptedRunner()) as r:
+        reply = Reply(r.env, generation=1, trigger="caller", held=True)
+        reply.start(r.tg, run)
+        await r.until(lambda: reply.timing.first_tts_audio_at is not None)
+        assert r.sent == []
+        reply.release()
+        await r.until(lambda: len(r.marks()) == 2)  # "One", "two." went out on release
+        release.set()
+        await r.until(lambda: len(r.marks()) == 3)  # "Three." follows as it is synthesised
+        for name in r.marks():
+            reply.mark_echoed(name)
+        assert await reply == Played("One two. Three.", None)
+
+
+async def test_a_discarded_held_reply_sends_nothing_and_repairs_nothing(db: Database) -> None:
+    runner = ScriptedRunner(greeting="one two three four five six.")
+    async with rig(db, runner) as r:
+        reply = Reply(r.env, generation=1, trigger="caller", held=True)
+        reply.start(r.tg, lambda: runner.start(r.env.ctx))
+        await r.until(lambda: reply.timing.first_tts_audio_at is not None)
+        reply.discard()
+        assert await reply == Interrupted("")
+        assert reply.cut and all(t.done() or t.cancelling() for t in reply.tasks)
+    assert r.sent == []  # no audio and no clear: the caller never heard it
+    assert runner.heard == [] and r.recorded == [] and r.events == []  # no repair, no transcript
+    assert await r.stored() is None
 
 
 async def test_an_interrupted_reply_clears_and_repairs_the_history_to_what_was_heard(db: Database) -> None:
