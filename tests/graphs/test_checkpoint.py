@@ -17,8 +17,8 @@ from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Appointment
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.turns import CallerText, TextChunk
-from tests.fakes.graph_calls import Call, fixed_clock
 from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
+from tests.fakes.graph_calls import Call, fixed_clock
 
 LONG = "Sure. We are open from nine in the morning to five in the afternoon on weekdays, and closed at weekends."
 

@@ -14,8 +14,8 @@ from dialgraph.graphs.runtime import build_runners
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Appointment
 from dialgraph.server.core.settings import Settings
-from tests.fakes.graph_calls import Call, fixed_clock
 from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
+from tests.fakes.graph_calls import Call, fixed_clock
 
 CALLER = "+15551234567"
 

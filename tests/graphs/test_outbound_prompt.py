@@ -21,9 +21,9 @@ from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.flow_config import FlowSettings
 from dialgraph.server.core.settings import Settings
+from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 from dialgraph.tools.do_not_call import lookup
 from tests.fakes.graph_calls import Call, fixed_clock
-from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 
 CALLEE = "+15557654321"
 CONTACT = {

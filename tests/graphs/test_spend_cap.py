@@ -15,8 +15,8 @@ from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Message
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.turns import BUDGET_SPENT, CallerText, TurnUsage
-from tests.fakes.graph_calls import Call, collect, fixed_clock
 from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
+from tests.fakes.graph_calls import Call, collect, fixed_clock
 
 
 async def test_spend_cap_turns_the_next_turn_into_the_offer(flow_settings: Settings, db: Database) -> None:

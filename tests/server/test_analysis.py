@@ -24,8 +24,8 @@ from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import CallEvent
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
-from dialgraph.telephony.speech.vad import EnergyVad
 from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply, strict_schema_problem
+from dialgraph.telephony.speech.vad import EnergyVad
 from tests.fakes.speech import NullRecognizer, NullSynthesizer
 
 

@@ -26,11 +26,11 @@ from dialgraph.server.services import Overrides
 from dialgraph.telephony.simulator.leg import TwilioLeg
 from dialgraph.telephony.simulator.vendors.deepgram import DeepgramFake, word_audio
 from dialgraph.telephony.simulator.vendors.elevenlabs import ElevenLabsFake
+from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 from dialgraph.telephony.simulator.webhooks import TwilioWebhookClient, call_params
 from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
 from dialgraph.telephony.speech.elevenlabs import ElevenLabsSynthesizer
 from dialgraph.telephony.speech.vad import EnergyVad
-from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 from tests.telephony.harness import Served, new_call, new_sids, serve
 
 DG_KEY = "dg-key-0123456789"

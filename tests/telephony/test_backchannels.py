@@ -31,12 +31,12 @@ from dialgraph.telephony.simulator.leg import TwilioLeg
 from dialgraph.telephony.simulator.protocol import FRAME_BYTES
 from dialgraph.telephony.simulator.vendors.deepgram import DeepgramFake, word_audio
 from dialgraph.telephony.simulator.vendors.elevenlabs import ElevenLabsFake
+from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 from dialgraph.telephony.speech.base import Final, Interim
 from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
 from dialgraph.telephony.speech.elevenlabs import ElevenLabsSynthesizer
 from dialgraph.telephony.speech.vad import EnergyVad
 from dialgraph.telephony.speech.workers import SpeechWorkers
-from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
 from tests.speech.conftest import needs_offline, similarity
 from tests.telephony.harness import WAIT_S, Served, new_call, new_sids, serve
 

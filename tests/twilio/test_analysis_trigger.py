@@ -11,8 +11,8 @@ from dialgraph.server.analysis import analysis_of, wait_for_analysis
 from dialgraph.server.core.call_store import add_events, get_call
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import CallEvent
-from dialgraph.telephony.simulator.webhooks import call_params, new_call_sid
 from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply
+from dialgraph.telephony.simulator.webhooks import call_params, new_call_sid
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.twilio.conftest import SUPPORT_NUMBER, make_settings, start_app
 
