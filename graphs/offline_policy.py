@@ -19,8 +19,10 @@ starts from an empty frame.
 Language: it answers in ``speech_format.turn_language(facts.language, caller's turns)``
 (``server.core.language.reply_language`` of the flow's language and the newest caller turn
 that shows one), so a caller who switches between English and Hinglish mid-call is
-followed. Its fixed sentences have Hinglish versions (Roman script, ``HINGLISH``); the
-tools already answer in the same language.
+followed. Its fixed sentences and their Hinglish versions (Roman script) are
+``offline_phrases``; the tools already answer in the same language. What the caller's words
+show beyond ``intents`` is ``offline_cues``; what it reads in the tools' results,
+``offline_results``.
 """
 
 from __future__ import annotations
@@ -35,139 +37,65 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from dialgraph.graphs.facts import CallFacts
 from dialgraph.graphs.intents import classify, extract_name, is_no, is_yes, pick_ordinal
-from dialgraph.graphs.spoken_time import When, normalise, parse_date, parse_time, parse_when
+from dialgraph.graphs.offline_cues import (
+    ASKS_OPTIONS,
+    CANT,
+    HEAR,
+    HELLO,
+    I_DECIDE,
+    INSTEAD,
+    KEEP,
+    LATER,
+    NAMES_BOOKED,
+    NOT_NOW,
+    OTHERS_DECIDE,
+    PRODUCT,
+    TRANSFER_WORDS,
+    WANTS_TO_ASK,
+    WHO_WHAT,
+    is_hot,
+    vague,
+)
+
+# The `X as X` imports name sentences the policy itself does not say: the runner and the
+# tests read every fixed sentence from here.
+from dialgraph.graphs.offline_phrases import ASK_BUDGET as ASK_BUDGET
+from dialgraph.graphs.offline_phrases import (
+    ASK_CHOICE,
+    ASK_ELSE,
+    ASK_FOLLOWUP,
+    ASK_HOT,
+    ASK_LATER,
+    ASK_MESSAGE,
+    ASK_MOVE_OR_CANCEL,
+    ASK_NAME,
+    ASK_NEED_OUT,
+    ASK_QUESTION,
+    ASK_WHAT_ELSE,
+    ASK_WHEN,
+    ASK_WHEN_MOVE,
+    BUDGET_OFFER_ACT,
+    GOODBYE,
+    GOODBYE_OUT,
+    HELP,
+    KEEP_BYE,
+    LATER_BYE,
+    NOT_INTERESTED_BYE,
+    QUALIFY,
+    SORRY,
+    in_language,
+)
+from dialgraph.graphs.offline_phrases import ASK_DECISION as ASK_DECISION
+from dialgraph.graphs.offline_phrases import ASK_NEED as ASK_NEED
+from dialgraph.graphs.offline_phrases import ASK_TIMELINE as ASK_TIMELINE
+from dialgraph.graphs.offline_phrases import BUDGET_OFFER as BUDGET_OFFER
+from dialgraph.graphs.offline_results import DONE_PREFIXES, ToolResult, names_day, speakable, times_in, tool_results
+from dialgraph.graphs.spoken_time import When, normalise, parse_when
 from dialgraph.graphs.state import DIALOG_ACT, OFFER
-from dialgraph.server.core.language import Spoken
-from dialgraph.tools.booking import OUTCOME_PREFIXES
 from dialgraph.tools.speech_format import turn_language
 from dialgraph.tools.state import NOT_INTERESTED
 
 FRAME_KEY = "offline_frame"
-
-ASK_WHEN = "What day and time would suit you?"
-ASK_WHEN_MOVE = "Sure. What day and time would you like to move it to?"
-ASK_NAME = "Can I have your name for the booking, please?"
-ASK_MESSAGE = "Of course. What message would you like me to pass on?"
-ASK_ELSE = "Is there anything else I can help you with?"
-ASK_WHAT_ELSE = "Of course. What else can I do for you?"
-ASK_CHOICE = "Which time would suit you?"
-ASK_NEED = "Happy to help. What are you looking for, and what would you use it for?"
-ASK_TIMELINE = "Thanks. When are you hoping to get started?"
-ASK_BUDGET = "And do you have a budget in mind?"
-ASK_DECISION = "Are you the person who makes the decision, or is someone else involved?"
-ASK_HOT = "Would you like me to connect you with our sales team right now, or book a follow-up call?"
-ASK_FOLLOWUP = "Would you like to book a follow-up call with our team?"
-SORRY = "Sorry, I didn't quite catch that."
-ASK_QUESTION = "Of course. What would you like to know?"
-# Said (fixed words, no model) once a call's spend cap is reached; the offline model answers
-# what the caller says next (``ask == "message_or_transfer"``).
-BUDGET_OFFER = (
-    "I'm sorry, I can't go further with that on this call. I can take a message for the team, "
-    "or transfer you to someone who can help. Which would you prefer?"
-)
-BUDGET_OFFER_ACT = "budget_offer"
-GOODBYE = "Thank you for calling {company}. Goodbye!"
-GOODBYE_OUT = "Thank you for your time. Goodbye!"
-NOT_INTERESTED_BYE = "No problem at all. Thank you for your time, and have a good day. Goodbye!"
-KEEP_BYE = "Great, your appointment stays as it is. We'll see you then. Goodbye!"
-ASK_MOVE_OR_CANCEL = "No problem. Would you like to move it to another time, or cancel it?"
-ASK_NEED_OUT = "Great, thank you. To start, what are you looking for, and what would you use it for?"
-ASK_LATER = "No problem. Would you like to book a better time for a follow-up call?"
-LATER_BYE = "No problem, we'll try you another time. Thank you, goodbye!"
-HELP = {
-    "scheduling": "I can book, move or cancel an appointment, or take a message. What would you like to do?",
-    "support": "You can ask me a question about our services, or I can take a message. What would you like to do?",
-    "sales": ASK_NEED,
-}
-QUALIFY = (("need", ASK_NEED), ("timeline", ASK_TIMELINE), ("budget", ASK_BUDGET), ("decision_maker", ASK_DECISION))
-
-# Every fixed sentence above in Hinglish (Roman script), sentence by sentence, as a
-# receptionist in India says it; "hum" (we) keeps the agent's words free of grammatical gender.
-HINGLISH: dict[str, str] = {
-    "What day and time would suit you?": "Aap kis din aur kitne baje aana chahenge?",
-    "Sure.": "Zaroor.",
-    "What day and time would you like to move it to?": "Aap ise kis din aur kitne baje par shift karna chahenge?",
-    "Can I have your name for the booking, please?": "Booking ke liye aapka naam bata dijiye?",
-    "Of course.": "Zaroor.",
-    "What message would you like me to pass on?": "Aap kya message dena chahenge?",
-    "Is there anything else I can help you with?": "Aur kuch madad chahiye aapko?",
-    "What else can I do for you?": "Bataiye, aur kya kar sakte hain aapke liye?",
-    "Which time would suit you?": "Aapko kaunsa time theek rahega?",
-    "Happy to help.": "Zaroor, bataiye.",
-    "What are you looking for, and what would you use it for?": "Aapko kya chahiye, aur kis kaam ke liye?",
-    "Thanks.": "Thank you.",
-    "When are you hoping to get started?": "Aap kab tak shuru karna chahte hain?",
-    "And do you have a budget in mind?": "Aur aapka budget kitna hai?",
-    "Are you the person who makes the decision, or is someone else involved?": (
-        "Decision aap khud lenge, ya koi aur bhi involved hai?"
-    ),
-    "Would you like me to connect you with our sales team right now, or book a follow-up call?": (
-        "Kya main aapko abhi hamari sales team se connect kar doon, ya follow-up call book kar doon?"
-    ),
-    "Would you like to book a follow-up call with our team?": "Kya hamari team ke saath follow-up call book kar doon?",
-    "Sorry, I didn't quite catch that.": "Maaf kijiye, mujhe theek se samajh nahi aaya.",
-    "I'm sorry, I can't go further with that on this call.": "Maaf kijiye, is call par isse aage madad nahi ho payegi.",
-    "I can take a message for the team, or transfer you to someone who can help.": (
-        "Team ke liye message le sakte hain, ya aapko kisi aise vyakti se connect kar sakte hain jo madad kar sake."
-    ),
-    "Which would you prefer?": "Aap kya chahenge?",
-    "Goodbye!": "Namaste!",
-    "Thank you for your time.": "Aapke time ke liye dhanyavaad.",
-    "No problem at all.": "Koi baat nahi.",
-    "Thank you for your time, and have a good day.": "Aapke time ke liye dhanyavaad, aapka din achha rahe.",
-    "Great, your appointment stays as it is.": "Theek hai, aapka appointment waise hi rahega.",
-    "We'll see you then.": "Tab milte hain.",
-    "No problem.": "Koi baat nahi.",
-    "Would you like to move it to another time, or cancel it?": (
-        "Aap ise kisi aur time par shift karna chahenge, ya cancel karna hai?"
-    ),
-    "Great, thank you.": "Bahut achha, thank you.",
-    "To start, what are you looking for, and what would you use it for?": (
-        "Pehle bataiye, aapko kya chahiye, aur kis kaam ke liye?"
-    ),
-    "Would you like to book a better time for a follow-up call?": (
-        "Kya follow-up call ke liye koi behtar time book kar doon?"
-    ),
-    "No problem, we'll try you another time.": "Koi baat nahi, hum phir kabhi call karenge.",
-    "Thank you, goodbye!": "Dhanyavaad, namaste!",
-    "I can book, move or cancel an appointment, or take a message.": (
-        "Appointment book karna ho, shift karna ho ya cancel, ya koi message dena ho, sab ho jayega."
-    ),
-    "You can ask me a question about our services, or I can take a message.": (
-        "Aap hamari services ke baare mein kuch bhi pooch sakte hain, ya message chhod sakte hain."
-    ),
-    "What would you like to do?": "Bataiye, kya karna hai?",
-    "Thank you, I've noted all of that.": "Thank you, maine sab note kar liya hai.",
-    "Would you like to leave a message?": "Kya aap message chhodna chahenge?",
-    "Do you have a minute?": "Kya aapke paas ek minute hai?",
-    "Please hold.": "Kripya line par bane rahiye.",
-    "What would you like to know?": "Bataiye, kya jaanna chahenge?",
-}
-_HINGLISH_FORMS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^Thank you for calling (.+)\.$"), r"\1 ko call karne ke liye dhanyavaad."),
-    (re.compile(r"^Thanks, (.+)\.$"), r"Thank you, \1 ji."),
-    (re.compile(r"^I'm connecting you to the (.+) now\.$"), r"Aapko abhi \1 se connect kar rahe hain."),
-    (re.compile(r"^I'm calling from (.+) about (.+)\.$"), r"Hum \1 se call kar rahe hain, \2 ke baare mein."),
-)
-_SENTENCE = re.compile(r"(?<=[.?!])\s+")
-
-
-def in_language(text: str, language: Spoken) -> str:
-    """``text`` (the policy's English) in ``language``: each fixed sentence replaced by its
-    Hinglish version (Hindi replies use the same Roman-script words); anything else (a
-    tool's words, already in the reply's language) is kept as it is."""
-    if language == "en" or not text:
-        return text
-    out: list[str] = []
-    for sentence in _SENTENCE.split(text):
-        said = HINGLISH.get(sentence)
-        if said is None:
-            for pattern, template in _HINGLISH_FORMS:
-                if pattern.match(sentence):
-                    said = pattern.sub(template, sentence)
-                    break
-        out.append(said if said is not None else sentence)
-    return " ".join(out)
 
 
 @dataclass(slots=True)
@@ -232,36 +160,11 @@ def decide(messages: list[BaseMessage], tool_names: set[str], facts: CallFacts, 
     policy = _Policy(facts, now, frame, tool_names)
     last = messages[-1] if messages else None
     if isinstance(last, ToolMessage):
-        reply = policy.after_tools(_tool_results(messages))
+        reply = policy.after_tools(tool_results(messages))
     else:
         human = next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
         reply = Reply(HELP[policy.flow], frame=frame) if human is None else policy.on_caller(str(human.content))
     return replace(reply, text=in_language(reply.text, language)) if language != "en" else reply
-
-
-@dataclass(frozen=True, slots=True)
-class ToolResult:
-    name: str
-    content: str
-    args: dict[str, Any]
-    artifact: Any = None
-
-
-def _tool_results(messages: list[BaseMessage]) -> list[ToolResult]:
-    """The tool results after the last tool-calling reply, in call order."""
-    results: list[ToolMessage] = []
-    for m in reversed(messages):
-        if isinstance(m, ToolMessage):
-            results.append(m)
-        elif isinstance(m, AIMessage):
-            calls = {c["id"]: c for c in m.tool_calls}
-            out = []
-            for r in reversed(results):
-                call = calls.get(r.tool_call_id)
-                name = r.name or (call["name"] if call else "")
-                out.append(ToolResult(name, str(r.content), dict(call["args"]) if call else {}, r.artifact))
-            return out
-    return []
 
 
 class _Policy:
@@ -311,13 +214,13 @@ class _Policy:
         if name := extract_name(text, expecting=f.ask == "name"):
             f.name = name
         if f.ask == "message_or_transfer":
-            if _TRANSFER_WORDS.search(norm):
+            if TRANSFER_WORDS.search(norm):
                 return self.transfer(norm, text)
             if intent in (None, "yes", "message", "question"):
                 return self.say(ASK_MESSAGE, ask="message", task="message")
             if intent == "no":
                 return self.say(f"No problem. {ASK_ELSE}", ask="anything_else", task=None)
-        if self.flow == "support" and f.ask != "message" and _WANTS_TO_ASK.search(norm) and len(norm.split()) <= 8:
+        if self.flow == "support" and f.ask != "message" and WANTS_TO_ASK.search(norm) and len(norm.split()) <= 8:
             return self.say(ASK_QUESTION, ask=None, task=None)  # "I have a question": no question yet
         if (
             f.ask == "message_or_callback"
@@ -335,7 +238,7 @@ class _Policy:
             elif intent == "no":
                 return self.say(f"No problem. {ASK_ELSE}", ask="anything_else", task=None)
         if f.ask == "hear_or_change" and (
-            intent in ("yes", "question") or (intent is None and _HEAR.search(norm) is not None)
+            intent in ("yes", "question") or (intent is None and HEAR.search(norm) is not None)
         ):
             return self.call("list_my_appointments", {}, task=None)  # "change it" goes on below
         if f.ask == "hear_or_change" and intent == "no":
@@ -351,13 +254,13 @@ class _Policy:
             return self.call("list_my_appointments", {}, task=None)
         if self.flow == "support" and intent not in ("message", "human", "bye", "no") and f.ask != "name":
             return self.call("search_knowledge", {"question": text.strip()}, task=None)
-        if intent == "book" and self.flow == "sales" and f.task in (None, "lead") and _PRODUCT.search(norm):
+        if intent == "book" and self.flow == "sales" and f.task in (None, "lead") and PRODUCT.search(norm):
             intent = None  # "appointment booking software": what they want to buy, not a booking
         if self.flow == "sales" and f.task in (None, "lead") and intent not in ("book", "reschedule"):
             return self.qualify(text, norm)
-        if intent == "reschedule" and f.task == "book" and not _NAMES_BOOKED.search(norm):
+        if intent == "reschedule" and f.task == "book" and not NAMES_BOOKED.search(norm):
             intent = "book"  # "can we make it 4 instead" while booking: "it" is the time being booked
-        if intent is None and f.task is None and _INSTEAD.search(norm) and "reschedule_appointment" in self.tools:
+        if intent is None and f.task is None and INSTEAD.search(norm) and "reschedule_appointment" in self.tools:
             intent = "reschedule"  # "4 pm instead", just after a booking or a move
         if intent == "reschedule" or (f.task == "reschedule" and intent in (None, "yes", "no", "question")):
             return self.reschedule(text, norm)
@@ -367,14 +270,14 @@ class _Policy:
             return self.book(text, norm)
         if f.ask == "name" and f.name:
             return self.say(f"Thanks, {f.name}. " + HELP[self.flow])
-        if _HELLO.match(norm):  # "Namaste", "Hello?": nothing asked yet
+        if HELLO.match(norm):  # "Namaste", "Hello?": nothing asked yet
             return self.say(HELP[self.flow], task=None)
         return self.say(SORRY + " " + HELP[self.flow], task=None)
 
     def on_minute(self, norm: str, intent: str | None) -> Reply | None:
         """The answer to our outbound greeting's "do you have a minute?"; None: handle the
         words as any other turn (they went straight to what they want)."""
-        if _LATER.search(norm) or _NOT_NOW.search(norm):
+        if LATER.search(norm) or NOT_NOW.search(norm):
             if self.flow == "sales" and "book_appointment" in self.tools:
                 return self.say(ASK_LATER, ask="followup_book", task="lead")
             return self.call("end_call", {"reason": "call_later"}, task="later")
@@ -384,7 +287,7 @@ class _Policy:
             if self.flow == "sales":
                 return self.say(ASK_NEED_OUT, ask="need", task="lead")
             return self.say(f"Great, thank you. {HELP[self.flow]}", task=None)
-        if _WHO_WHAT.search(norm):
+        if WHO_WHAT.search(norm):
             about = self.facts.purpose or "a quick follow-up"
             return self.say(f"I'm calling from {self.facts.company} about {about}. Do you have a minute?", ask="minute")
         return None
@@ -395,9 +298,9 @@ class _Policy:
         appointment by the number we called)."""
         if intent in ("reschedule", "cancel", "human", "message", "list", "bye"):
             return None
-        if _CANT.search(norm) or (intent == "no" and not _KEEP.search(norm)):
+        if CANT.search(norm) or (intent == "no" and not KEEP.search(norm)):
             return self.say(ASK_MOVE_OR_CANCEL, ask="reminder")
-        if _KEEP.search(norm) or intent == "yes":
+        if KEEP.search(norm) or intent == "yes":
             return self.call("end_call", {"reason": "completed"}, task="keep")
         return None
 
@@ -414,7 +317,7 @@ class _Policy:
             same = [o for o in f.offered if _when_of(o).time == when.time]
             if len(same) == 1:
                 return _when_of(same[0])
-        if when is not None and f.day and when.time and not _names_day(norm):
+        if when is not None and f.day and when.time and not names_day(norm):
             when = When(date=dt.date.fromisoformat(f.day), time=when.time)
         return when
 
@@ -451,7 +354,7 @@ class _Policy:
             if is_yes(norm) and (again := self.which_time("reschedule")):
                 return again
             return self.say(ASK_WHEN_MOVE, ask="when", task="reschedule")
-        if when.approximate or (when.time is None and _ASKS_OPTIONS.search(norm)):  # "anything on Thursday?"
+        if when.approximate or (when.time is None and ASKS_OPTIONS.search(norm)):  # "anything on Thursday?"
             slots = {"when": when.iso(), "count": 3}
             return self.call("find_free_slots", slots, task="reschedule", day=when.date.isoformat())
         day = when.date.isoformat() if when.dated else None
@@ -469,9 +372,9 @@ class _Policy:
         asked = f.ask if f.ask in dict(QUALIFY) else None
         if asked == "decision_maker":
             decides = "yes" if is_yes(norm) else ("no" if is_no(norm) else None)
-            if decides is None and _OTHERS_DECIDE.search(norm):
+            if decides is None and OTHERS_DECIDE.search(norm):
                 decides = "no"
-            elif decides is None and _I_DECIDE.search(norm):
+            elif decides is None and I_DECIDE.search(norm):
                 decides = "yes"
             lead[asked] = decides or text.strip()
         elif asked:
@@ -484,11 +387,11 @@ class _Policy:
                 f.task = "book"
                 f.purpose = "Sales follow-up"
                 return self.book(text, norm)
-            if is_no(norm) or _NOT_NOW.search(norm):
+            if is_no(norm) or NOT_NOW.search(norm):
                 return self.say(f"No problem. {ASK_FOLLOWUP}", ask="followup_book", task="lead")
             if is_yes(norm) or re.search(r"\b(connect|now)\b", norm):
                 return self.transfer(norm, text)
-        elif "need" not in lead and len(norm.split()) > 2 and not _vague(norm):
+        elif "need" not in lead and len(norm.split()) > 2 and not vague(norm):
             lead["need"] = text.strip()
         if asked is None and lead == f.lead and all(k in lead for k, _ in QUALIFY):
             return self.say(f"{SORRY} {ASK_FOLLOWUP}", ask="followup_book", task="lead")
@@ -547,7 +450,7 @@ class _Policy:
                     return self.say(f"Of course. I'm connecting you to the {desc} now. Please hold.", task=None)
                 return self.say(text or SORRY, ask="message_or_callback" if offers_message else None, task=None)
         if "save_lead" in names:
-            hot = _is_hot(f.lead)
+            hot = is_hot(f.lead)
             return self.say(
                 f"Thank you, I've noted all of that. {ASK_HOT if hot else ASK_FOLLOWUP}",
                 ask="hot" if hot else "followup_book",
@@ -555,9 +458,9 @@ class _Policy:
             )
         last = results[-1] if results else None
         if last and last.name in ("find_free_slots", "book_appointment", "reschedule_appointment"):
-            done = last.name != "find_free_slots" and last.content.startswith(_DONE_PREFIXES)
+            done = last.name != "find_free_slots" and last.content.startswith(DONE_PREFIXES)
             if not done:
-                offered = _times_in(last.content, f.day, self.now)
+                offered = times_in(last.content, f.day, self.now)
                 if offered:
                     question = "" if text.endswith("?") else f" {ASK_CHOICE}"
                     return self.say(text + question, ask="choice", offered=offered, start=None)
@@ -569,151 +472,9 @@ class _Policy:
         return self.say(f"{text} {ASK_ELSE}".strip(), ask="anything_else", task=None, start=None, day=None, offered=[])
 
 
-_DONE_PREFIXES = ("Booked", "Done", "You already have", *(p for ps in OUTCOME_PREFIXES.values() for p in ps))
-_INSTRUCTION = re.compile(r"^(Tell|Offer|Ask|Say|Pass|Use|Confirm|Read|Let) ")
-
-
-def speakable(content: str) -> tuple[str, bool]:
-    """A tool result with its notes to the agent ("Ask the caller...", "Offer to take a
-    message...") taken out; the flag says whether a note suggested taking a message."""
-    kept: list[str] = []
-    offers_message = False
-    for sentence in re.split(r"(?<=[.?!])\s+", content.strip()):
-        if _INSTRUCTION.match(sentence):
-            offers_message = offers_message or "message" in sentence
-            continue
-        if sentence:
-            kept.append(sentence)
-    return " ".join(kept), offers_message
-
-
 def _when_of(iso: str) -> When:
     d = dt.datetime.fromisoformat(iso)
     return When(date=d.date(), time=d.time())
-
-
-_MONTHS = "january|february|march|april|may|june|july|august|september|october|november|december"
-_DAY_WORDS = re.compile(
-    r"\b(today|tomorrow|monday|tuesday|wednesday|thursday|friday|saturday|sunday|\d+(st|nd|rd|th)|\d+/\d+"
-    r"|aaj|kal|parson|parso|somvar|somwar|mangalvar|mangalwar|budhvar|budhwar|guruvar|guruwar|brihaspativar"
-    r"|veervar|shukravar|shukrawar|shanivar|shaniwar|ravivar|raviwar|itvaar|itwar|itvar"
-    rf"|\d{{1,2}} ({_MONTHS}))\b"
-)
-
-
-def _names_day(norm: str) -> bool:
-    return _DAY_WORDS.search(norm) is not None
-
-
-_NAMES_BOOKED = re.compile(r"\b(my|the|our|that|mera|meri|apna|apni) (appointment|booking|visit)\b")
-_INSTEAD = re.compile(r"\b(instead|ki jagah|ke jagah|ke bajaye|ki bajaye)\b")
-_NOT_NOW = re.compile(r"\bnot (right )?now\b|\babhi nahi(n)?\b")
-_LATER = re.compile(
-    r"\b(i'm busy|i am busy|busy right now|bad time|not a good time|call (me )?(back )?later|another time|in a meeting"
-    r"|driving|busy (hoon|hu|hun)|baad mein (call|baat|phone)|abhi time nahi|meeting mein|drive kar raha)\b"
-)
-_WHO_WHAT = re.compile(
-    r"\b(who (is|'s) (this|it|calling|speaking)|who are you|what (is|'s) (this|it|that) (about|regarding|for)"
-    r"|what is this|why (are you|did you|do you) call|what do you want|which company|where are you calling from"
-    r"|kaun bol (raha|rahi|rahe)|aap kaun|kis (baare|liye|cheez)|kahan se (bol|call)|kyun call)\b"
-)
-_KEEP = re.compile(
-    r"\b(keep (it|that|the appointment|my appointment)|i'll be there|i will be there|i'll come|i will come"
-    r"|that's fine|that is fine|still (good|fine|on|works)|works for me|confirm(ed)?|see you then"
-    r"|rehne do|rakh do|rakhiye|aa (jaunga|jaungi|jayenge|jaenge)|aaunga|aaungi|wahi (rakho|theek)|same rakho|pakka)\b"
-)
-_CANT = re.compile(
-    r"\b(can't|cannot|can not|won't be able to) (make|come|do)\b"
-    r"|\bnahi(n)? aa (paunga|paungi|paenge|payenge|sakta|sakti|sakte|sakunga|sakungi)\b"
-)
-_ASKS_OPTIONS = re.compile(
-    r"\b(what|which|any|anything|available|free|open|options?|koi|kuch|khali|kaunsa|konsa|kya kya)\b"
-)
-_HEAR = re.compile(r"\b(hear|read|tell|remind|what|when|batao|bataiye|bata do|bata dijiye|kab|kitne baje)\b")
-_SPOKEN_TIME = re.compile(r"\b\d{1,2}(?::\d{2})?\s?(?:am|pm)\b|\b12:00\b")
-# a time as the Hinglish tool results say it ("subah 9:30 baje", "dopahar 12 baje", "raat 12 baje")
-_HINDI_TIME = re.compile(r"\b(subah|dopahar|shaam|raat) (\d{1,2})(?::([0-5]\d))? baje\b", re.I)
-
-
-def _hindi_clock(m: re.Match[str]) -> str:
-    part, hour, minute = m.group(1).lower(), int(m.group(2)), m.group(3) or "00"
-    pm = (part == "dopahar" and hour != 12 and hour < 12) or part == "shaam" or (part == "raat" and 6 <= hour < 12)
-    if part == "dopahar" and hour == 12:
-        return f"12:{minute} pm"
-    if part == "raat" and hour == 12:
-        return f"12:{minute} am"
-    return f"{hour}:{minute} {'pm' if pm else 'am'}"
-
-
-def _times_in(text: str, day: str | None, now: dt.datetime) -> list[str]:
-    """ISO datetimes a tool result offers ("Friday the 27th of November at 9 in the
-    morning or 9:30 in the morning, or Monday ..."; "Friday, 27 November ko subah 9 baje ya
-    subah 9:30 baje"): each time takes the day named since the previous time, else the day
-    before it, else ``day``."""
-    norm = normalise(_HINDI_TIME.sub(_hindi_clock, text))
-    out: list[str] = []
-    date = dt.date.fromisoformat(day) if day else None
-    cursor = 0
-    for m in _SPOKEN_TIME.finditer(norm):
-        before = norm[cursor : m.start()]
-        cursor = m.end()
-        if _names_day(before) and (named := parse_date(before, now)) is not None:
-            date = named
-        time, _, _ = parse_time(m.group(0))
-        if date is None or time is None:
-            continue
-        iso = f"{date.isoformat()}T{time.strftime('%H:%M')}"
-        if iso not in out:
-            out.append(iso)
-    return out
-
-
-def _is_hot(lead: dict[str, str]) -> bool:
-    timeline = normalise(lead.get("timeline", ""))
-    soon = bool(
-        re.search(
-            r"\b(asap|soon|now|immediately|this (week|month)|next (week|month)|right away|days?|weeks?"
-            r"|jaldi|abhi|turant|is (hafte|mahine)|agle (hafte|mahine)|din|dino|hafte|hafton)\b",
-            timeline,
-        )
-    )
-    decides = lead.get("decision_maker") == "yes"
-    budget = normalise(lead.get("budget", ""))
-    has_budget = bool(budget) and not is_no(budget) and not re.search(r"\b(nahi|nahin|pata nahi|no budget)\b", budget)
-    return soon and decides and has_budget
-
-
-_WANTS_TO_ASK = re.compile(
-    r"\b(i have a (question|query|doubt)|i want to ask|can i ask|i wanted to ask|i had a (question|query|doubt)"
-    r"|kuch (poochna|puchna|janna|jaanna)|ek (sawaal|sawal|query|doubt)|(poochna|puchna) (hai|tha|chahta|chahti))\b"
-)
-# what a sales caller wants to buy, even when its name has "appointment" or "booking" in it
-_PRODUCT = re.compile(
-    r"\b(software|system|app|application|tool|platform|solution|crm|erp|website|portal|engine|module|saas)\b"
-)
-_VAGUE = re.compile(r"\b(information|info|details|jaankari|jankari|know more|enquiry|inquiry|brochure)\b")
-_HELLO = re.compile(
-    r"^(hi|hello|hey|hallo|namaste|namaskar|namaskaram|vanakkam|good (morning|afternoon|evening)|haan ji|ji|hello ji)"
-    r"( (there|ji|sir|madam|ma'am))?[ .!?]*$"
-)
-_YOURS = re.compile(
-    r"\b(your|aapke|aapka|aapki|aap ke|aap ka|aap ki) (\w+ )?(software|products?|services?|solutions?)\b"
-)
-
-
-def _vague(norm: str) -> bool:
-    """ "I want some information about your software": interest, but no need said yet."""
-    return _VAGUE.search(norm) is not None and _PRODUCT.search(_YOURS.sub(" ", norm)) is None
-
-
-_I_DECIDE = re.compile(r"\b(i am|i'm|i do|i decide|myself|me only|main hi|mai hi|main khud|mai khud|khud|hum hi)\b")
-_OTHERS_DECIDE = re.compile(
-    r"\b(boss|partner|manager|director|owner|committee|board|management|someone else|somebody else|koi aur"
-    r"|papa|father|husband|wife|malik)\b"
-)
-_TRANSFER_WORDS = re.compile(
-    r"\b(transfer|connect|put me through|someone|somebody|person|human|agent|insaan|aadmi|kisi se|baat (karao|karwao|karwa do|kara do))\b"
-)
 
 
 def frame_metadata(frame: Frame | None) -> dict[str, Any]:

@@ -25,89 +25,41 @@ from dataclasses import dataclass
 
 import dateparser
 
-from dialgraph.server.core.language import HINDI_WORDS
+from dialgraph.graphs.hinglish_time import (
+    BAJE,
+    DEVANAGARI_RE,
+    HI_TRIGGER,
+    HINGLISH_MARKERS,
+    PAUNE,
+    SAADE,
+    SAWA,
+    hindi_numbers,
+    hinglish_to_english,
+    is_hindi_cue,
+    romanise,
+)
+from dialgraph.graphs.time_words import (
+    MONTH_NAMES,
+    MONTH_RE,
+    NOT_MONEY,
+    QTY,
+    QTY_H,
+    WEEKDAY_NAMES,
+    words_to_numbers,
+)
 
-_UNITS = {
-    "zero": 0, "oh": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
-    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
-}  # fmt: skip
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
-_ORD_UNITS = {
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-    "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14,
-    "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19,
-}  # fmt: skip
-_ORD_TENS = {"twentieth": 20, "thirtieth": 30}
-WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-MONTH_NAMES = (
-    "january", "february", "march", "april", "may", "june",
-    "july", "august", "september", "october", "november", "december",
-)  # fmt: skip
-_MONTH_RE = "|".join(m for m in MONTH_NAMES) + "|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
 PERIOD_HOURS = {"morning": 9, "afternoon": 14, "evening": 17, "tonight": 18, "lunchtime": 12, "night": 20}
 
 
-def ordinal_suffix(n: int) -> str:
-    if 10 <= n % 100 <= 20:
-        return f"{n}th"
-    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th') }"
-
-
-def _words_to_numbers(text: str) -> str:
-    """'twenty five' -> '25', 'the twenty third' -> 'the 23rd', 'fifth' -> '5th'."""
-    tokens = text.split()
-    out: list[str] = []
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
-        if tok in _TENS and nxt in _UNITS and 0 < _UNITS[nxt] < 10:
-            out.append(str(_TENS[tok] + _UNITS[nxt]))
-            i += 2
-        elif tok in _TENS and nxt in _ORD_UNITS and _ORD_UNITS[nxt] < 10:
-            out.append(ordinal_suffix(_TENS[tok] + _ORD_UNITS[nxt]))
-            i += 2
-        elif tok in _TENS:
-            out.append(str(_TENS[tok]))
-            i += 1
-        elif tok in _ORD_TENS:
-            out.append(ordinal_suffix(_ORD_TENS[tok]))
-            i += 1
-        elif tok in _ORD_UNITS and not (tok == "second" and (nxt in ("", "one", "1") or _A_CLOCK.match(nxt))):
-            out.append(ordinal_suffix(_ORD_UNITS[tok]))
-            i += 1
-        elif tok in _UNITS and tok != "oh":
-            out.append(str(_UNITS[tok]))
-            i += 1
-        elif tok == "oh" and out and out[-1].isdigit() and nxt in _UNITS:
-            out[-1] = f"{out[-1]}:0{_UNITS[nxt]}"  # "ten oh five" -> "10:05"
-            i += 2
-        else:
-            out.append(tok)
-            i += 1
-    return " ".join(out)
-
-
-# Words after a number that make it a quantity, not a clock time ("10.50 rupees", "2.5 lakh").
-_QTY = (
-    r"(?:%|percent|per cent|dollars?|bucks|rupees?|rupaye|rupay|rupiya|rs|inr|pounds?|euros?|lakhs?|lacs?|crores?"
-    r"|karod|k|thousand|hundred|hazaar|hazar|sau|kgs?|kilos?|grams?|kms?|miles?|metres?|meters?|litres?|liters?"
-    r"|stars?|points?|years?|yrs|saal|months?|mahine|mahina|weeks?|hafte|hafta|days?|din|ghante|ghanta|minutes?"
-    r"|mins?|seconds?|secs?|people|persons?|log|logon|times|baar|guna|x|gb|mb|inch(?:es)?|feet|foot|ft|cm|mm"
-    r"|patients?|members?|rooms?|floors?|ms|milliseconds?|bytes?|kb)"
-)
-_QTY_H = rf"(?:{_QTY}|hours?|hrs?)"
-_NOT_MONEY = r"(?<![\d.:$£€₹#])(?<!rs )(?<!inr )"
 _CUE_BEFORE = r"(?:at|by|around|about|from|till|until|before|after|say|between)"
 
 # "10.30" / "10.30am" (a dot, as Whisper writes it); not "8.12.2026" nor "rs 10.50"
-_DOTTED = re.compile(rf"{_NOT_MONEY}\b(\d{{1,2}})\.([0-5]\d)(?![\d.])(?!\s*{_QTY}\b)")
+_DOTTED = re.compile(rf"{NOT_MONEY}\b(\d{{1,2}})\.([0-5]\d)(?![\d.])(?!\s*{QTY}\b)")
 _H_FORM = re.compile(r"(?<![\d.:])\b(\d{1,2})h([0-5]\d)\b")  # "10h30"
 # "1030": after a cue word or before am/pm/hours/baje any clock time, else only
 # 1:05..12:55 in five-minute steps ("2026" is a year, "100" a quantity)
 _FOUR = re.compile(
-    rf"(?P<cue>\b{_CUE_BEFORE}\s+)?{_NOT_MONEY}(?<!\d\s)\b(?P<h>\d{{1,2}})(?P<m>[0-5]\d)\b(?![:.]\d)(?!\s\d)"
+    rf"(?P<cue>\b{_CUE_BEFORE}\s+)?{NOT_MONEY}(?<!\d\s)\b(?P<h>\d{{1,2}})(?P<m>[0-5]\d)\b(?![:.]\d)(?!\s\d)"
     r"(?P<after>\s*(?:am|pm|hours|hrs|hr|baje|bje|baja)\b)?"
 )
 _NO_BARE_FOUR = re.compile(
@@ -117,16 +69,16 @@ _NO_BARE_FOUR = re.compile(
 # "10 30" (a space, or "10-30" and "ten thirty" once normalised), not inside a run or a list
 # of numbers ("16 24 or 32"); without a time word around it only 1:05..12:55 in 5-minute steps
 _SPACED = re.compile(
-    rf"(?<![\d:.$£€₹#])(?<!\d )\b(\d{{1,2}}) ([0-5]\d)\b(?![:.]\d)(?! \d)(?!\s*(?:st|nd|rd|th)\b)(?!\s*{_QTY}\b)"
+    rf"(?<![\d:.$£€₹#])(?<!\d )\b(\d{{1,2}}) ([0-5]\d)\b(?![:.]\d)(?! \d)(?!\s*(?:st|nd|rd|th)\b)(?!\s*{QTY}\b)"
     r"(?!\s+(?:or|and|to|se)\s+\d)(?P<after>\s+(?:am|pm|baje|bje|baja|bajkar|bajke|ko|o'?\s?clock|hours|hrs)\b)?"
 )
 _TIME_CUES = frozenset(WEEKDAY_NAMES) | {
     "at", "by", "around", "about", "from", "till", "until", "before", "after", "say", "between", "today",
     "tomorrow", "tonight", "morning", "afternoon", "evening", "night", "ko", "ke", "kal", "aaj",
 }  # fmt: skip
-_AND_A_HALF = re.compile(rf"\b({_CUE_BEFORE}\s+)(\d{{1,2}}) and a half\b(?!\s*{_QTY_H}\b)")
+_AND_A_HALF = re.compile(rf"\b({_CUE_BEFORE}\s+)(\d{{1,2}}) and a half\b(?!\s*{QTY_H}\b)")
 _HALF_H = re.compile(
-    r"(?<![:\d])\bhalf (\d{1,2})\b(?![\d:.])(?!\s+(?:past|to|after|before)\s+\d)(?!\s*" + _QTY_H + r"\b)"
+    r"(?<![:\d])\bhalf (\d{1,2})\b(?![\d:.])(?!\s+(?:past|to|after|before)\s+\d)(?!\s*" + QTY_H + r"\b)"
 )
 
 
@@ -178,147 +130,12 @@ def _numeric_clock(text: str) -> str:
 
 
 _MONTH_PREFIXES = frozenset(m[:3] for m in MONTH_NAMES)
-_QTY_FOLLOWS = re.compile(rf"\s*{_QTY_H}\b")
+_QTY_FOLLOWS = re.compile(rf"\s*{QTY_H}\b")
 
 
 def _is_cue(word: str) -> bool:
     """A word that makes the numbers after it a time: "at", "tomorrow", "subah", "somvar", "5th"."""
-    return (
-        word in _TIME_CUES
-        or re.fullmatch(r"\d{1,2}(st|nd|rd|th)", word) is not None
-        or any(pattern.fullmatch(word) for pattern, _ in _HI_WEEKDAYS)
-        or _HI_CUE.fullmatch(word) is not None
-    )
-
-
-# --- Hinglish: romanised Hindi dates and times, as ASR writes them ------------------------
-_HI_HOURS = {
-    "ek": 1, "do": 2, "teen": 3, "tin": 3, "char": 4, "chaar": 4, "paanch": 5, "panch": 5, "paach": 5,
-    "chhe": 6, "chhah": 6, "chah": 6, "chheh": 6, "cheh": 6, "chhai": 6, "saat": 7, "aath": 8, "aat": 8, "nau": 9,
-    "das": 10, "dus": 10, "gyarah": 11, "gyara": 11, "gyaarah": 11, "gyaara": 11, "igyarah": 11, "barah": 12,
-    "bara": 12, "baarah": 12, "baara": 12,
-}  # fmt: skip
-_HI_MINUTES = {
-    "paanch": 5, "panch": 5, "das": 10, "dus": 10, "pandrah": 15, "pandra": 15, "bees": 20, "bis": 20, "pachees": 25,
-    "pachis": 25, "pachchis": 25, "tees": 30, "tis": 30, "paintis": 35, "paintees": 35, "chalis": 40, "chaalis": 40,
-    "chalees": 40, "paintalis": 45, "paintalees": 45, "pachas": 50, "pachaas": 50, "pachpan": 55,
-}  # fmt: skip
-_HI_NUM = "|".join(sorted(_HI_HOURS, key=len, reverse=True))
-_HI_NUM_NOT_DO = "|".join(w for w in sorted(_HI_HOURS, key=len, reverse=True) if w != "do")  # "do" is English too
-_HI_MIN = "|".join(sorted(_HI_MINUTES, key=len, reverse=True))
-_BAJE = r"(?:baje|bajey|baaje|baja|bje|bajkar|bajke|baj\s+kar|baj\s+ke|baj)"
-_SAADE = r"(?:saade|saadhe|sade|sadhe|saadey)"
-_SAWA = r"(?:sawa|sava|savaa|sawaa)"
-_PAUNE = r"(?:paune|pone|paunay|pauney)"
-_HI_PERIODS = (
-    (r"subah|subha|subeh|suba|sawere|savere|sawera|savera|sabere|prataha", "morning"),
-    (r"dopahar|dopehar|dophar|dopahr|dupahar|dupehar|dopaher", "afternoon"),
-    (r"shaam|shyaam|saam", "evening"),
-    (r"raat|raatko|rat ko", "night"),
-)
-_HI_PERIOD_WORDS = "|".join(p for p, _ in _HI_PERIODS) + "|sham"
-_HI_CUE = re.compile(rf"{_HI_PERIOD_WORDS}|parson|parso|parsoon|parsun|parsho|tarikh|taarikh|tareekh|tarik")
-_HI_WEEKDAYS = tuple(
-    (re.compile(rf"\b(?:{long})\b|\b(?:{short})\b(?=\s+(?:ko|ke din)\b)"), english)
-    for long, short, english in (
-        (r"som(?:v|w)aa?r|somaar", "som", "monday"),
-        (r"mangal(?:v|w)aa?r", "mangal", "tuesday"),
-        (r"budh(?:v|w)aa?r", "budh", "wednesday"),
-        (r"guru(?:v|w)aa?r|brihaspati(?:v|w)aa?r|veer(?:v|w)aa?r|vir(?:v|w)aa?r", "guru|brihaspat", "thursday"),
-        (r"shukra?(?:v|w)aa?r", "shukra", "friday"),
-        (r"shani(?:v|w)aa?r|sani(?:v|w)aa?r", "shani", "saturday"),
-        (r"ravi(?:v|w)aa?r|it(?:v|w)aa?r|et(?:v|w)aa?r", "ravi", "sunday"),
-    )
-)
-
-
-_MONTH_WORDS = "|".join(MONTH_NAMES) + "|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
-_HI_NUM_CUED = (
-    re.compile(rf"\b()({_HI_NUM})(?=\s+(?:{_BAJE}|tarikh|taarikh|tareekh|{_MONTH_WORDS})\b)"),
-    re.compile(rf"\b((?:{_SAADE}|{_SAWA}|{_PAUNE})\s+)({_HI_NUM})\b"),
-    # after a period word, but "subah do" is not a time ("do" is English too)
-    re.compile(rf"\b((?:{_HI_PERIOD_WORDS})\s+(?:ko\s+|ke\s+)?)({_HI_NUM_NOT_DO})\b(?!\s+{_QTY_H}\b)"),
-)
-_HI_MIN_CUED = re.compile(rf"\b(\d{{1,2}}\s+{_BAJE}\s+)({_HI_MIN})(?=\s+(?:minute|minutes|min|mins|mint|minat)\b)")
-# Any Hindi date or time word at all: an English turn skips the Hinglish rules (speed)
-_HI_TRIGGER = re.compile(
-    rf"\b(?:{_HI_NUM}|{_BAJE}|{_SAADE}|{_SAWA}|{_PAUNE}|dhai|dhaai|dhaee|dhayi|dhaiy|dedh|derh|dedth|dhedh"
-    rf"|{_HI_PERIOD_WORDS}|aaj|kal|pars\w*|agl\w*|aagle|agale|aane|haft\w*|saptah|mahin\w*|tarikh|taarikh|tareekh|tarik"
-    r"|som\w*|mangal\w*|budh\w*|guru\w*|brihaspat\w*|veer\w*|vir\w*|shukr\w*|shani\w*|sani\w*|ravi\w*|it[vw]\w*"
-    r"|et[vw]\w*)\b"
-)
-
-
-def _hindi_numbers(text: str) -> str:
-    """Hindi number words to digits where a time word makes them a time: "das baje",
-    "saade das", "subah das", "bajkar tees minute", "aath december", "teen tarikh"."""
-    for pattern in _HI_NUM_CUED:
-        text = pattern.sub(lambda m: f"{m.group(1)}{_HI_HOURS[m.group(2)]}", text)
-    return _HI_MIN_CUED.sub(lambda m: f"{m.group(1)}{_HI_MINUTES[m.group(2)]}", text)
-
-
-def _fraction(minute: int, back: int) -> Callable[[re.Match[str]], str]:
-    def repl(m: re.Match[str]) -> str:
-        hour = int(m.group(1))
-        return _hm((hour - back) or 12, minute, m.group(0)) if 1 <= hour <= 12 else m.group(0)
-
-    return repl
-
-
-_NOT_QTY = rf"(?!\s+{_QTY_H}\b)"
-_HI_CLOCK: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
-    # "saade das (baje)" 10:30, "sawa 11" 11:15, "paune 10" 9:45; not "saade teen lakh"
-    *(
-        (re.compile(rf"\b{words}\s+(\d{{1,2}})\b(?![\d:.]){_NOT_QTY}(?:\s+{_BAJE}\b)*"), _fraction(minute, back))
-        for words, minute, back in ((_SAADE, 30, 0), (_SAWA, 15, 0), (_PAUNE, 45, 1))
-    ),
-    (re.compile(rf"\b(?:dhai|dhaai|dhaee|dhayi|dhaiy)\b{_NOT_QTY}(?:\s+{_BAJE}\b)*"), "2:30"),
-    (re.compile(rf"\b(?:dedh|derh|dedth|dhedh)\b{_NOT_QTY}(?:\s+{_BAJE}\b)*"), "1:30"),
-    # "11 bajkar 30 minute", "11 baje 30 min", "11 bajke 30"
-    (
-        re.compile(rf"(?<![\d:.])\b(\d{{1,2}})\s+{_BAJE}\s+([0-5]?\d)\s*(?:minute|minutes|min|mins|mint|minat)\b"),
-        lambda m: _hm(int(m.group(1)), int(m.group(2)), m.group(0)),
-    ),
-    (
-        re.compile(r"(?<![\d:.])\b(\d{1,2})\s+(?:bajkar|bajke|baj\s+kar|baj\s+ke)\s+([0-5]\d)\b(?![\d:.])"),
-        lambda m: _hm(int(m.group(1)), int(m.group(2)), m.group(0)),
-    ),
-    (re.compile(rf"\b(\d{{1,2}}:\d\d)(?:\s+{_BAJE}\b)+"), r"\1"),
-    (re.compile(rf"(?<![\d:.])\b(\d{{1,2}})(?:\s+{_BAJE}\b)+"), lambda m: _hm(int(m.group(1)), 0, m.group(0))),
-    (
-        re.compile(r"(?<![\d:.])\b(\d{1,2})\s+(?:tarikh|taarikh|tareekh|tarik)\b"),
-        lambda m: ordinal_suffix(int(m.group(1))),
-    ),
-)
-_HI_WORDS_EN = {
-    **{w: en for words, en in _HI_PERIODS for w in words.split("|")},
-    "aaj": "today",
-    "kal": "tomorrow",  # booking: "kal" is the future
-    **dict.fromkeys(("parson", "parso", "parsoon", "parsun", "parsho"), "day after tomorrow"),
-    **dict.fromkeys(("agle", "agla", "agli", "aagle", "agale", "aane wale", "aane wala", "aane wali"), "next"),
-    **dict.fromkeys(("hafte", "hafta", "haftay", "saptah"), "week"),
-    **dict.fromkeys(("mahine", "mahina"), "month"),
-}
-_HI_WORD_RE = re.compile(rf"\b(?:{'|'.join(sorted(_HI_WORDS_EN, key=len, reverse=True))})\b")
-_THIS_WEEKDAY = re.compile(rf"\bis\s+(?=(?:{'|'.join(WEEKDAY_NAMES)}|week)\b)")
-
-
-def _hindi(text: str, hinglish: bool) -> str:
-    """Hinglish date and time words (their numbers already digits) to the English forms
-    ``parse_when`` reads."""
-    for pattern, repl in _HI_CLOCK:
-        text = pattern.sub(repl, text)
-    text = _HI_WORD_RE.sub(lambda m: _HI_WORDS_EN[m.group(0)], text)
-    for weekday, english in _HI_WEEKDAYS:
-        text = weekday.sub(english, text)
-    if hinglish:  # "sham" (also English) is evening and "is friday" this Friday only in a Hinglish turn
-        text = _THIS_WEEKDAY.sub("this ", re.sub(r"\bsham\b", "evening", text))
-    return text
-
-
-def _hm(hour: int, minute: int, whole: str) -> str:
-    """ "H:MM", or ``whole`` (the words as said) when that is no time of day."""
-    return f"{hour}:{minute:02d}" if 0 <= hour <= 23 and 0 <= minute <= 59 else whole
+    return word in _TIME_CUES or re.fullmatch(r"\d{1,2}(st|nd|rd|th)", word) is not None or is_hindi_cue(word)
 
 
 _CLOCK_WORDS = re.compile(
@@ -337,7 +154,7 @@ def _clock_word(m: re.Match[str]) -> str:
     return f"{hour}:{minutes:02d}"
 
 
-_CLOCK_DONE = re.compile(rf"\b(\d{{1,2}}:\d{{2}})(?:\s*(?:o'?\s?clock|{_BAJE})\b)+")  # "2:30 o'clock" / "2:30 baje"
+_CLOCK_DONE = re.compile(rf"\b(\d{{1,2}}:\d{{2}})(?:\s*(?:o'?\s?clock|{BAJE})\b)+")  # "2:30 o'clock" / "2:30 baje"
 _CLOCK_RULES: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
     (_CLOCK_WORDS, _clock_word),
     (re.compile(r"(?<![:\d])(\d{1,2})\s*o'?\s?clock\b"), r"\1:00"),
@@ -362,71 +179,30 @@ def _clock_phrases(text: str) -> str:
     return text
 
 
-# "second one past two" -> "second 2:01": a second pass must keep "second" before a clock too
-# (and "second 1st", from "second one tarikh")
-_A_CLOCK = re.compile(r"\d{1,2}:\d\d$|\d{1,2}(?:st|nd|rd|th)$")
-
-_DAY_WORD = rf"(?:today|tomorrow|tonight|{'|'.join(WEEKDAY_NAMES)}|\d{{1,2}}(?:st|nd|rd|th)|(?:{_MONTH_RE}) \d{{1,2}}(?:st|nd|rd|th)?|\d{{1,2}}(?:st|nd|rd|th)? (?:of )?(?:{_MONTH_RE}))"
+_DAY_WORD = rf"(?:today|tomorrow|tonight|{'|'.join(WEEKDAY_NAMES)}|\d{{1,2}}(?:st|nd|rd|th)|(?:{MONTH_RE}) \d{{1,2}}(?:st|nd|rd|th)?|\d{{1,2}}(?:st|nd|rd|th)? (?:of )?(?:{MONTH_RE}))"
 # "tomorrow 10", "thursday ko 11", "morning 10": an hour named right after a day or a period
 _BARE_HOUR = re.compile(
     rf"\b((?:{_DAY_WORD}|(?<!good )(?:morning|afternoon|evening|night))\s+(?:ko\s+|ke\s+|at\s+)?)(\d{{1,2}})\b"
-    rf"(?![\d:./])(?!\s*(?:st|nd|rd|th|am|pm|o'?\s?clock|{_BAJE}|{_QTY_H}|{_MONTH_RE})\b)(?!\s+(?:(?:and|or|to|past|after|before|minutes?)\b|\d))"
+    rf"(?![\d:./])(?!\s*(?:st|nd|rd|th|am|pm|o'?\s?clock|{BAJE}|{QTY_H}|{MONTH_RE})\b)(?!\s+(?:(?:and|or|to|past|after|before|minutes?)\b|\d))"
 )
-
-
-# Hindi in Devanagari (Deepgram's ``hi`` output) to the romanised words the rules read: the
-# date, time, yes/no and request vocabulary only (names and other words stay as they are).
-_DEVANAGARI_PAIRS = """
-    कल=kal आज=aaj परसों=parson परसो=parso सुबह=subah सवेरे=sawere दोपहर=dopahar शाम=shaam रात=raat
-    बजे=baje बजकर=bajkar बज=baj साढ़े=saade साढे=saade सवा=sawa पौने=paune ढाई=dhai डेढ़=dedh डेढ=dedh मिनट=minute
-    सोमवार=somvar मंगलवार=mangalvar बुधवार=budhvar गुरुवार=guruvar बृहस्पतिवार=brihaspativar शुक्रवार=shukravar
-    शनिवार=shanivar रविवार=ravivar इतवार=itvaar मंडे=monday ट्यूज़डे=tuesday ट्यूसडे=tuesday वेडनेसडे=wednesday
-    थर्सडे=thursday फ्राइडे=friday सैटरडे=saturday संडे=sunday अगले=agle अगला=agla अगली=agli हफ्ते=hafte हफ़्ते=hafte
-    महीने=mahine तारीख=tarikh तारीख़=tarikh जनवरी=january फरवरी=february फ़रवरी=february मार्च=march अप्रैल=april
-    मई=may जून=june जुलाई=july अगस्त=august सितंबर=september सितम्बर=september अक्टूबर=october अक्तूबर=october
-    नवंबर=november नवम्बर=november दिसंबर=december दिसम्बर=december
-    एक=ek दो=do तीन=teen चार=char पांच=paanch पाँच=paanch छह=chhah छः=chhah सात=saat आठ=aath नौ=nau दस=das
-    ग्यारह=gyarah बारह=barah पंद्रह=pandrah बीस=bees तीस=tees पैंतालीस=paintalis
-    को=ko के=ke का=ka की=ki से=se है=hai हैं=hain हाँ=haan हां=haan जी=ji नहीं=nahi नही=nahi ठीक=theek
-    बिल्कुल=bilkul बिलकुल=bilkul ज़रूर=zaroor जरूर=zaroor चलेगा=chalega सही=sahi मत=mat करो=karo कर=kar
-    दीजिए=dijiye दीजिये=dijiye करना=karna करनी=karni चाहिए=chahiye चाहिये=chahiye मुझे=mujhe मेरा=mera मेरी=meri
-    नाम=naam अपॉइंटमेंट=appointment अपॉइंटमेन्ट=appointment अपोइंटमेंट=appointment बुक=book कैंसल=cancel
-    कैन्सल=cancel रद्द=radd बदलना=badalna बदल=badal बात=baat किसी=kisi इंसान=insaan मैसेज=message संदेश=sandesh
-    धन्यवाद=dhanyavaad शुक्रिया=shukriya बस=bas इतना=itna ही=hi क्या=kya कब=kab कैसे=kaise कितना=kitna
-    कितनी=kitni कितने=kitne कहाँ=kahan कहां=kahan बाय=bye ओके=ok
-"""
-_DEVANAGARI_WORDS: dict[str, str] = {k: v for k, _, v in (pair.partition("=") for pair in _DEVANAGARI_PAIRS.split())}
-_DEVANAGARI_DIGITS = str.maketrans("०१२३४५६७८९", "0123456789")
-_DEVANAGARI_RE = re.compile(r"[\u0900-\u097F]+")
-
-
-def _romanise(text: str) -> str:
-    """Devanagari digits and the known Devanagari words to Roman script."""
-    text = text.translate(_DEVANAGARI_DIGITS).replace("।", " ")
-    return _DEVANAGARI_RE.sub(lambda m: _DEVANAGARI_WORDS.get(m.group(0), m.group(0)), text)
-
-
-# Words that show a turn is Hinglish, so that "sham" is evening and "is friday" this Friday
-# ("sham" itself is also English, and proves nothing).
-_HINGLISH_MARKERS = HINDI_WORDS - {"sham"}
 
 
 def normalise(text: str) -> str:
     """Lower-case, number words to digits, clock times to H:MM, Hinglish date and time
     words to English. Idempotent."""
-    if _DEVANAGARI_RE.search(text):
-        text = _romanise(text)
-    hinglish = any(w in _HINGLISH_MARKERS for w in re.findall(r"[a-z']+", text.lower()))
+    if DEVANAGARI_RE.search(text):
+        text = romanise(text)
+    hinglish = any(w in HINGLISH_MARKERS for w in re.findall(r"[a-z']+", text.lower()))
     text = text.lower().replace("-", " ").replace(",", " ").replace("?", " ").replace("!", " ")
     text = re.sub(r"\.(?!\d)", " ", text)
     text = re.sub(r"\s+", " ", text).strip()
-    text = _words_to_numbers(text)
-    hindi = hinglish or _HI_TRIGGER.search(text) is not None
+    text = words_to_numbers(text)
+    hindi = hinglish or HI_TRIGGER.search(text) is not None
     if hindi:
-        text = _hindi_numbers(text)
+        text = hindi_numbers(text)
     text = _clock_phrases(_numeric_clock(text))  # "quarter to 2 baje": the clock phrase first
     if hindi:
-        text = _clock_phrases(_hindi(text, hinglish))
+        text = _clock_phrases(hinglish_to_english(text, hinglish))
     text = re.sub(r"\s+", " ", text).strip()
     text = _BARE_HOUR.sub(lambda m: f"{m.group(1)}{int(m.group(2))}:00" if int(m.group(2)) <= 23 else m.group(0), text)
     return text
@@ -465,13 +241,13 @@ _PERIOD_RE = re.compile(r"(?<!good )\b(morning|afternoon|evening|tonight|lunchti
 # Forms that name minutes (or a time) which could not be read: the whole request is
 # unreadable rather than read as the full hour ("at 10.3", "at half past", "saade baje").
 _UNREADABLE = re.compile(
-    rf"{_NOT_MONEY}\b\d{{1,2}}[.:]\d(?![\d.:])(?!\s*{_QTY_H}\b)"
-    rf"|{_NOT_MONEY}\b\d{{1,2}}\.\d{{3,}}(?!\s*{_QTY_H}\b)"
+    rf"{NOT_MONEY}\b\d{{1,2}}[.:]\d(?![\d.:])(?!\s*{QTY_H}\b)"
+    rf"|{NOT_MONEY}\b\d{{1,2}}\.\d{{3,}}(?!\s*{QTY_H}\b)"
     r"|\b(?:quarter|half)\s+(?:past|to|after|before)\b(?!\s+\d)"
     r"|(?<![:\d])\b\d{1,2}\s+(?:minutes?\s+)?past\b(?!\s+\d)"
-    rf"|\b{_BAJE}\b"
-    rf"|\b(?:{_SAADE}|{_SAWA}|{_PAUNE})\b(?!\s+(?:\d+\s+)?{_QTY_H}\b)"
-    rf"|\b\d{{1,2}}\s+and\s+a\s+(?:half|quarter)\b(?!\s+{_QTY_H}\b)"
+    rf"|\b{BAJE}\b"
+    rf"|\b(?:{SAADE}|{SAWA}|{PAUNE})\b(?!\s+(?:\d+\s+)?{QTY_H}\b)"
+    rf"|\b\d{{1,2}}\s+and\s+a\s+(?:half|quarter)\b(?!\s+{QTY_H}\b)"
     r"|\b\d{1,2}\s+(?:and\s+)?\d{1,2}\s+(?:minutes?|mins?)\b"
     r"|\b(?:at|by|around)\s+\d{1,2}\s*(?:[.,h]\d|\s+and\s+\d|\s+[0-5]\d\b)"
 )
@@ -543,7 +319,7 @@ def _add_month(day: dt.date, n: int) -> dt.date | None:
 
 
 _MONTH_DAY = re.compile(
-    rf"\b(?:(?P<d1>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<m1>{_MONTH_RE})|(?P<m2>{_MONTH_RE})\s+(?:the\s+)?(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?)\b(?:\s+(?P<y>20\d\d))?"
+    rf"\b(?:(?P<d1>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<m1>{MONTH_RE})|(?P<m2>{MONTH_RE})\s+(?:the\s+)?(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?)\b(?:\s+(?P<y>20\d\d))?"
 )
 
 

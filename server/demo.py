@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,12 +27,6 @@ from pathlib import Path
 from dialgraph.server.core.settings import Settings
 
 SCENARIO = Path(__file__).resolve().parents[1] / "telephony" / "simulator" / "scenarios" / "scheduling_demo.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -133,10 +126,12 @@ async def campaign_demo(url: str, api_port: int, database_url: str, out_dir: Pat
 
 def run_demo(settings: Settings, *, out_dir: Path, scenario: Path = SCENARIO) -> int:
     """Run the demo call; returns the process exit status."""
+    from dialgraph.telephony.simulator.process import free_port
+
     data_dir = out_dir / "data"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    port, api_port = _free_port(), _free_port()
+    port, api_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,

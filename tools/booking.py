@@ -39,23 +39,47 @@ _UNREADABLE = (
     "I couldn't read the time {text!r}. Pass a local date-time like 2026-11-27T14:30, or a date like 2026-11-27."
 )
 
-_REFUSALS = {
-    "past": "That time has already passed.",
-    "closed": "We're not open then.",
-    "off_grid": "Appointments start at set times, and that exact time isn't one of them.",
-    "too_far": "That's too far ahead to book.",
-    "taken": "That time is already taken.",
-    "raced": "Sorry, that slot was just taken by someone else.",
+# What a booking, move or cancellation did, per status and reply language (``en``, or ``hi-en``:
+# Hinglish in Roman script, as a receptionist in India says it). The fields: {appt} the
+# appointment, {who} the name it is under (``_UNDER_NAME``), {old} when it was, {slots} the
+# appointments a time could mean. A refusal (past .. raced, else ``unavailable``) is followed
+# by the nearest free times.
+_OUTCOMES: dict[str, dict[str, str]] = {
+    "booked": {"en": "Booked{who}: {appt}.", "hi-en": "Appointment book ho gaya{who}: {appt}."},
+    "moved": {
+        "en": "Done: your appointment on {old} is now on {appt}.",
+        "hi-en": "Ho gaya: aapka appointment {old} se badal kar ab {appt} hai.",
+    },
+    "cancelled": {"en": "Cancelled your appointment on {appt}.", "hi-en": "Appointment cancel ho gaya: {appt} wala."},
+    "yours": {
+        "en": "You already have that appointment: {appt}.",
+        "hi-en": "Yeh appointment pehle se aapka hai: {appt}.",
+    },
+    "not_found": {
+        "en": "I couldn't find an upcoming appointment for this caller that matches.",
+        "hi-en": "Is number par aisa koi aane wala appointment nahi mila.",
+    },
+    "ambiguous": {
+        "en": "There's more than one appointment then: {slots}. Which one?",
+        "hi-en": "Us time ke ek se zyada appointment hain: {slots}. Kaunsa wala?",
+    },
+    "past": {"en": "That time has already passed.", "hi-en": "Woh time nikal chuka hai."},
+    "closed": {"en": "We're not open then.", "hi-en": "Us time hum band rehte hain."},
+    "off_grid": {
+        "en": "Appointments start at set times, and that exact time isn't one of them.",
+        "hi-en": "Appointment fixed time par hi shuru hote hain, aur yeh time unmein nahi hai.",
+    },
+    "too_far": {"en": "That's too far ahead to book.", "hi-en": "Itni aage ki booking nahi ho sakti."},
+    "taken": {"en": "That time is already taken.", "hi-en": "Woh time pehle se booked hai."},
+    "raced": {
+        "en": "Sorry, that slot was just taken by someone else.",
+        "hi-en": "Maaf kijiye, woh slot abhi abhi kisi aur ne le liya.",
+    },
+    "unavailable": {"en": "That time is not available.", "hi-en": "Woh time available nahi hai."},
 }
-# The same in Hinglish (Roman script), as a receptionist in India says it.
-_REFUSALS_HI = {
-    "past": "Woh time nikal chuka hai.",
-    "closed": "Us time hum band rehte hain.",
-    "off_grid": "Appointment fixed time par hi shuru hote hain, aur yeh time unmein nahi hai.",
-    "too_far": "Itni aage ki booking nahi ho sakti.",
-    "taken": "Woh time pehle se booked hai.",
-    "raced": "Maaf kijiye, woh slot abhi abhi kisi aur ne le liya.",
-}
+_UNDER_NAME = {"en": " under the name {name}", "hi-en": ", {name} ke naam se"}
+_WITH_APPOINTMENT = ("booked", "moved", "cancelled", "yours")  # said only when the outcome has one
+_REFUSALS = ("past", "closed", "off_grid", "too_far", "taken", "raced")
 # How a result that did what was asked begins, per language (the offline model and the
 # post-call analysis read them).
 OUTCOME_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -117,49 +141,17 @@ def describe_appointment(cal: Calendar, appt: AppointmentView, style: str = "en"
 
 def describe_outcome(cal: Calendar, outcome: Outcome, style: str = "en") -> str:
     """What a booking, move or cancellation did, in words (``style``: see ``speech_format``)."""
-    if style == "hi-en":
-        return _describe_outcome_hi(cal, outcome)
+    lang = "hi-en" if style == "hi-en" else "en"
     today = cal.today()
-    appt = outcome.appointment
-    if outcome.status == "booked" and appt:
-        who = f" under the name {appt.name}" if appt.name else ""
-        return f"Booked{who}: {describe_appointment(cal, appt, style)}."
-    if outcome.status == "moved" and appt and outcome.previous:
-        old = spoken_datetime(outcome.previous.starts_at.astimezone(cal.zone), today=today, style=style)
-        return f"Done: your appointment on {old} is now on {describe_appointment(cal, appt, style)}."
-    if outcome.status == "cancelled" and appt:
-        return f"Cancelled your appointment on {describe_appointment(cal, appt, style)}."
-    if outcome.status == "yours" and appt:
-        return f"You already have that appointment: {describe_appointment(cal, appt, style)}."
-    if outcome.status == "not_found":
-        return "I couldn't find an upcoming appointment for this caller that matches."
-    if outcome.status == "ambiguous":
-        slots = describe_slots(list(outcome.alternatives), today, style)
-        return f"There's more than one appointment then: {slots}. Which one?"
-    refusal = _REFUSALS.get(outcome.status, "That time is not available.")
-    return f"{refusal} {offer(outcome.alternatives, today, style)}"
-
-
-def _describe_outcome_hi(cal: Calendar, outcome: Outcome) -> str:
-    style = "hi-en"
-    today = cal.today()
-    appt = outcome.appointment
-    if outcome.status == "booked" and appt:
-        who = f", {appt.name} ke naam se" if appt.name else ""
-        return f"Appointment book ho gaya{who}: {describe_appointment(cal, appt, style)}."
-    if outcome.status == "moved" and appt and outcome.previous:
-        old = spoken_datetime(outcome.previous.starts_at.astimezone(cal.zone), today=today, style=style)
-        return f"Ho gaya: aapka appointment {old} se badal kar ab {describe_appointment(cal, appt, style)} hai."
-    if outcome.status == "cancelled" and appt:
-        return f"Appointment cancel ho gaya: {describe_appointment(cal, appt, style)} wala."
-    if outcome.status == "yours" and appt:
-        return f"Yeh appointment pehle se aapka hai: {describe_appointment(cal, appt, style)}."
-    if outcome.status == "not_found":
-        return "Is number par aisa koi aane wala appointment nahi mila."
-    if outcome.status == "ambiguous":
-        slots = describe_slots(list(outcome.alternatives), today, style)
-        return f"Us time ke ek se zyada appointment hain: {slots}. Kaunsa wala?"
-    refusal = _REFUSALS_HI.get(outcome.status, "Woh time available nahi hai.")
+    appt, status = outcome.appointment, outcome.status
+    if status in _WITH_APPOINTMENT and appt and (status != "moved" or outcome.previous):
+        who = _UNDER_NAME[lang].format(name=appt.name) if appt.name else ""
+        before = outcome.previous if status == "moved" else None
+        old = spoken_datetime(before.starts_at.astimezone(cal.zone), today=today, style=style) if before else ""
+        return _OUTCOMES[status][lang].format(appt=describe_appointment(cal, appt, style), who=who, old=old)
+    if status in ("not_found", "ambiguous"):
+        return _OUTCOMES[status][lang].format(slots=describe_slots(list(outcome.alternatives), today, style))
+    refusal = _OUTCOMES[status if status in _REFUSALS else "unavailable"][lang]
     return f"{refusal} {offer(outcome.alternatives, today, style)}"
 
 

@@ -19,7 +19,7 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 
-from dialgraph.server.core.language import HINDI_WORDS, Spoken, detect, reply_language
+from dialgraph.server.core.language import Spoken, detect, reply_language
 
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTH_NAMES = (
@@ -240,26 +240,6 @@ _ENGLISH_WORDS = frozenset(_ENGLISH_TEXT.split())
 _WORDS = re.compile(r"[a-z']+")
 
 
-# Romanised Hindi words callers use that ``server.core.language`` does not list yet (asked for
-# in the notes); with them, "agle mahine tak" and "haan main hi decide karunga" read as Hinglish.
-_MORE_HINDI_TEXT = """agle agla agli pichle mahine mahina mahino hafte hafta hafton saal tak karunga karungi karenge karega karegi
-    karta karti karte hoon dijiye chahte chahenge lena lena dena wala waala wale waale hazaar hazar dukaan paas bhi
-    bas dekh dekhti dekhta dekhte sakte sakta sakti milega milna chalega hoga karke kijiye lijiye dekhiye batana
-    poochna puchna jaanna humein hamein hume hamare humare apne apni apna unko isko usko zaroorat jaise"""
-_MORE_HINDI = frozenset(_MORE_HINDI_TEXT.split())
-_ALL_HINDI = HINDI_WORDS | _MORE_HINDI
-
-
-def spoken_language(text: str) -> Spoken:
-    """``server.core.language.detect`` with the words above: what one turn is in."""
-    spoken = detect(text)
-    if spoken != "en":
-        return spoken
-    words = _WORDS.findall(text.lower())
-    hindi = sum(1 for w in words if w in _ALL_HINDI)
-    return "hi-en" if hindi and (hindi >= 2 or hindi * 4 >= len(words)) else "en"
-
-
 def shows_english(text: str) -> bool:
     """True when a turn is plainly English (two or more English function words, no Hindi)."""
     return sum(1 for w in _WORDS.findall(text.lower()) if w in _ENGLISH_WORDS) >= 2
@@ -273,7 +253,7 @@ def turn_language(flow_language: str, caller_turns: Sequence[str], *, lookback: 
     if flow_language == "en":
         return "en"
     for text in list(caller_turns)[::-1][:lookback]:
-        spoken = spoken_language(text)
+        spoken = detect(text)
         if spoken != "en" or shows_english(text):
             return reply_language(flow_language, spoken)
     return reply_language(flow_language, None)

@@ -43,9 +43,9 @@ _HINDI_WORDS = """
     naam insaan aadmi koi wala wali wale liye lie saath sath
     dhanyavaad dhanyawad shukriya namaste namaskar alvida
     agle agla agli pichle mahine mahina hafte hafta saal tak karunga karungi karenge karega karegi
-    karta karti karte chahenge lena waala waale hazaar hazar dukaan paas bhi bas dekh sakte sakta sakti
-    milega milna chalega karke lijiye dekhiye batana poochna puchna jaanna humein hamein hume hamare
-    apne apni apna unko zaroorat jaise
+    karta karti karte chahenge lena waala waale hazaar hazar dukaan paas bhi bas dekh dekhta dekhti dekhte
+    sakte sakta sakti milega milna chalega karke lijiye dekhiye batana poochna puchna jaanna humein hamein
+    hume hamare humare apne apni apna unko zaroorat jaise mahino hafton
 """
 HINDI_WORDS = frozenset(_HINDI_WORDS.split())
 _DEVANAGARI = re.compile(r"[\u0900-\u097F]")

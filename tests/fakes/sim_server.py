@@ -1,7 +1,10 @@
 """A real dialgraph server on 127.0.0.1 for simulator-driven tests.
 
-``live_server(settings, overrides)`` serves ``create_app`` with uvicorn on a free port in
-the running event loop and stops it (every task awaited) on the way out.
+``live_server(tmp_path, overrides)`` serves ``create_app`` with uvicorn on a free port in
+the running event loop and stops it (every task awaited) on the way out; ``serving(settings)``
+does the same for settings a test made itself (its database, its limits), on the port of
+their public URL. Both serve with ``dialgraph serve``'s own options
+(``server.cli.uvicorn_options``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from dialgraph.server.app import create_app
+from dialgraph.server.cli import uvicorn_options
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
 from dialgraph.telephony.simulator.process import free_port
@@ -52,13 +56,12 @@ def text_speech() -> Overrides:
 
 
 @asynccontextmanager
-async def live_server(
-    tmp_path: Path, *, overrides: Overrides | None = None, port: int | None = None, **settings: Any
-) -> AsyncIterator[LiveServer]:
-    port = port or free_port()
-    cfg = sim_settings(tmp_path, port, **settings)
-    app = create_app(cfg, overrides=overrides if overrides is not None else text_speech())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+async def serving(settings: Settings, overrides: Overrides | None = None) -> AsyncIterator[Any]:
+    """The app for ``settings`` under uvicorn on their public URL's port; yields the app."""
+    app = create_app(settings, overrides=overrides if overrides is not None else text_speech())
+    port = int(settings.public_url.rsplit(":", 1)[1])
+    options = uvicorn_options(settings, host="127.0.0.1", port=port) | {"log_level": "warning"}
+    server = uvicorn.Server(uvicorn.Config(app, **options, lifespan="on"))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
@@ -66,7 +69,16 @@ async def live_server(
                 await task
                 raise RuntimeError("uvicorn exited before it started")
             await asyncio.sleep(0.02)
-        yield LiveServer(url=cfg.public_url, settings=cfg, app=app)
+        yield app
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def live_server(
+    tmp_path: Path, *, overrides: Overrides | None = None, port: int | None = None, **settings: Any
+) -> AsyncIterator[LiveServer]:
+    cfg = sim_settings(tmp_path, port or free_port(), **settings)
+    async with serving(cfg, overrides) as app:
+        yield LiveServer(url=cfg.public_url, settings=cfg, app=app)

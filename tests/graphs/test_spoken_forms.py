@@ -5,6 +5,7 @@ read as the full hour (unreadable forms give None: the agent asks again)."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -15,8 +16,12 @@ from dialgraph.graphs.spoken_time import normalise, parse_date, parse_time, pars
 NOW = dt.datetime(2026, 12, 2, 8, 0)  # a Wednesday, 8 in the morning
 TODAY, TOMORROW, THURSDAY = "2026-12-02", "2026-12-03", "2026-12-03"
 
-# (said, language, the slot: ISO local date[Thh:mm], "~" suffix when only a period was named)
-FORMS: list[tuple[str, str, str]] = [
+UNREADABLE = "unreadable"  # names a time that cannot be read completely: nothing, never the full hour
+NOT_A_TIME = "not a time"  # quantities, codes, years: no time of day
+
+# (said, language, what it is: the slot, ISO local date[Thh:mm] with a "~" suffix when only a
+# period was named; or UNREADABLE; or NOT_A_TIME)
+SAID: list[tuple[str, str, str]] = [
     # --- 10:30 in every written form, no day: today (still ahead at 8:00) -------------------
     ("10.30", "en", f"{TODAY}T10:30"),
     ("at 10.30", "en", f"{TODAY}T10:30"),
@@ -142,42 +147,48 @@ FORMS: list[tuple[str, str, str]] = [
     ("agle mahine 5 tarikh", "hi-en", "2027-01-05"),
     ("next month on the 5th", "en", "2027-01-05"),
     ("the 5th", "en", "2026-12-05"),
+    # --- forms that name a time which cannot be read completely ------------------------------
+    ("at 10.3", "en", UNREADABLE),
+    ("10:3", "en", UNREADABLE),
+    ("tomorrow at 10.5", "en", UNREADABLE),
+    ("tomorrow at half past", "en", UNREADABLE),
+    ("at quarter to", "en", UNREADABLE),
+    ("at 10 past", "en", UNREADABLE),
+    ("at 10 and a quarter", "en", UNREADABLE),
+    ("at 10 and 30 minutes", "en", UNREADABLE),
+    ("kal saade baje", "hi-en", UNREADABLE),
+    ("kitne baje", "hi-en", UNREADABLE),
+    ("kal solah baje", "hi-en", UNREADABLE),
+    ("raat 12 baje", "hi-en", UNREADABLE),
+    ("raat 2 baje", "hi-en", UNREADABLE),
+    ("Sunday at 12:15 at night", "en", UNREADABLE),
+    ("tonight at 1", "en", UNREADABLE),  # after midnight: which day?
+    # --- not a time at all -------------------------------------------------------------------
+    ("it costs 10.50 rupees", "en-IN", NOT_A_TIME),
+    ("rs 10.30 only", "en-IN", NOT_A_TIME),
+    ("saade teen lakh", "hi-en", NOT_A_TIME),
+    ("dhai lakh budget hai", "hi-en", NOT_A_TIME),
+    ("call 555 765 4321", "en", NOT_A_TIME),
+    ("in 2026", "en", NOT_A_TIME),
+    ("my pin is 1030", "en", NOT_A_TIME),
+    ("good morning", "en", NOT_A_TIME),
+    ("good night", "en", NOT_A_TIME),
+    ("it's a sham", "en", NOT_A_TIME),
+    ("16, 24 or 32 bytes", "en", NOT_A_TIME),
+    ("speculative decode at 240 ms", "en", NOT_A_TIME),
 ]
 
-# Forms that name a time which cannot be read completely: never the full hour, nothing at all.
-UNREADABLE = [
-    ("at 10.3", "en"),
-    ("10:3", "en"),
-    ("tomorrow at 10.5", "en"),
-    ("tomorrow at half past", "en"),
-    ("at quarter to", "en"),
-    ("at 10 past", "en"),
-    ("at 10 and a quarter", "en"),
-    ("at 10 and 30 minutes", "en"),
-    ("kal saade baje", "hi-en"),
-    ("kitne baje", "hi-en"),
-    ("kal solah baje", "hi-en"),
-    ("raat 12 baje", "hi-en"),
-    ("raat 2 baje", "hi-en"),
-    ("Sunday at 12:15 at night", "en"),
-    ("tonight at 1", "en"),  # after midnight: which day?
-]
 
-# Not a time at all (quantities, codes, years): no slot.
-NOT_TIMES = [
-    ("it costs 10.50 rupees", "en-IN"),
-    ("rs 10.30 only", "en-IN"),
-    ("saade teen lakh", "hi-en"),
-    ("dhai lakh budget hai", "hi-en"),
-    ("call 555 765 4321", "en"),
-    ("in 2026", "en"),
-    ("my pin is 1030", "en"),
-    ("good morning", "en"),
-    ("good night", "en"),
-    ("it's a sham", "en"),
-    ("16, 24 or 32 bytes", "en"),
-    ("speculative decode at 240 ms", "en"),
-]
+SLOT = "slot"  # the rows of SAID that land on a slot
+
+
+def _said(kind: str) -> list[Any]:
+    """The rows of ``SAID`` of one kind (SLOT, UNREADABLE or NOT_A_TIME), with readable ids."""
+    return [
+        pytest.param(said, language, want, id=f"{language}:{said}")
+        for said, language, want in SAID
+        if (want if want in (UNREADABLE, NOT_A_TIME) else SLOT) == kind
+    ]
 
 
 def _slot(said: str) -> str | None:
@@ -187,21 +198,21 @@ def _slot(said: str) -> str | None:
     return when.iso() + ("~" if when.approximate else "")
 
 
-@pytest.mark.parametrize(("said", "language", "slot"), FORMS, ids=[f"{lang}:{s}" for s, lang, _ in FORMS])
+@pytest.mark.parametrize(("said", "language", "slot"), _said(SLOT))
 def test_each_surface_form_lands_on_its_slot(said: str, language: str, slot: str) -> None:
     assert _slot(said) == slot, (said, language, normalise(said))
 
 
-@pytest.mark.parametrize(("said", "language"), UNREADABLE, ids=[f"{lang}:{s}" for s, lang in UNREADABLE])
-def test_a_time_that_cannot_be_read_gives_nothing_not_the_full_hour(said: str, language: str) -> None:
+@pytest.mark.parametrize(("said", "language", "what"), _said(UNREADABLE))
+def test_a_time_that_cannot_be_read_gives_nothing_not_the_full_hour(said: str, language: str, what: str) -> None:
     assert unreadable_time(normalise(said)) or parse_time(normalise(said))[0] is None
-    assert parse_when(said, NOW) is None, (said, language, normalise(said))
+    assert parse_when(said, NOW) is None, (said, language, what, normalise(said))
 
 
-@pytest.mark.parametrize(("said", "language"), NOT_TIMES, ids=[f"{lang}:{s}" for s, lang in NOT_TIMES])
-def test_numbers_that_are_not_times_give_no_time(said: str, language: str) -> None:
+@pytest.mark.parametrize(("said", "language", "what"), _said(NOT_A_TIME))
+def test_numbers_that_are_not_times_give_no_time(said: str, language: str, what: str) -> None:
     when = parse_when(said, NOW)
-    assert when is None or when.time is None, (said, language, normalise(said), when)
+    assert when is None or when.time is None, (said, language, what, normalise(said), when)
 
 
 def test_undated_times_say_so_and_dated_ones_too() -> None:

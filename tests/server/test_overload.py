@@ -3,7 +3,7 @@ refuses NEW calls with a short "all lines are busy" and tells the load balancer 
 ready, while the calls it holds go on; and its media socket never negotiates compression.
 
 Whole calls run over the real WebSocket against the app under uvicorn with ``dialgraph
-serve``'s own options (``server.cli.uvicorn_options``), webhooks signed as Twilio signs them;
+serve``'s own options (``tests.fakes.sim_server.serving``), webhooks signed as Twilio signs them;
 the lag test stalls the server's event loop through a route this test adds to its own app."""
 
 from __future__ import annotations
@@ -13,19 +13,16 @@ import json
 import os
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
 
 from dialgraph.server.app import create_app
-from dialgraph.server.cli import uvicorn_options
 from dialgraph.server.core.call_store import get_call
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.enums import CallOutcome
@@ -47,7 +44,7 @@ from dialgraph.telephony.simulator.vendors.deepgram import DeepgramFake
 from dialgraph.telephony.simulator.vendors.elevenlabs import ElevenLabsFake
 from dialgraph.telephony.simulator.webhooks import TwilioWebhookClient, call_params, new_call_sid, new_sid
 from dialgraph.telephony.speech.vad import EnergyVad
-from tests.fakes.sim_server import text_speech
+from tests.fakes.sim_server import serving
 from tests.fakes.speech import NullRecognizer, NullSynthesizer
 from tests.telephony.harness import TwilioMediaClient, handshake_signature
 
@@ -113,26 +110,6 @@ def test_busy_message_in_the_flows_language(tmp_path: Path) -> None:
 
 
 # --- whole calls over the real WebSocket ----------------------------------------------------------
-@asynccontextmanager
-async def served(settings: Settings, overrides: Overrides) -> AsyncIterator[Any]:
-    """The app under uvicorn with ``dialgraph serve``'s options, on its public URL's port."""
-    app = create_app(settings, overrides=overrides)
-    port = int(settings.public_url.rsplit(":", 1)[1])
-    config = uvicorn.Config(app, **uvicorn_options(settings, host="127.0.0.1", port=port), lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                await task
-                raise RuntimeError("uvicorn exited before it started")
-            await asyncio.sleep(0.02)
-        yield app
-    finally:
-        server.should_exit = True
-        await task
-
-
 def _settings(tmp_path: Path, database_url: str, port: int, **values: Any) -> Settings:
     return Settings(  # type: ignore[call-arg]
         data_dir=tmp_path,
@@ -225,7 +202,7 @@ async def test_past_max_calls_new_calls_hear_busy_and_healthz_is_503_until_a_cal
     settings = _settings(tmp_path, database_url, port, overload=OverloadSettings(max_calls=2))
     media_url = f"ws://127.0.0.1:{port}/twilio/media"
     async with (
-        served(settings, text_speech()) as app,
+        serving(settings) as app,
         httpx.AsyncClient(base_url=settings.public_url, timeout=WAIT_S) as http,
         AsyncExitStack() as stack,
     ):
