@@ -61,6 +61,8 @@ def test_wheel_holds_the_namespace_and_its_dist_info_only(wheel: Path) -> None:
     assert "dialgraph/server/core/migrations/env.py" in names
     assert any(n.startswith("dialgraph/server/core/migrations/versions/0001") for n in names)
     assert "dialgraph/telephony/speech/data/silero_vad.onnx" in names
+    assert "dialgraph/telephony/speech/data/smart-turn-v3.2-cpu.onnx" in names
+    assert "dialgraph/telephony/speech/data/smart-turn-v3.2-cpu.LICENSE" in names
     assert "dialgraph/telephony/simulator/scenarios/scheduling_demo.yaml" in names
     assert "dialgraph/tools/data/support_faq.yaml" in names
     # every package folder in the repo made it in (pyproject lists them one by one)
