@@ -5,14 +5,15 @@ process, or a supervisor and W worker processes sharing the port, as ``dialgraph
 --workers W`` runs it), each worker building ``create_app`` with instant scripted providers
 (``dialgraph.telephony.simulator.scripted``): the recognizer says a final every 4 s of caller audio, the
 graph answers at once, TTS returns 2 s of audio at once. The VAD is the production one
-(silero, energy-gated) unless ``--vad energy``. So what is measured is our media path:
+(silero behind its noise-floor gate) unless ``--vad energy``, or ``--vad silero-silence``
+(the gate before issue 16: digital silence only). So what is measured is our media path:
 inbound frame handling (parse, gap check, recognizer push, VAD, policy), outbound pacing
 and marks, the turn plumbing, heard-progress and transcript writes (SQLite).
 
 This process plays Twilio for every call (the simulator's ``LeanLeg``: hand-rolled framing
 and no task per call, so it stays cheap next to the server on the same cores): a
 20 ms frame per call per tick (1.2 s of speech-like noise before each final, silence
-otherwise), marks echoed when their audio would have finished playing (a simulated
+otherwise: digital silence, or white line noise at ``--line-dbfs``), marks echoed when their audio would have finished playing (a simulated
 playback buffer per call), arrival time and audio length of every media message kept.
 
 Figures (within a reply; gaps > 1 s are between replies and not counted):
@@ -29,7 +30,7 @@ Figures (within a reply; gaps > 1 s are between replies and not counted):
   rss MB/call     server resident memory growth per call (all processes)
 
 Usage: python -m bench.media_path [--calls 50,100,250] [--seconds 20] [--workers 1,2]
-       [--lead-ms 200] [--vad silero|energy]
+       [--lead-ms 200] [--vad silero|silero-silence|energy] [--line-dbfs -45]
 """
 
 from __future__ import annotations
@@ -138,11 +139,15 @@ def bench_app() -> Any:
     from dialgraph.telephony.speech.base import Final
 
     data_dir = Path(os.environ["MEDIA_BENCH_DATA_DIR"])
-    if os.environ.get("MEDIA_BENCH_VAD") == "silero":
+    if os.environ.get("MEDIA_BENCH_VAD", "").startswith("silero"):
+        import functools
+
         from dialgraph.telephony.speech.vad import SileroVad
 
         SileroVad.preload()
         vad_factory: Any = SileroVad
+        if os.environ["MEDIA_BENCH_VAD"] == "silero-silence":
+            vad_factory = functools.partial(SileroVad, floor_margin_db=None)
     else:
         from dialgraph.telephony.speech.vad import EnergyVad
 
@@ -190,6 +195,21 @@ def serve(port: int, workers: int, profile: str = "") -> None:
 
 
 # --- Twilio side --------------------------------------------------------------------------------
+def _line_frames(dbfs: float) -> list[bytes]:
+    """Steady white noise at ``dbfs``: a phone line with nobody speaking on it."""
+    from dialgraph.telephony.audio import pcm16_to_ulaw
+
+    rng = random.Random(11)
+    sd = 32768 * 10 ** (dbfs / 20)
+    frames = []
+    for _ in range(50):
+        pcm = b"".join(
+            max(-32768, min(32767, int(rng.gauss(0, sd)))).to_bytes(2, "little", signed=True) for _ in range(160)
+        )
+        frames.append(pcm16_to_ulaw(pcm))
+    return frames
+
+
 def _speech_frames() -> list[bytes]:
     from dialgraph.telephony.audio import pcm16_to_ulaw
 
@@ -211,6 +231,7 @@ class BenchCall:
     __slots__ = ("call_sid", "leg", "chunk", "times", "sizes", "gens", "measure_from")
 
     SPEECH: list[str] = []
+    QUIET: list[str] = [SILENCE_PAYLOAD]  # the caller's line between turns
 
     def __init__(self, call_sid: str, stream_sid: str) -> None:
         self.call_sid = call_sid
@@ -225,7 +246,9 @@ class BenchCall:
         """The caller's next 20 ms: speech-like noise for part of every turn, else silence."""
         self.chunk += 1
         n = self.chunk
-        return self.SPEECH[n % len(self.SPEECH)] if (n % TURN_FRAMES) in SPEECH_FRAMES else SILENCE_PAYLOAD
+        if (n % TURN_FRAMES) in SPEECH_FRAMES:
+            return self.SPEECH[n % len(self.SPEECH)]
+        return self.QUIET[n % len(self.QUIET)]
 
     def on_event(self, event: Received, now: float) -> None:
         if isinstance(event, AgentAudio):
@@ -333,9 +356,12 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
 
 
-async def drive(port: int, pid: int, n: int, seconds: float, data_dir: Path, warmup: float = 3.0) -> dict[str, Any]:
+async def drive(
+    port: int, pid: int, n: int, seconds: float, data_dir: Path, warmup: float = 3.0, line_dbfs: float | None = None
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     BenchCall.SPEECH = [payload(f) for f in _speech_frames()]
+    BenchCall.QUIET = [SILENCE_PAYLOAD] if line_dbfs is None else [payload(f) for f in _line_frames(line_dbfs)]
     calls = [BenchCall("CA" + uuid.uuid4().hex, "MZ" + uuid.uuid4().hex) for _ in range(n)]
     await _record_calls(data_dir, calls)
     pids = _tree(pid)
@@ -391,7 +417,16 @@ async def drive(port: int, pid: int, n: int, seconds: float, data_dir: Path, war
     }
 
 
-def run_one(n: int, seconds: float, *, workers: int, lead_ms: int, vad: str, profile: str = "") -> dict[str, Any]:
+def run_one(
+    n: int,
+    seconds: float,
+    *,
+    workers: int,
+    lead_ms: int,
+    vad: str,
+    profile: str = "",
+    line_dbfs: float | None = None,
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         port = free_port()
@@ -419,7 +454,7 @@ def run_one(n: int, seconds: float, *, workers: int, lead_ms: int, vad: str, pro
             time.sleep(1.0 if workers > 1 else 0.0)  # every worker up, not just the first
             import uvloop
 
-            result = uvloop.run(drive(port, proc.pid, n, seconds, data_dir))
+            result = uvloop.run(drive(port, proc.pid, n, seconds, data_dir, line_dbfs=line_dbfs))
             time.sleep(1.0)  # let the sessions finish and flush
         finally:
             proc.send_signal(signal.SIGINT)
@@ -445,7 +480,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", default="1", help="server processes, comma-separated to compare (e.g. 1,2)")
     parser.add_argument("--lead-ms", type=int, default=200, help="playback_lead_ms (200 -> 100 ms messages)")
-    parser.add_argument("--vad", choices=("silero", "energy"), default="silero")
+    parser.add_argument("--vad", choices=("silero", "silero-silence", "energy"), default="silero")
+    parser.add_argument("--line-dbfs", type=float, help="white noise on the caller's line between turns (dBFS)")
     parser.add_argument("--profile", help="write a cProfile of the server to this file (1 worker only)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--profile-to", help=argparse.SUPPRESS)
@@ -455,7 +491,8 @@ def main() -> None:
         return
     print(
         f"media path, {args.seconds:.0f} s per row, {os.cpu_count()} CPUs, lead {args.lead_ms} ms, "
-        f"VAD {args.vad}; client is this process"
+        f"VAD {args.vad}, line {'silent' if args.line_dbfs is None else f'{args.line_dbfs:.0f} dBFS'}; "
+        "client is this process"
     )
     header = (
         f"{'wkr':>3} {'calls':>5} {'srv ms/call-s':>13} {'srv%':>5} {'cli%':>5} {'msg':>4} "
@@ -465,7 +502,15 @@ def main() -> None:
     print(header)
     for workers in (int(w) for w in args.workers.split(",")):
         for n in (int(x) for x in args.calls.split(",")):
-            r = run_one(n, args.seconds, workers=workers, lead_ms=args.lead_ms, vad=args.vad, profile=args.profile)
+            r = run_one(
+                n,
+                args.seconds,
+                workers=workers,
+                lead_ms=args.lead_ms,
+                vad=args.vad,
+                profile=args.profile,
+                line_dbfs=args.line_dbfs,
+            )
             print(
                 f"{workers:>3} {r['calls']:>5} {r['cpu_ms_per_call_s']:>13.2f} {r['server_cpu_pct']:>5.0f} "
                 f"{r['client_cpu_pct']:>5.0f} {r['msg_ms']:>4.0f} {r['gap_p50']:>7.1f} {r['gap_p99']:>7.1f} "

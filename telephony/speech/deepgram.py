@@ -19,27 +19,41 @@ both Hindi and English words were heard). ``keyterms`` (the flow's vocabulary) g
 Deepgram's ``keyterm`` parameters on nova-3 (every nova-3 language, ``multi`` included; at
 most 500 tokens), as ``keywords`` on older models, which have no keyterm prompting.
 
-permessage-deflate: the SDK opens its socket with the ``websockets`` defaults, which offer
-compression, and has no option to turn that off (only ``transport_factory``, which
-replaces the SDK's socket for the whole process); issue 16 has what it would take.
+The socket is ours, the messages the SDK's. ``listen.v1.connect`` opens its socket with the
+legacy ``websockets`` client and its defaults, which offer permessage-deflate (mu-law audio
+hardly compresses: deflating it costs CPU on both ends for nothing), and has no option to
+turn that off (only ``transport_factory``, which replaces the socket for the whole process).
+So ``DeepgramRecognizer.connect`` builds the same URL (``/v1/listen`` on the environment's
+``production`` base, the query through the SDK's own encoder) and headers (the client's,
+``Authorization: Token <key>`` included), opens it with the ``websockets`` asyncio client,
+``compression=None`` and no proxy (as before), and hands it to the SDK's
+``AsyncV1SocketClient``, which still sends the controls and parses every event into the
+SDK's types. A refused handshake becomes the SDK's ``ApiError`` as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
 from deepgram import AsyncDeepgramClient
+from deepgram.core.api_error import ApiError
+from deepgram.core.jsonable_encoder import jsonable_encoder
+from deepgram.core.query_encoder import encode_query
 from deepgram.environment import DeepgramClientEnvironment
+from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 from deepgram.listen.v1.types import (
     ListenV1Results,
     ListenV1SpeechStarted,
     ListenV1UtteranceEnd,
 )
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
 from dialgraph.server.core.language import base as base_language
 from dialgraph.server.core.language import deepgram_language
@@ -122,9 +136,38 @@ class DeepgramRecognizer:
             return {"keyterm": terms}
         return {"keywords": terms}
 
-    def connect(self, language: str, keyterms: Sequence[str] = ()) -> Any:
-        """The SDK's async context manager for one socket."""
-        return self._client.listen.v1.connect(language=language, **self.vocabulary(keyterms), **self.options)
+    def listen_url(self, language: str, keyterms: Sequence[str] = ()) -> str:
+        """``/v1/listen`` with the query the SDK's ``listen.v1.connect`` would send."""
+        base = self._client._client_wrapper.get_environment().production
+        query = encode_query(jsonable_encoder({**self.options, **self.vocabulary(keyterms), "language": language}))
+        return f"{base}/v1/listen?{urllib.parse.urlencode(query or [])}"
+
+    @contextlib.asynccontextmanager
+    async def connect(self, language: str, keyterms: Sequence[str] = ()) -> AsyncIterator[AsyncV1SocketClient]:
+        """One socket, without permessage-deflate, in the SDK's socket client (see the
+        module docstring)."""
+        headers = self._client._client_wrapper.get_headers()  # User-Agent, session id, Authorization
+        try:
+            ws = await ws_connect(
+                self.listen_url(language, keyterms),
+                additional_headers=headers,
+                user_agent_header=None,  # the SDK's User-Agent is in ``headers``
+                compression=None,
+                proxy=None,
+                open_timeout=self.connect_timeout_s,
+            )
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            body = (
+                "Websocket initialized with invalid credentials."
+                if status == 401
+                else "Unexpected error when initializing websocket connection."
+            )
+            raise ApiError(status_code=status, body=body) from exc
+        try:
+            yield AsyncV1SocketClient(websocket=ws)  # type: ignore[arg-type]  # typed for the legacy client
+        finally:
+            await ws.close()
 
     async def aclose(self) -> None:
         pass
@@ -145,6 +188,9 @@ class DeepgramStream(QueuedRecognitionStream):
         self._replay_start = 0.0  # stream time of _replay[0]
         self._conn_base = 0.0  # stream time of the current connection's t=0
         self._wake = asyncio.Event()
+        self._sent_at = 0.0  # loop time of the last message sent (keepalive timing)
+        self._keepalive_due = False
+        self._idle_timer: asyncio.TimerHandle | None = None
         self.reconnects = 0
         self._run_task = asyncio.get_running_loop().create_task(self._run())
 
@@ -229,24 +275,49 @@ class DeepgramStream(QueuedRecognitionStream):
                 await cm.__aexit__(None, None, None)
 
     async def _send_loop(self, socket: Any) -> None:
-        keepalive_s = self._owner.keepalive_s
-        while True:
-            if not self._pending and not self._input_ended:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), keepalive_s)
-                except TimeoutError:
+        """Sends what was pushed, ``KeepAlive`` after ``keepalive_s`` of sending nothing, and
+        at the end the rest, ``Finalize`` and ``CloseStream``. It waits on ``_wake`` alone: the
+        keepalive is one timer per ``keepalive_s`` (``_check_idle``), not a timeout per message
+        (``asyncio.wait_for`` made a task for every 20 ms message)."""
+        loop = asyncio.get_running_loop()
+        self._sent_at = loop.time()
+        self._keepalive_due = False
+        self._idle_timer = loop.call_later(self._owner.keepalive_s, self._check_idle)
+        try:
+            while True:
+                if self._pending:
+                    chunk = bytes(self._pending)
+                    self._pending.clear()
+                    self._replay += chunk
+                    self._sent_at = loop.time()
+                    self._keepalive_due = False
+                    await socket.send_media(chunk)
+                elif self._input_ended:
+                    await socket.send_finalize()
+                    await socket.send_close_stream()
+                    return
+                elif self._keepalive_due:
+                    self._keepalive_due = False
+                    self._sent_at = loop.time()
                     await socket.send_keep_alive()
-                    continue
-            if self._pending:
-                chunk = bytes(self._pending)
-                self._pending.clear()
-                self._replay += chunk
-                await socket.send_media(chunk)
-            elif self._input_ended:
-                await socket.send_finalize()
-                await socket.send_close_stream()
-                return
+                else:
+                    self._wake.clear()
+                    await self._wake.wait()
+        finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+
+    def _check_idle(self) -> None:
+        """The keepalive timer: wakes the sender when nothing went out for ``keepalive_s``,
+        and comes back when the next keepalive could be due."""
+        keepalive_s = self._owner.keepalive_s
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self._sent_at
+        if idle >= keepalive_s:
+            self._keepalive_due = True
+            self._wake.set()
+            idle = 0.0
+        self._idle_timer = loop.call_later(keepalive_s - idle, self._check_idle)
 
     async def _receive_loop(self, socket: Any) -> bool:
         async for message in socket:

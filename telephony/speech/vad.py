@@ -43,6 +43,13 @@ class EnergyVad:
 SILERO_ONNX_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
 _SILERO_WINDOW = 256  # samples per model call at 8 kHz (32 ms)
 _SILERO_CONTEXT = 32  # samples of the previous window the model expects in front
+_WINDOW_BYTES = 2 * _SILERO_WINDOW
+# The gate's noise floor (dBFS): where it starts, how low it goes, how fast it follows a frame
+# below it (per frame) and above it (per frame of non-speech: ~1 s to climb 20 dB within 6).
+_FLOOR_START_DB = -60.0
+_FLOOR_MIN_DB = -70.0
+_FLOOR_FALL = 0.3
+_FLOOR_RISE = 0.02
 
 
 def silero_model_path() -> Path:
@@ -66,16 +73,38 @@ class SileroVad:
 
     Twilio frames are 160 samples, the model takes 256: frames accumulate and the model
     runs once a window is full (about every 1.6 frames); between runs the last probability
-    stands. An energy gate in front skips the model on windows of plain silence, so a
-    silent line costs a few microseconds a frame. The ONNX session is shared per process
-    (onnxruntime sessions are thread-safe); load it once with ``SileroVad.preload()`` in a
-    thread to keep the hash check off the event loop.
+    stands. A model run costs ~0.1 ms, the largest per-frame cost of a call while the agent
+    talks, so an energy gate in front skips it (probability 0) on windows with no frame
+    above ``gate_dbfs`` (plain silence) or, with ``floor_margin_db``, none at least that far
+    above the line's noise floor (steady hiss or hum: a model would call it silence too).
+    The floor follows the frame level down fast and up slowly, and only while the model
+    does not hear speech; once it does (probability >= ``hold``) the gate stays open, so a
+    soft syllable after a loud one is still judged, and the floor never climbs into speech.
+    A frame that passes the gate opens every window it falls in. Audio waits as 16-bit PCM
+    and becomes the model's floats only for a window that runs; a skipped window gives just
+    its last 32 samples, the context in front of the next run, so that context is always the
+    real audio. The model's recurrent state is left as the last run left it (issue 16:
+    resetting or re-warming it on the first loud window delayed barge-in onset by up to
+    100 ms and made no noise any less likely to barge in; ``bench/vad_gate.py`` measures the
+    gate's cost and onsets). The ONNX session is shared per process (onnxruntime sessions
+    are thread-safe); load it once with ``SileroVad.preload()`` in a thread to keep the
+    hash check off the event loop.
     """
 
-    def __init__(self, *, gate_dbfs: float = -55.0, model_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        gate_dbfs: float = -55.0,
+        floor_margin_db: float | None = 6.0,
+        hold: float = 0.3,
+        model_path: Path | None = None,
+    ) -> None:
         self._session = _silero_session(str(model_path or silero_model_path()))
         self._gate_rms = 32768 * 10 ** (gate_dbfs / 20)
+        self._margin = floor_margin_db
+        self._hold = hold
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self.runs = 0  # model runs (benchmarks and tests read it)
         self.reset()
 
     @staticmethod
@@ -84,38 +113,49 @@ class SileroVad:
 
     def reset(self) -> None:
         self._state = np.zeros((2, 1, 128), dtype=np.float32)
-        self._window = np.zeros(_SILERO_CONTEXT + _SILERO_WINDOW, dtype=np.float32)
-        self._filled = 0  # samples of the current window filled (after the context)
-        self._loud = False  # any frame in the current window passed the energy gate
+        self._input = np.zeros((1, _SILERO_CONTEXT + _SILERO_WINDOW), dtype=np.float32)  # context + window
+        self._pcm = bytearray()  # the current window so far, 16-bit PCM
+        self._loud = False  # a frame in the current window passed the energy gate
         self._prob = 0.0
+        self._floor_db = _FLOOR_START_DB
 
     def speech_probability(self, frame: bytes) -> float:
         pcm = audioop.ulaw2lin(frame, 2)
-        if audioop.rms(pcm, 2) >= self._gate_rms:
-            self._loud = True
-        samples = np.frombuffer(pcm, dtype=np.int16)
-        pos = 0
-        while pos < len(samples):
-            take = min(_SILERO_WINDOW - self._filled, len(samples) - pos)
-            start = _SILERO_CONTEXT + self._filled
-            self._window[start : start + take] = samples[pos : pos + take] * (1 / 32768)
-            self._filled += take
-            pos += take
-            if self._filled == _SILERO_WINDOW:
-                self._run_window()
+        loud = self._passes_gate(audioop.rms(pcm, 2))
+        buf = self._pcm
+        buf += pcm
+        self._loud = self._loud or loud
+        while len(buf) >= _WINDOW_BYTES:
+            self._run_window(buf[:_WINDOW_BYTES])
+            del buf[:_WINDOW_BYTES]
+            self._loud = loud and bool(buf)  # the rest of a loud frame opens the next window
         return self._prob
 
-    def _run_window(self) -> None:
+    def _passes_gate(self, rms: int) -> bool:
+        """Whether one frame is worth the model; tracks the noise floor on the way."""
+        if self._margin is None:
+            return rms >= self._gate_rms
+        if self._prob >= self._hold:
+            return rms >= self._gate_rms  # in speech: the floor stands still
+        level = 20 * math.log10(rms / 32768) if rms > 0 else -96.0
+        floor = self._floor_db
+        loud = rms >= self._gate_rms and level >= floor + self._margin
+        floor += (level - floor) * (_FLOOR_FALL if level < floor else _FLOOR_RISE)
+        self._floor_db = max(floor, _FLOOR_MIN_DB)
+        return loud
+
+    def _run_window(self, pcm: bytes | bytearray) -> None:
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        x = self._input
         if self._loud:
-            out, self._state = self._session.run(
-                None, {"input": self._window[None, :], "state": self._state, "sr": self._sr}
-            )
+            self.runs += 1
+            x[0, _SILERO_CONTEXT:] = samples * (1 / 32768)
+            out, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._sr})
             self._prob = float(out[0, 0])
+            x[0, :_SILERO_CONTEXT] = x[0, -_SILERO_CONTEXT:]
         else:
             self._prob = 0.0
-        self._window[:_SILERO_CONTEXT] = self._window[-_SILERO_CONTEXT:]
-        self._filled = 0
-        self._loud = False
+            x[0, :_SILERO_CONTEXT] = samples[-_SILERO_CONTEXT:] * (1 / 32768)
 
 
 class WebRtcVad:

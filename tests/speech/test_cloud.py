@@ -109,7 +109,10 @@ async def test_deepgram_long_utterance_without_a_final_is_not_dropped() -> None:
     assert bytes(fake.connections[0].audio) == audio  # every frame reached Deepgram
     finals = [e for e in events if isinstance(e, Final)]
     assert " ".join(f.text for f in finals).lower().split() == SENTENCE
-    assert finals[0].start == 0.0 and abs(finals[-1].end - len(audio) / 8000) < 0.05  # one timeline
+    # one timeline: the last final ends between the last word's end and the end of the audio
+    # (where in the 600 ms silent tail depends on how the audio was batched into messages)
+    last_word_end = (len(audio) - 600 * 8) / 8000
+    assert finals[0].start == 0.0 and last_word_end <= finals[-1].end <= len(audio) / 8000 + 0.05
     assert len(stream._replay) + len(stream._pending) <= rec.max_buffer_bytes
 
 
