@@ -379,21 +379,26 @@ class PreemptiveReply:
                 await _copy_checkpoint(head, fork.checkpointer, fork_config, since=None)  # type: ignore[arg-type]
             turn, acc = TurnLog(human=human), _RunTally()
             payload: dict[str, Any] | None = _turn_payload({"messages": [human]})
-            while True:  # run until the end of the turn or a tool call with effects
-                async for chunk in runner._stream(
-                    fork, payload, fork_config, ctx, turn, acc, interrupt_before=["tools"]
-                ):
-                    yield chunk
-                payload = None
-                pending = _pending_tool_calls(await fork.aget_state(fork_config))
-                if not pending or not all(runner.early_tool(name) for name in pending):
-                    self.held_back = tuple(pending)
-                    break
-            self._decision = asyncio.get_running_loop().create_future()
-            if self._decided is not None:
-                self._decision.set_result(self._decided)
-            self.waiting.set()
-            if not await self._decision:
+            try:
+                while True:  # run until the end of the turn or a tool call with effects
+                    async for chunk in runner._stream(
+                        fork, payload, fork_config, ctx, turn, acc, interrupt_before=["tools"]
+                    ):
+                        yield chunk
+                    payload = None
+                    pending = _pending_tool_calls(await fork.aget_state(fork_config))
+                    if not pending or not all(runner.early_tool(name) for name in pending):
+                        self.held_back = tuple(pending)
+                        break
+                self._decision = asyncio.get_running_loop().create_future()
+                if self._decided is not None:
+                    self._decision.set_result(self._decided)
+                self.waiting.set()
+                confirmed = await self._decision
+            except (asyncio.CancelledError, GeneratorExit):  # dropped before the decision: a discard
+                self.wasted = acc.usage()
+                raise
+            if not confirmed:
                 self.wasted = acc.usage()
                 runner._log_done(ctx, acc, offline=self._turn.offline, preemptive="discarded")
                 return

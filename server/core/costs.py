@@ -367,11 +367,16 @@ class SpendCap:
         """The rule whose budget ``running`` (this stream's cost so far) has spent, if any;
         once tripped it stays tripped for the rest of the stream."""
         if self.tripped is None:
-            if self.caller_budget and self.caller_spent + running >= self.caller_budget:
-                self.tripped = "limits.caller_daily_budget"
-            elif self.deployment_budget and self.deployment_spent + running >= self.deployment_budget:
-                self.tripped = "limits.deployment_daily_budget"
+            self.tripped = self.spent(running)
         return self.tripped
+
+    def spent(self, running: float) -> str | None:
+        """The rule whose budget ``running`` would have spent (``check`` without tripping)."""
+        if self.caller_budget and self.caller_spent + running >= self.caller_budget:
+            return "limits.caller_daily_budget"
+        if self.deployment_budget and self.deployment_spent + running >= self.deployment_budget:
+            return "limits.deployment_daily_budget"
+        return None
 
 
 def day_start(now: dt.datetime) -> dt.datetime:

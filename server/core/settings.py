@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     backchannel_max_ms: int = Field(
         default=800, ge=200, le=5000, description="speech this long with no new words interrupts anyway"
     )
+    preemptive_replies: bool = Field(
+        default=True,
+        description="start the reply when the caller pauses on stable text, send it when the turn is confirmed",
+    )
     playback_lead_ms: int = Field(
         default=200, ge=20, le=200, description="audio sent ahead of real time; 200: 100 ms messages, 120: 20 ms"
     )

@@ -100,3 +100,24 @@ class TurnRunner(Protocol):
     async def record_heard(self, ctx: CallContext, heard_text: str) -> None:
         """After a barge-in: make the thread's last agent reply exactly ``heard_text``
         (what the caller heard), marked as interrupted, whether or not the run finished."""
+
+
+class PreemptiveRun(Protocol):
+    """A reply started on a caller turn not confirmed yet (``graphs.runner.PreemptiveReply``):
+    iterate it for its events; ``confirm()`` or ``discard()`` it once the turn's words are
+    known. ``wasted``: what a discarded run spent on the model."""
+
+    wasted: list[TurnUsage]
+
+    def confirm(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[RunnerEvent]: ...
+
+
+@runtime_checkable
+class PreemptingRunner(Protocol):
+    """A ``TurnRunner`` that can start a reply before the caller's turn is confirmed."""
+
+    def preempt(self, ctx: CallContext, turn: CallerText) -> PreemptiveRun: ...

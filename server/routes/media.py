@@ -261,6 +261,7 @@ async def open_session(
         meter=meter,
         spend_cap=spend_cap,
         recorder=recorder_for(settings, ctx),
+        preemptive=settings.preemptive_replies,
     )
 
 

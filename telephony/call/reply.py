@@ -295,7 +295,11 @@ class Reply:
                     role="agent",
                     text=outcome.text,
                     latency_ms=timing.latency_ms,
-                    data={"trigger": timing.trigger, "timings": timing.marks_ms()},
+                    data={
+                        "trigger": timing.trigger,
+                        "timings": timing.marks_ms(),
+                        **({"preempted": True} if timing.preempted else {}),
+                    },
                 )
             )
         env.report(Finished(self, outcome))

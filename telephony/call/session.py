@@ -63,6 +63,8 @@ from dialgraph.server.core.turns import (
     CallerText,
     CallSignal,
     EndCallRequest,
+    PreemptingRunner,
+    PreemptiveRun,
     RunnerEvent,
     TextChunk,
     TransferRequest,
@@ -76,7 +78,7 @@ from dialgraph.telephony.call.recording import CallRecorder
 from dialgraph.telephony.call.reply import APOLOGY as APOLOGY  # re-exported: tests and callers import it from here
 from dialgraph.telephony.call.reply import AudioStarted, Interrupted, Played, Reply, ReplyContext, ReplyEvent
 from dialgraph.telephony.call.state import CallState, TurnTiming
-from dialgraph.telephony.call.turn_policy import BargeIn, StartTurn, TurnPolicy, TurnState
+from dialgraph.telephony.call.turn_policy import BargeIn, Preempt, StartTurn, TurnPolicy, TurnState, words_of
 from dialgraph.telephony.speech.base import (
     FRAME_BYTES,
     Final,
@@ -90,6 +92,17 @@ from dialgraph.telephony.twilio import codec
 from dialgraph.telephony.twilio.protocol import Gap, MediaStreamProtocol, Rejected
 
 log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(slots=True)
+class _Preempted:
+    """A reply started on the caller's pause (``Preempt``), held until the turn ends."""
+
+    words: list[str]
+    said: CallerText  # what the run was given (``offline`` once a spend cap tripped)
+    run: PreemptiveRun
+    reply: Reply
+
 
 # Said when a call reaches its maximum length (``max_call_s``): fixed words, no model.
 TIME_LIMIT_GOODBYE = "I'm sorry, we've reached the time limit for this call. Thank you for calling, goodbye."
@@ -160,6 +173,7 @@ class CallSession:
         meter: costs.CallMeter | None = None,
         spend_cap: costs.SpendCap | None = None,
         recorder: CallRecorder | None = None,
+        preemptive: bool = True,
     ) -> None:
         self.ctx = ctx
         self.meter = meter
@@ -174,6 +188,9 @@ class CallSession:
         self._low_latency = False  # asked of the stream while the agent holds the floor
         self._vad = vad
         self._runner = runner
+        # Replies started on the caller's pause: a runner that can (GraphRunner), when on.
+        self._preemptive = preemptive and isinstance(runner, PreemptingRunner)
+        self._preempted: _Preempted | None = None
         self._signal = StreamSignal.parse(signal)
         self._clock = clock
         self._speech_end: float | None = None  # the caller's last word of this turn ended (session clock)
@@ -501,6 +518,8 @@ class CallSession:
                     self._barge_in()
                 elif isinstance(action, StartTurn):
                     self._on_turn(action)
+                elif isinstance(action, Preempt):
+                    self._preempt(action.text)
         self._log.warning("recognition stream ended")
 
     def _on_turn(self, turn: StartTurn) -> None:
@@ -515,14 +534,83 @@ class CallSession:
         if reply is not None and not reply.done():  # the policy never does this; stay safe if it did
             self._barge_in()
         ctx, runner, said = self.ctx, self._runner, self._within_budget(CallerText(text=text))
+        preempted, self._preempted = self._preempted, None
+        if preempted is not None:
+            if (
+                isinstance(said, CallerText)  # not the spend cap's fixed offer
+                and said.offline == preempted.said.offline
+                and preempted.words == words_of(text)
+                and not preempted.reply.done()
+            ):
+                self._confirm(preempted)  # the reply is ready: its audio goes out now
+                return
+            self._discard(preempted)
         self._begin_reply("caller", lambda: runner.respond(ctx, said))
         if self.state.reply is not None:
             self.state.reply.timing.speech_end_at = self._speech_end
         self._speech_end = None
 
+    # --- preemptive replies ----------------------------------------------------------------------
+    def _preempt(self, text: str) -> None:
+        """The caller paused on ``text``: start the reply now, its audio held until the turn
+        ends with the same words (``_on_turn``). Not while a reply is live, the call ends, or
+        a spend cap turns the turn into a fixed offer."""
+        if self._preempted is not None:
+            if self._preempted.words == words_of(text):
+                return  # the same words again: the reply in the making is theirs
+            self._discard(self._preempted)
+            self._preempted = None
+        st = self.state
+        if not self._preemptive or st.ending or self._tg is None or (st.reply is not None and not st.reply.done()):
+            return
+        said = CallerText(text=text)
+        cap, meter = self._spend_cap, self.meter
+        if cap is not None and meter is not None:  # as ``_within_budget`` will, without tripping the cap
+            if cap.tripped is not None:
+                said = dataclasses.replace(said, offline=True)
+            elif cap.spent(meter.running_total(asr_seconds=self.asr_seconds())) is not None:
+                return  # this turn gets the fixed offer, not a model reply
+        assert isinstance(self._runner, PreemptingRunner)
+        run = self._runner.preempt(self.ctx, said)
+        reply = Reply(self._replies, generation=st.generation + 1, trigger="caller", held=True)
+        reply.timing.preempted = True
+        reply.start(self._tg, run.__aiter__)
+        self._preempted = _Preempted(words_of(text), said, run, reply)
+
+    def _confirm(self, preempted: _Preempted) -> None:
+        st, reply = self.state, preempted.reply
+        preempted.run.confirm()
+        st.generation = reply.generation
+        st.reply = reply
+        reply.timing.started_at = self._clock()
+        reply.timing.speech_end_at = self._speech_end
+        self._speech_end = None
+        self.timings.append(reply.timing)
+        reply.release()
+
+    def _discard(self, preempted: _Preempted) -> None:
+        """The turn's words differ, or something else takes the floor: the held reply goes,
+        unheard and unsaved; what its model run spent still counts."""
+        preempted.run.discard()
+        preempted.reply.discard()
+        meter, task = self.meter, preempted.reply.runner_task
+        if meter is not None and task is not None:
+
+            def count(_: object) -> None:
+                for used in preempted.run.wasted:
+                    meter.add_tokens(used.model, used.input_tokens, used.output_tokens)
+
+            task.add_done_callback(count)
+
+    def _drop_preempted(self) -> None:
+        preempted, self._preempted = self._preempted, None
+        if preempted is not None:
+            self._discard(preempted)
+
     # --- replies --------------------------------------------------------------------------------
     def _begin_reply(self, trigger: str, events: Callable[[], AsyncIterator[RunnerEvent]]) -> None:
         assert self._tg is not None
+        self._drop_preempted()  # another reply takes the floor
         st = self.state
         st.generation += 1
         reply = Reply(self._replies, generation=st.generation, trigger=trigger)

@@ -27,6 +27,9 @@ class TurnTiming:
     speech_end_at: float | None = None
     first_token_at: float | None = None
     first_tts_audio_at: float | None = None
+    # A preemptive reply: started on the caller's pause, held until the turn was confirmed
+    # (its first token and TTS audio may come before the caller's end of speech).
+    preempted: bool = False
 
     @property
     def latency_ms(self) -> float | None:

@@ -33,6 +33,10 @@ ignored ("Mm-hmm." is "mmhmm") and a letter repeated three times or more counted
 The text rule needs a recognizer that gives text while the caller speaks (interim results);
 the composition root leaves it off for one that does not.
 
+Preemption: an ``Interim`` marked ``stable`` while the caller holds the floor (they paused;
+the recognizer's text for the turn so far) answers ``Preempt(text)``: the session may start
+the reply now and hold its audio until ``StartTurn`` confirms the same words.
+
 Each ``StartTurn`` carries the languages its finals were heard in (``Final.language``, when
 the recognizer says), in order, without repeats.
 """
@@ -69,7 +73,15 @@ class BargeIn:
     queued audio, bump the generation, record what was heard."""
 
 
-Action = StartTurn | BargeIn
+@dataclass(frozen=True, slots=True)
+class Preempt:
+    """The caller paused on ``text`` (the turn so far): a reply may start, held back until
+    the turn ends with the same words."""
+
+    text: str
+
+
+Action = StartTurn | BargeIn | Preempt
 BARGE_IN = BargeIn()
 _NONE: tuple[Action, ...] = ()
 _EPS = 1e-6
@@ -162,7 +174,9 @@ class TurnPolicy:
             return self._final(event)
         if isinstance(event, Interim):
             text = event.text.strip()
-            if self.state is TurnState.LISTENING or not text:
+            if self.state is TurnState.LISTENING:
+                return (Preempt(" ".join([*self._pending, text])),) if event.stable and text else _NONE
+            if not text:
                 return _NONE
             self._note_speech(text, event.end - event.start)
             self._interim = text

@@ -41,11 +41,15 @@ class SpeechStarted:
 
 @dataclass(frozen=True, slots=True)
 class Interim:
-    """A partial hypothesis that may still change."""
+    """A partial hypothesis that may still change. ``stable``: the caller has paused and this
+    is the recognizer's text for the whole utterance so far, what its final will say unless
+    the caller goes on (the offline recognizer's speculative decode): a reply may start on
+    it, held back until the turn ends with the same words (``TurnPolicy``'s ``Preempt``)."""
 
     text: str
     start: float
     end: float
+    stable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from dialgraph.server.core.settings import Settings
 from dialgraph.telephony.call.session import turn_language
 from dialgraph.telephony.call.turn_policy import (
     BARGE_IN,
+    Preempt,
     StartTurn,
     TurnPolicy,
     TurnState,
@@ -43,6 +44,25 @@ def test_turn_starts_on_speech_final_accumulating_earlier_finals() -> None:
         StartTurn("I would like an appointment"),
     )
     assert policy.state is TurnState.THINKING
+
+
+def test_a_stable_interim_while_listening_preempts_the_turn_so_far() -> None:
+    policy = TurnPolicy()
+    policy.recognition(Final("I would like", 0.0, 0.8, speech_final=False))
+    assert policy.recognition(Interim("an appointment", 0.8, 1.6)) == ()  # still changing
+    assert policy.recognition(Interim("an appointment", 0.8, 1.6, stable=True)) == (
+        Preempt("I would like an appointment"),
+    )
+    assert policy.state is TurnState.LISTENING  # only the final takes the turn
+    assert policy.recognition(Final("an appointment", 0.8, 1.6, speech_final=True)) == (
+        StartTurn("I would like an appointment"),
+    )
+
+
+def test_a_stable_interim_during_the_agents_turn_is_no_preemption() -> None:
+    policy = agent_speaking()
+    assert Preempt("mm-hmm") not in policy.recognition(Interim("mm-hmm", 0.0, 0.1, stable=True))
+    assert policy.recognition(Interim("   ", 0.0, 0.1, stable=True)) == ()
 
 
 def test_utterance_end_after_finals_ends_the_turn_and_alone_does_nothing() -> None:
