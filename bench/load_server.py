@@ -1,10 +1,16 @@
-"""A dialgraph server for load benchmarks: the real app and graphs, fast fake speech.
+"""A dialgraph server for load benchmarks: the real app and graphs, fast fake speech or the
+cloud speech path against local stand-ins (their default keys).
 
-Speech is the simulator's text-carrying stand-in (``simulator.text_speech``: instant ASR/TTS
-standing in for cloud providers answering at once); everything else (webhooks, signatures,
-the media session, the offline model, the checkpointer, the database) is the real thing.
+``--speech text`` (the default, for ``bench.load_calls``): speech is the simulator's
+text-carrying stand-in (``simulator.text_speech``: instant ASR/TTS standing in for cloud
+providers answering at once). ``--speech cloud`` (for ``bench.load_whole``): the real
+Deepgram SDK client and our ElevenLabs WebSocket client, pointed at ``--deepgram-url`` and
+``--elevenlabs-url`` (the simulator's vendor stand-ins, run by the load generator), and the
+product's VAD. Everything else (webhooks, signatures, the media session, the offline model,
+the checkpointer, the database) is the real thing.
 
     python -m bench.load_server --port 8765 --data-dir /tmp/x [--database-url URL] [--max-calls N]
+        [--speech text|cloud --deepgram-url ws://... --elevenlabs-url http://...]
 
 Served with ``dialgraph serve``'s uvicorn options (``server.cli.uvicorn_options``: no
 permessage-deflate on the media socket). ``--max-calls`` / ``--max-loop-lag-ms`` set
@@ -27,6 +33,22 @@ from dialgraph.telephony.simulator.scenario import SCENARIO_NUMBERS
 from dialgraph.telephony.simulator.text_speech import TextRecognizer, TextSynthesizer, TextVad
 
 
+def speech(args: argparse.Namespace, settings: Settings) -> Overrides:
+    if args.speech == "text":
+        return Overrides(recognizer=TextRecognizer(), synthesizer=TextSynthesizer(), vad_factory=TextVad)
+    if not (args.deepgram_url and args.elevenlabs_url):
+        raise SystemExit("--speech cloud needs --deepgram-url and --elevenlabs-url")
+    from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
+    from dialgraph.telephony.speech.elevenlabs import ElevenLabsSynthesizer
+    from dialgraph.telephony.speech.providers import build_vad_factory
+
+    return Overrides(
+        recognizer=DeepgramRecognizer("dg-test-key", url=args.deepgram_url),
+        synthesizer=ElevenLabsSynthesizer("el-test-key", url=args.elevenlabs_url),
+        vad_factory=build_vad_factory(settings),
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
@@ -34,6 +56,10 @@ def main() -> None:
     p.add_argument("--database-url", default=None)
     p.add_argument("--max-calls", type=int, default=0, help="[overload] max_calls: refuse new calls past this many")
     p.add_argument("--max-loop-lag-ms", type=float, default=0, help="[overload] max_loop_lag_ms")
+    p.add_argument("--loop-lag-window-s", type=float, default=10.0, help="[overload] loop_lag_window_s")
+    p.add_argument("--speech", choices=["text", "cloud"], default="text")
+    p.add_argument("--deepgram-url", default=None, help="the Deepgram stand-in (--speech cloud)")
+    p.add_argument("--elevenlabs-url", default=None, help="the ElevenLabs stand-in (--speech cloud)")
     args = p.parse_args()
     settings = Settings(  # type: ignore[call-arg]
         data_dir=Path(args.data_dir),
@@ -41,11 +67,14 @@ def main() -> None:
         public_url=f"http://127.0.0.1:{args.port}",
         numbers=SCENARIO_NUMBERS,
         log_level="WARNING",
-        overload=OverloadSettings(max_calls=args.max_calls, max_loop_lag_ms=args.max_loop_lag_ms),
+        overload=OverloadSettings(
+            max_calls=args.max_calls,
+            max_loop_lag_ms=args.max_loop_lag_ms,
+            loop_lag_window_s=args.loop_lag_window_s,
+        ),
         _env_file=None,
     )
-    speech = Overrides(recognizer=TextRecognizer(), synthesizer=TextSynthesizer(), vad_factory=TextVad)
-    app = create_app(settings, overrides=speech)
+    app = create_app(settings, overrides=speech(args, settings))
     options = uvicorn_options(settings, host="127.0.0.1", port=args.port)  # as `dialgraph serve` (no deflate)
     uvicorn.run(app, **{**options, "ws_max_queue": 64, "backlog": 2048})
 

@@ -166,3 +166,8 @@ class LeanLeg:
         """Start the close handshake; ``closed`` resolves when the connection is gone."""
         assert self._socket is not None
         self._socket.send(CLOSE_FRAME)
+
+    def hang_up(self) -> None:
+        """The caller hung up: Twilio's ``stop``, then the close handshake."""
+        assert self._socket is not None
+        self._socket.send(client_frame(self.protocol.stop()) + CLOSE_FRAME)

@@ -16,6 +16,13 @@ like the vendor. The fake tags a word ``hi`` when it is Devanagari or a romanise
 word (``dialgraph.server.core.language.HINDI_WORDS``), else ``en``. Every query parameter
 is recorded, repeated ones (``keyterm``) as lists in ``ListenConnection.params``.
 
+Timing (``DeepgramTiming``; the default adds no delay, so tests see results at once):
+``result_latency_ms`` holds every message back that long after the audio that produced it
+arrived (Deepgram quotes sub-300 ms streaming latency for Nova; 200 ms models it);
+``interim_every_ms`` sends an interim at a word's end only when that much audio passed since
+the last one (Deepgram's interims come about once a second of audio: its "Using Interim
+Results" example shows 0.000-1.100, 0.000-2.100, ...). Endpointing already follows the audio.
+
 Faults: ``drop_after_words`` aborts the TCP connection (no close frame) right after that
 many words arrived on one connection (once); ``refuse`` answers the handshake with HTTP 503.
 """
@@ -23,6 +30,7 @@ many words arrived on one connection (once); ``refuse`` answers the handshake wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -34,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from dialgraph.server.core.language import HINDI_WORDS
@@ -60,6 +69,19 @@ def word_audio(words: list[str], vocab: list[str], *, word_ms: int = 200, gap_ms
     return bytes(out)
 
 
+@dataclass(frozen=True, slots=True)
+class DeepgramTiming:
+    """How late the stand-in answers, modelled on the vendor's published behaviour."""
+
+    result_latency_ms: float = 0.0  # each message, after the audio that produced it arrived
+    interim_every_ms: float = 0.0  # 0: an interim at every word's end
+
+
+# Deepgram's published figures: "sub-300 ms" streaming latency (Nova), interim results about
+# once per second of audio (developers.deepgram.com/docs/using-interim-results).
+DEEPGRAM_TIMING = DeepgramTiming(result_latency_ms=200.0, interim_every_ms=1000.0)
+
+
 @dataclass
 class ListenConnection:
     """What one client connection sent: ``query`` holds each parameter's last value,
@@ -77,10 +99,20 @@ class ListenConnection:
 class DeepgramFake:
     """``async with DeepgramFake(vocab) as fake:`` then point the SDK at ``fake.url``."""
 
-    def __init__(self, vocab: list[str], *, api_key: str = "dg-test-key", drop_after_words: int | None = None) -> None:
+    def __init__(
+        self,
+        vocab: list[str],
+        *,
+        api_key: str = "dg-test-key",
+        drop_after_words: int | None = None,
+        timing: DeepgramTiming = DeepgramTiming(),  # noqa: B008 - frozen
+        record_audio: bool = True,
+    ) -> None:
         if len(vocab) > 0x60:
             raise ValueError("vocabulary too large for the byte encoding")
         self.vocab = vocab
+        self.timing = timing
+        self.record_audio = record_audio  # off for load runs: hundreds of streams for minutes
         self.api_key = api_key
         self.drop_after_words = drop_after_words
         self.refuse = False
@@ -132,23 +164,27 @@ class DeepgramFake:
         conn = ListenConnection(query=query, headers=dict(ws.request.headers), params=params)  # type: ignore[union-attr]
         self.connections.append(conn)
         session = _Session(self, ws, conn)
-        async for message in ws:
-            if isinstance(message, bytes):
-                if await session.audio(message):
+        try:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    if await session.audio(message):
+                        return
+                    continue
+                control = json.loads(message)
+                conn.controls.append(control)
+                kind = control.get("type")
+                if kind == "KeepAlive":
+                    self.keepalive.set()
+                elif kind == "Finalize":
+                    await session.finalize(from_finalize=True)
+                elif kind == "CloseStream":
+                    await session.finalize(from_finalize=True)
+                    await session.drain()
+                    await ws.send(json.dumps(session.metadata()))
+                    await ws.close(1000)
                     return
-                continue
-            control = json.loads(message)
-            conn.controls.append(control)
-            kind = control.get("type")
-            if kind == "KeepAlive":
-                self.keepalive.set()
-            elif kind == "Finalize":
-                await session.finalize(from_finalize=True)
-            elif kind == "CloseStream":
-                await session.finalize(from_finalize=True)
-                await ws.send(json.dumps(session.metadata()))
-                await ws.close(1000)
-                return
+        finally:
+            session.close()
 
 
 class _Session:
@@ -171,10 +207,17 @@ class _Session:
         self.last_word_end: float | None = None
         self.utterance_open = False
         self.request_id = str(uuid.uuid4())
+        self.delay_s = fake.timing.result_latency_ms / 1000
+        self.interim_every_s = fake.timing.interim_every_ms / 1000
+        self.last_interim = 0.0  # audio time of the last interim sent
+        # Held-back messages (with result_latency_ms), sent in order by one task.
+        self._outbox: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
 
     async def audio(self, data: bytes) -> bool:
         """Feed audio; True when the connection was dropped by fault injection."""
-        self.conn.audio += data
+        if self.fake.record_audio:
+            self.conn.audio += data
         for value, group in itertools.groupby(data):
             n = len(list(group))
             voiced = value not in SILENCE
@@ -210,7 +253,8 @@ class _Session:
         self.pending.append((word, start, end))
         self.last_word_end = end
         self.utterance_open = True
-        if self.interim:
+        if self.interim and end - max(self.last_interim, self.pending[0][1]) >= self.interim_every_s:
+            self.last_interim = end
             await self._results(is_final=False, speech_final=False, until=end)
 
     async def _silence_checks(self) -> None:
@@ -276,4 +320,31 @@ class _Session:
         }
 
     async def _send(self, message: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(message))
+        if self.delay_s <= 0:
+            await self.ws.send(json.dumps(message))
+            return
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._deliver())
+        self._outbox.put_nowait((asyncio.get_running_loop().time() + self.delay_s, json.dumps(message)))
+
+    async def _deliver(self) -> None:
+        """Send each held-back message when its latency has passed, in order."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due, text = await self._outbox.get()
+            try:
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                with contextlib.suppress(ConnectionClosed):
+                    await self.ws.send(text)
+            finally:
+                self._outbox.task_done()
+
+    async def drain(self) -> None:
+        """Wait until every held-back message went out (before the closing ``Metadata``)."""
+        if self._sender is not None:
+            await self._outbox.join()
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()

@@ -9,6 +9,13 @@ closes; on HTTP the raw bytes, streamed. Each socket's ``SocketRecord`` and each
 request's record name the voice, ``model_id`` and ``language_code`` it asked for (None when
 not sent), and whether the client offered permessage-deflate (``extensions``).
 
+Timing (``ElevenLabsTiming``; the default adds no delay and renders 10 ms per character, so
+tests see audio at once): ``first_byte_ms`` after each flush before its first audio message
+(ElevenLabs quotes ~75 ms model latency for Flash v2.5, elevenlabs.io/docs/overview/models;
+~100 ms with the network), ``pace`` the rate audio is streamed at, in seconds of audio per
+second (0: as fast as the socket takes it), and ``ms_per_char`` how long the rendered speech
+is (~65 ms a character is a speaking rate of ~150 words a minute).
+
 Faults: ``refuse`` rejects WebSocket handshakes (HTTP 403) and HTTP requests (503);
 ``drop_after_chunks`` closes the socket abruptly (1011) after that many audio messages.
 """
@@ -31,9 +38,24 @@ from starlette.websockets import WebSocket
 CHUNK = 1600
 
 
-def fake_audio(text: str) -> bytes:
-    """The 'speech' the fake renders for ``text``: 80 bytes per character."""
-    return b"".join(bytes([0x20 + ord(c) % 0x40]) * 80 for c in text.strip())
+def fake_audio(text: str, ms_per_char: int = 10) -> bytes:
+    """The 'speech' the fake renders for ``text``: ``ms_per_char`` (80 bytes at 10 ms) per character."""
+    n = 8 * ms_per_char
+    return b"".join(bytes([0x20 + ord(c) % 0x40]) * n for c in text.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class ElevenLabsTiming:
+    """How fast the stand-in speaks, modelled on the vendor's published behaviour."""
+
+    first_byte_ms: float = 0.0  # after each flush, before its first audio message
+    pace: float = 0.0  # seconds of audio streamed per second (0: no pacing)
+    ms_per_char: int = 10  # length of the rendered speech
+
+
+# ~75 ms model latency (Flash v2.5, published) plus the network; streamed faster than real
+# time; speech at ~150 words a minute.
+ELEVENLABS_TIMING = ElevenLabsTiming(first_byte_ms=100.0, pace=4.0, ms_per_char=65)
 
 
 @dataclass
@@ -58,8 +80,15 @@ class SocketRecord:
 class ElevenLabsFake:
     """``async with ElevenLabsFake() as fake:``; ``fake.url`` is the http:// base URL."""
 
-    def __init__(self, *, api_key: str = "el-test-key", drop_after_chunks: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = "el-test-key",
+        drop_after_chunks: int | None = None,
+        timing: ElevenLabsTiming = ElevenLabsTiming(),  # noqa: B008 - frozen
+    ) -> None:
         self.api_key = api_key
+        self.timing = timing
         self.refuse = False
         self.drop_after_chunks = drop_after_chunks
         self.chunk_delay_s = 0.0
@@ -172,7 +201,9 @@ class ElevenLabsFake:
             texts[cid] = texts.get(cid, "") + (msg.get("text") or "")
             if not msg.get("flush"):
                 continue
-            audio, texts[cid] = fake_audio(texts[cid]), ""
+            audio, texts[cid] = fake_audio(texts[cid], self.timing.ms_per_char), ""
+            if audio and self.timing.first_byte_ms and await self._pause(self.timing.first_byte_ms / 1000):
+                return
             for i in range(0, len(audio), CHUNK):
                 if self.drop_after_chunks is not None and sent >= self.drop_after_chunks:
                     self.drop_after_chunks = None
@@ -183,9 +214,16 @@ class ElevenLabsFake:
                         await asyncio.wait_for(self._stopping.wait(), self.chunk_delay_s)
                     if self._stopping.is_set():
                         return
+                if i and self.timing.pace and await self._pause(CHUNK / 8000 / self.timing.pace):
+                    return
                 chunk = base64.b64encode(audio[i : i + CHUNK]).decode()
                 await ws.send_json({"audio": chunk, "normalizedAlignment": None, "alignment": None, "contextId": cid})
                 sent += 1
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep (a plain timer: hundreds of sockets pace at once); True when the fake is stopping."""
+        await asyncio.sleep(seconds)
+        return self._stopping.is_set()
 
     async def _http(self, request: Request) -> Response:
         query = dict(request.query_params)
@@ -203,7 +241,7 @@ class ElevenLabsFake:
         if reason:
             self.rejected.append(reason)
             return JSONResponse({"detail": {"status": "rejected", "message": reason}}, status_code=503)
-        audio = fake_audio(body["text"])
+        audio = fake_audio(body["text"], self.timing.ms_per_char)
 
         async def stream() -> Any:
             for i in range(0, len(audio), CHUNK):
