@@ -39,7 +39,7 @@ test: $(VENV)/.stamp-dev
 serve: $(VENV)/.stamp-offline
 	$(BIN)/dialgraph serve --host $(HOST) --port $(PORT)
 
-BENCHES ?= media_path graph_turns resume speech_offline speech_cloud load_calls dispatch limits redaction spoken_time turn_detector
+BENCHES ?= media_path graph_turns resume speech_offline speech_cloud load_calls load_whole dispatch limits redaction spoken_time turn_detector turn_taking vad_gate
 
 bench: $(VENV)/.stamp-dev
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; done

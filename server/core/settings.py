@@ -64,6 +64,29 @@ _PLACEHOLDERS = re.compile(
 )
 
 
+class TurnSettings(BaseModel):
+    """``[turn]``: the semantic end-of-turn detector on the offline (whisper) path; see
+    ``telephony/speech/offline_asr.py`` and ``python -m bench.turn_taking`` for the trade-off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detector: Literal["off", "smart_turn"] = Field(
+        default="off", description="'off': whisper's fixed endpoint (500 ms) alone; measured slower live (README)"
+    )
+    pause_ms: int = Field(default=160, ge=60, le=1000, description="silence before a pause is scored")
+    end_above: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="end the turn at the pause when p >= this; None: never (measured: more cut-offs)",
+    )
+    hold_below: float = Field(default=0.5, ge=0.0, le=1.0, description="p below this holds the turn up to max_wait_ms")
+    max_wait_ms: int = Field(default=1200, ge=200, le=5000, description="the longest a held turn waits")
+    endpoint_ms: int = Field(
+        default=350, ge=100, le=5000, description="the endpoint after a verdict that neither ends nor holds"
+    )
+
+
 class OutboundSettings(BaseModel):
     """``[outbound]``: how calls are placed, and the compliance defaults they obey."""
 
@@ -194,6 +217,9 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     overload: OverloadSettings = Field(
         default_factory=OverloadSettings, description="[overload]: when this process refuses new calls (off by default)"
+    )
+    turn: TurnSettings = Field(
+        default_factory=TurnSettings, description="[turn]: the end-of-turn detector on the offline ASR"
     )
     redaction: RedactionSettings = Field(
         default_factory=RedactionSettings, description="PII categories redacted before storage (all on)"

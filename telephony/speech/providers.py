@@ -59,7 +59,25 @@ async def _offline_recognizer(settings: Settings, stack: contextlib.AsyncExitSta
     workers = shared_workers(settings.speech_workers)
     stack.callback(release_shared_workers)
     model = await asyncio.to_thread(load_whisper, workers=settings.speech_workers)
-    return WhisperRecognizer(model, workers=workers, vad_factory=build_vad_factory(settings))
+    turn = settings.turn
+    detector = None
+    if turn.detector == "smart_turn":  # onnxruntime is part of the offline extra (_OFFLINE_ASR)
+        from dialgraph.telephony.speech.turn_detector import SmartTurnDetector
+
+        detector = SmartTurnDetector()
+        await workers.run(detector.preload)  # the hash check and the session, off the loop
+        log.info("turn detector", detector="smart_turn")
+    return WhisperRecognizer(
+        model,
+        workers=workers,
+        vad_factory=build_vad_factory(settings),
+        turn_detector=detector,
+        turn_pause_ms=turn.pause_ms,
+        turn_end_above=turn.end_above,
+        turn_hold_below=turn.hold_below,
+        turn_max_wait_ms=turn.max_wait_ms,
+        turn_endpoint_ms=turn.endpoint_ms,
+    )
 
 
 async def build_recognizer(settings: Settings, stack: contextlib.AsyncExitStack) -> SpeechRecognizer:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dialgraph.telephony.audio import silence
-from dialgraph.telephony.speech.base import FRAME_BYTES, Final, SpeechStarted
+from dialgraph.telephony.speech.base import FRAME_BYTES, Final, Interim, SpeechStarted
 from dialgraph.telephony.speech.offline_tts import parse_wav
 from dialgraph.telephony.speech.workers import ModelIntegrityError, SpeechWorkers, verify_model_files
 from tests.speech.conftest import needs_offline, phrase_source, similarity, words_of
@@ -193,6 +193,10 @@ async def test_speculative_decode_is_the_final_or_is_dropped(piper_voice: Any, w
         assert pool.jobs == jobs
         finals = [e for e in events if isinstance(e, Final)]
         assert len(finals) == 1 and similarity(second, finals[0].text) >= 0.8, finals
+        # the guess came out at the pause, before the endpoint, as the stable text of the turn
+        stable = [e for e in events if isinstance(e, Interim) and e.stable]
+        assert [e.text for e in stable] == [finals[0].text]
+        assert events.index(stable[0]) < events.index(finals[0])
     finally:
         pool.shutdown()
 
