@@ -60,6 +60,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from bench.load_calls import cpu_s, rss_kb  # the server process's /proc readings
 from dialgraph.telephony.simulator.lean import LeanLeg
 from dialgraph.telephony.simulator.process import free_port
 from dialgraph.telephony.simulator.protocol import (
@@ -208,20 +209,6 @@ class WholeCall:
 
 
 # --- the run ------------------------------------------------------------------------------------
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def core_times() -> dict[int, tuple[float, float]]:
     """Per core: (busy, total) seconds since boot, from /proc/stat."""
     tick = os.sysconf("SC_CLK_TCK")

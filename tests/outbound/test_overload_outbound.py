@@ -15,10 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from dialgraph.server.core.db import Database
-from dialgraph.server.core.flow_config import CallingWindow
 from dialgraph.server.core.models import CampaignContact, OutboundAudit, utcnow
 from dialgraph.server.core.overload import MAX_CALLS_RULE, OVERLOAD_RETRY_S, Overload, OverloadSettings
-from dialgraph.server.core.settings import OutboundSettings, Settings
 from dialgraph.server.outbound import campaigns, contact_queue
 from dialgraph.server.outbound.campaigns import CampaignSpec, ContactIn
 from dialgraph.server.outbound.dispatcher import CampaignDispatcher
@@ -29,6 +27,7 @@ from dialgraph.telephony.simulator.twilio_api import TwilioApi
 from dialgraph.telephony.twilio.call_control import CallControl
 from tests.fakes.sim_server import live_server
 from tests.fakes.twilio_rest import FakeTwilioRest
+from tests.outbound.test_dispatcher import make_settings
 
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 ACCOUNT = "AC" + "4" * 32
@@ -85,15 +84,6 @@ async def control(twilio: FakeTwilioRest) -> AsyncIterator[CallControl]:
         yield cc
     finally:
         await cc.aclose()
-
-
-def make_settings(tmp_path: Path) -> Settings:
-    outbound = OutboundSettings(
-        account_calls_per_second=100, dispatch_interval_s=0.02, window=CallingWindow(start="00:00", end="24:00")
-    )
-    return Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path, public_url="https://voice.example.com", outbound=outbound, _env_file=None
-    )
 
 
 async def campaign_of(db: Database, n: int) -> str:

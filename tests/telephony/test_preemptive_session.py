@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -17,7 +18,7 @@ from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
 from dialgraph.telephony.audio import SILENCE_FRAME
 from dialgraph.telephony.call.reply import Reply
-from dialgraph.telephony.call.session import CallSession
+from dialgraph.telephony.call.session import CallSession, _Preempted
 from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedSynthesizer
 from dialgraph.telephony.speech.base import Final, Interim
 from dialgraph.telephony.speech.vad import EnergyVad
@@ -88,14 +89,21 @@ def paused_then_final(text: str, final: str | None = None) -> ScriptedRecognizer
     )
 
 
+async def paused(call: Any) -> tuple[CallSession, TwilioMediaClient, _Preempted]:
+    """Greet the caller, then play frames until the stable interim: the preemptive reply's start."""
+    client = call.client
+    session = await session_of(call, client.call_sid)
+    await greeted(session, client)
+    await client.media(SILENCE_FRAME, PAUSE_AT)
+    await until(lambda: session._preempted is not None)
+    assert session._preempted is not None
+    return session, client, session._preempted
+
+
 async def test_a_reply_started_at_the_pause_goes_out_when_the_final_confirms_it(sqlite_settings: Settings) -> None:
     async with connected_call(sqlite_settings, overrides(paused_then_final(ASK))) as call:
-        client = call.client
-        session = await session_of(call, client.call_sid)
-        await greeted(session, client)
-        await client.media(SILENCE_FRAME, PAUSE_AT)
-        await until(lambda: session._preempted is not None)
-        held = session._preempted.reply  # type: ignore[union-attr]
+        session, client, preempted = await paused(call)
+        held = preempted.reply
         await until(lambda: held.timing.first_tts_audio_at is not None)  # synthesised, not sent
         media_before = len([m for m in client.received if m["event"] == "media"])
         await client.media(SILENCE_FRAME, FINAL_AT - PAUSE_AT)
@@ -112,13 +120,7 @@ async def test_a_reply_started_at_the_pause_goes_out_when_the_final_confirms_it(
 
 async def test_a_booking_waits_for_the_confirmed_turn(sqlite_settings: Settings) -> None:
     async with connected_call(sqlite_settings, overrides(paused_then_final(BOOK))) as call:
-        client = call.client
-        session = await session_of(call, client.call_sid)
-        await greeted(session, client)
-        await client.media(SILENCE_FRAME, PAUSE_AT)
-        await until(lambda: session._preempted is not None)
-        preempted = session._preempted
-        assert preempted is not None
+        session, client, preempted = await paused(call)
         await until(lambda: preempted.run.waiting.is_set())  # type: ignore[attr-defined]
         assert preempted.run.held_back == ("book_appointment",)  # type: ignore[attr-defined]
         assert await appointments(call) == 0
@@ -134,13 +136,7 @@ async def test_a_booking_waits_for_the_confirmed_turn(sqlite_settings: Settings)
 async def test_a_final_with_other_words_drops_the_preemptive_reply_unheard(sqlite_settings: Settings) -> None:
     final = "actually I want to cancel my appointment"
     async with connected_call(sqlite_settings, overrides(paused_then_final(BOOK, final))) as call:
-        client = call.client
-        session = await session_of(call, client.call_sid)
-        await greeted(session, client)
-        await client.media(SILENCE_FRAME, PAUSE_AT)
-        await until(lambda: session._preempted is not None)
-        preempted = session._preempted
-        assert preempted is not None
+        session, client, preempted = await paused(call)
         held = preempted.reply
         await until(lambda: preempted.run.waiting.is_set())  # type: ignore[attr-defined]
         await client.media(SILENCE_FRAME, FINAL_AT - PAUSE_AT)
