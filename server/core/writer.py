@@ -166,7 +166,8 @@ class BatchedWriter(ABC, Generic[B]):
         try:
             while not self._closing:
                 await self._wake.wait()
-                self._hurry.clear()
+                if not self._closing:  # aclose's hurry must survive: it may come before this
+                    self._hurry.clear()
                 stored = await self._flush()
                 if stored and self._backlog():
                     continue  # a backlog: drain it without pausing
