@@ -15,6 +15,15 @@ with the result. A claim older than ``claim_ttl_s`` belongs to an instance that 
 taken over the same way (compare-and-set on the old claim's text); after ``max_attempts``
 the call is marked failed and left alone.
 
+Calls in progress come first. An analysis is CPU work in the process that holds live calls
+(reading the thread's checkpoint, the offline extraction), and a burst of calls ending
+together queued dozens of them: measured at 150 whole calls on one core, replies waited
+seconds behind them (the offline extraction shared asyncio's default executor with the
+offline model's reply, FIFO). So an instance runs ``[analysis] max_concurrent`` analyses at
+once (1), the offline extraction in a thread of its own, and a background analysis (scheduled
+or swept; not one asked for through the API) first waits while the event loop's lag p99 is
+above ``busy_lag_ms``, for ``max_defer_s`` at most: the sweeper is the safety net either way.
+
 The model: ``[analysis] model``, else the flows' model (``settings.model_spec``). A hosted
 model answers one structured-output request; if it fails or times out, the offline
 extraction answers instead (and says so in ``model``). The offline model reads the thread's
@@ -28,6 +37,7 @@ import contextlib
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -42,6 +52,7 @@ from dialgraph.graphs.registry import flow_spec
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.enums import TERMINAL_STATUSES
 from dialgraph.server.core.models import Call, CallEvent
+from dialgraph.server.core.overload import LoopLagMonitor
 from dialgraph.server.core.redaction import Redactor, redactor_for
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.core.turns import TurnRunner
@@ -195,8 +206,9 @@ def _spec(settings: Settings, flow: str) -> AnalysisSpec | None:
     return spec.analysis if spec is not None else None
 
 
-async def run_analysis(parts: AnalysisParts, record: CallRecord) -> Analysis:
-    """The hosted model's analysis (offline when there is none, nothing was said, or it fails)."""
+async def run_analysis(parts: AnalysisParts, record: CallRecord, *, executor: Executor | None = None) -> Analysis:
+    """The hosted model's analysis (offline when there is none, nothing was said, or it
+    fails). The offline extraction runs in ``executor`` (None: asyncio's default one)."""
     spec = _spec(parts.settings, record.flow)
     talked = bool(record.caller_turns or record.steps)
     if parts.model is not None and talked:
@@ -206,10 +218,12 @@ async def run_analysis(parts: AnalysisParts, record: CallRecord) -> Analysis:
             )
         except Exception as exc:  # any failure of the hosted model: the offline rules answer
             log.warning("hosted call analysis failed, using offline", flow=record.flow, error=type(exc).__name__)
-    return await asyncio.to_thread(offline_analysis, spec, record)
+    return await asyncio.get_running_loop().run_in_executor(executor, offline_analysis, spec, record)
 
 
-async def _analyse(db: Database, parts: AnalysisParts, sid: str) -> tuple[dict[str, Any] | None, bool]:
+async def _analyse(
+    db: Database, parts: AnalysisParts, sid: str, *, executor: Executor | None = None
+) -> tuple[dict[str, Any] | None, bool]:
     """(the call's stored analysis, whether this call made it)."""
     held = await claim(db, parts, sid)
     if held is None:
@@ -220,7 +234,7 @@ async def _analyse(db: Database, parts: AnalysisParts, sid: str) -> tuple[dict[s
         call = await s.get(Call, sid)
     assert call is not None
     record = await call_record(db, parts, call)
-    result = await run_analysis(parts, record)
+    result = await run_analysis(parts, record, executor=executor)
     stored: dict[str, Any] = {
         "summary": parts.redactor.redact(result.summary),
         "fields": parts.redactor.redact_data(result.fields),
@@ -282,14 +296,24 @@ async def unanalysed(db: Database, settings: Settings, *, now: dt.datetime | Non
 
 # --- the per-app service ---------------------------------------------------------------------
 class PostCallAnalysis:
-    """This instance's analyses: scheduled ones (a call ended here) and the sweeper."""
+    """This instance's analyses: scheduled ones (a call ended here) and the sweeper, at most
+    ``max_concurrent`` at once, after calls in progress (module docstring). ``lag``: the
+    process's loop-lag probe (the overload one); without it nothing waits for a quiet loop."""
 
-    def __init__(self, db: Database, parts: AnalysisParts) -> None:
+    QUIET_POLL_S = 0.5
+
+    def __init__(self, db: Database, parts: AnalysisParts, *, lag: LoopLagMonitor | None = None) -> None:
         self.db = db
         self.parts = parts
+        self.lag = lag
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: list[Listener] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(parts.settings.analysis.max_concurrent)
+        self._executor = ThreadPoolExecutor(
+            max_workers=parts.settings.analysis.max_concurrent, thread_name_prefix="analysis"
+        )
+        self.deferred_s = 0.0  # time background analyses spent waiting for a quiet loop
 
     @property
     def settings(self) -> Settings:
@@ -312,8 +336,10 @@ class PostCallAnalysis:
         task.add_done_callback(self._tasks.discard)
 
     async def analyse(self, sid: str) -> dict[str, Any] | None:
-        """Analyse ``sid`` now (listeners told when this call stored it)."""
-        stored, fresh = await _analyse(self.db, self.parts, sid)
+        """Analyse ``sid`` now, in its turn among this instance's analyses (listeners told
+        when this call stored it). Does not wait for a quiet loop: someone asked."""
+        async with self._slots:
+            stored, fresh = await _analyse(self.db, self.parts, sid, executor=self._executor)
         if fresh and stored is not None:
             for listener in list(self._listeners):
                 try:
@@ -322,11 +348,28 @@ class PostCallAnalysis:
                     log.warning("analysis listener failed", call_sid=sid, error=type(exc).__name__)
         return stored
 
+    async def _quiet(self) -> None:
+        """Wait while the loop is busier than ``busy_lag_ms`` (``max_defer_s`` at most)."""
+        cfg = self.settings.analysis
+        if self.lag is None or not cfg.busy_lag_ms:
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + cfg.max_defer_s
+        # polling a measurement, not waiting for an event: the probe has no 'quiet' signal
+        while self.lag.p99_ms() > cfg.busy_lag_ms and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(self.QUIET_POLL_S)
+        self.deferred_s += loop.time() - start
+
+    async def _background(self, sid: str) -> dict[str, Any] | None:
+        await self._quiet()
+        return await self.analyse(sid)
+
     async def _one(self, sid: str, delay_s: float) -> None:
         try:
             if delay_s:
                 await asyncio.sleep(delay_s)
-            await self.analyse(sid)
+            await self._background(sid)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the sweeper retries once the claim is stale
@@ -337,7 +380,7 @@ class PostCallAnalysis:
         done: list[str] = []
         for sid in await unanalysed(self.db, self.settings, now=now):
             try:
-                if await self.analyse(sid) is not None:
+                if await self._background(sid) is not None:
                     done.append(sid)
             except Exception as exc:
                 log.error("swept call analysis failed", call_sid=sid, error=type(exc).__name__)
@@ -364,6 +407,7 @@ class PostCallAnalysis:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._sweeper = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def get_analysis(request: Request) -> PostCallAnalysis | None:

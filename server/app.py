@@ -161,7 +161,9 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
             from dialgraph.server.analysis import PostCallAnalysis, build_parts
 
             services = app.state.services
-            app.state.analysis = PostCallAnalysis(services.db, build_parts(settings, services.runners, instance_id()))
+            lag = services.overload.lag if services.overload is not None else None
+            parts = build_parts(settings, services.runners, instance_id())
+            app.state.analysis = PostCallAnalysis(services.db, parts, lag=lag)
             app.state.analysis.start()
             stack.push_async_callback(app.state.analysis.aclose)
             # [webhooks]: every instance delivers due webhook POSTs from the shared queue;

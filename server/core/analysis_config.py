@@ -26,3 +26,15 @@ class AnalysisSettings(BaseModel):
     )
     horizon_hours: float = Field(default=24.0, gt=0, le=24 * 30, description="the sweeper ignores older calls")
     max_attempts: int = Field(default=3, ge=1, le=20, description="then the call is marked failed, not retried")
+    max_concurrent: int = Field(
+        default=1, ge=1, le=64, description="analyses running at once in this process; the others wait their turn"
+    )
+    busy_lag_ms: float = Field(
+        default=20.0,
+        ge=0,
+        le=10_000,
+        description="while the event loop's lag p99 is above this, background analyses wait (0: never wait)",
+    )
+    max_defer_s: float = Field(
+        default=300.0, ge=0, le=86400, description="the longest a background analysis waits for a quiet loop"
+    )

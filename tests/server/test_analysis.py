@@ -22,6 +22,7 @@ from dialgraph.server.app import create_app
 from dialgraph.server.core.call_store import add_events, get_call, record_call, update_call
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import CallEvent
+from dialgraph.server.core.overload import LoopLagMonitor
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
 from dialgraph.telephony.simulator.vendors.openai import FakeOpenAIServer, ScriptedReply, strict_schema_problem
@@ -179,6 +180,44 @@ async def test_the_lifespan_sweeper_picks_up_an_ended_call_by_itself(tmp_path: P
     async with app.router.lifespan_context(app):
         found = await wait_for_analysis(db, "CA-orphan", timeout_s=10)
     assert found is not None and found["fields"]["issue_category"] == "hours_location"
+
+
+async def test_a_background_analysis_waits_for_a_quiet_loop(tmp_path: Path, db: Database) -> None:
+    """Calls in progress first: while the loop's lag p99 is above busy_lag_ms a scheduled
+    analysis waits; once the loop is quiet it runs. An analysis asked for directly does not wait."""
+    settings = make_settings(tmp_path, db.url, delay_s=0, busy_lag_ms=20, max_defer_s=60)
+    await ended_call(db, "CA-busy", ago_s=1)
+    await ended_call(db, "CA-asked", ago_s=1)
+    lag = LoopLagMonitor(window_s=1.0)  # 10 samples; fed by hand, as the probe would
+    for _ in range(10):
+        lag.record(0.080)  # the loop wakes 80 ms late: calls in progress are suffering
+    service = PostCallAnalysis(db, build_parts(settings, {}, "busy:1"), lag=lag)
+    service.schedule("CA-busy")
+    await asyncio.sleep(1.2)
+    row = await get_call(db, "CA-busy")
+    assert row is not None and row.analysis is None  # not even claimed
+    asked = await service.analyse("CA-asked")
+    assert asked is not None and "summary" in asked
+    for _ in range(10):
+        lag.record(0.002)
+    found = await wait_for_analysis(db, "CA-busy", timeout_s=5)
+    assert found is not None
+    assert service.deferred_s >= 1.0
+    await service.aclose()
+
+
+async def test_a_busy_loop_defers_an_analysis_for_max_defer_s_at_most(tmp_path: Path, db: Database) -> None:
+    settings = make_settings(tmp_path, db.url, delay_s=0, busy_lag_ms=20, max_defer_s=0.6)
+    await ended_call(db, "CA-always-busy", ago_s=1)
+    lag = LoopLagMonitor(window_s=1.0)
+    for _ in range(10):
+        lag.record(0.080)
+    service = PostCallAnalysis(db, build_parts(settings, {}, "busy:2"), lag=lag)
+    service.schedule("CA-always-busy")
+    found = await wait_for_analysis(db, "CA-always-busy", timeout_s=5)
+    assert found is not None and lag.p99_ms() > 20  # still busy: it ran after its deferral
+    assert 0.5 <= service.deferred_s < 3
+    await service.aclose()
 
 
 def test_the_fake_openai_server_refuses_what_openai_refuses() -> None:
