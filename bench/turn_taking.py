@@ -3,8 +3,8 @@
 A caller's turn ends, on the embedded recognizer, after ``endpointing_ms`` (500) of silence;
 with a turn detector (telephony/speech/offline_asr.py, module docstring) a pause is scored
 and the turn ends at once, is held open, or keeps an endpoint. This prints, per setting,
-what it does to callers rendered by the shipped piper voice (joe, ``variation=False``, 8 kHz
-mu-law, digital silence between words):
+what it does to callers rendered by the shipped piper voice (``bench/callers.py``: joe,
+``variation=False``, 8 kHz mu-law, digital silence between words):
 
 * ``complete``: whole sentences, then silence.
 * ``paused``: the same kind of sentence rendered whole and cut after its middle word (word
@@ -53,127 +53,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import soxr
 
-from dialgraph.telephony.audio import audioop, silence
-from dialgraph.telephony.speech.base import FRAME_BYTES, FRAME_MS, SAMPLE_RATE, Final, RecognitionEvent
+from bench.callers import Utterance, render_set
+from dialgraph.telephony.speech.base import FRAME_BYTES, FRAME_MS, Final, RecognitionEvent
 from dialgraph.telephony.speech.workers import SpeechWorkers
-
-COMPLETE = [
-    "I'd like to book an appointment for Thursday at ten.",
-    "Can you help me reschedule?",
-    "Yes, that works for me.",
-    "I need to cancel my appointment.",
-    "Do you have anything open on Monday morning?",
-    "That's all, thank you.",
-    "Could I speak to a person please?",
-    "My name is John Smith.",
-    "What time do you close today?",
-    "I'll take the three o'clock slot.",
-    "I have a toothache and it hurts a lot.",
-    "Is Doctor Miller available on Friday?",
-    "No, I think that's everything.",
-    "Sorry, can you repeat that?",
-    "I want to pay my bill.",
-    "Thanks, see you then.",
-]
-PAUSED = [
-    "I want to change my booking to next week.",
-    "I was wondering if you have anything open next week.",
-    "Can I move my cleaning to Friday afternoon?",
-    "I need to cancel my visit because I'm travelling.",
-    "Please book it for the earliest slot you have.",
-    "My number is five five five, zero one two three.",
-    "I'd like to book an appointment for Thursday at ten.",
-    "Do you have anything open on Monday morning?",
-    "Could you tell me the price of a cleaning?",
-    "I would like to see the same doctor as last time.",
-    "Is there a slot with Doctor Miller on Friday?",
-    "And also I wanted to ask about the parking.",
-    "Can you send the confirmation to my email address?",
-    "I think my appointment is on Wednesday at noon.",
-    "Do you take walk in patients on the weekend?",
-    "My daughter needs a checkup before school starts.",
-    "We would prefer a morning slot if there is one.",
-    "I called yesterday about a refund for my visit.",
-    "How much does a filling cost without insurance?",
-    "Could the doctor call me back this afternoon?",
-]
-UM = [
-    ("I'd like to book an appointment for, um", "Thursday at ten."),
-    ("My number is, uh", "five five five, zero one two three."),
-    ("Can I move my appointment to, um", "next Monday?"),
-    ("I was wondering if, um", "you have anything open next week."),
-    ("The reason I'm calling is, uh", "my tooth hurts."),
-    ("Do you have anything on, um", "Friday afternoon?"),
-    ("I'd like to, uh", "cancel my visit."),
-    ("Well, I was going to say, um", "that Tuesday works."),
-    ("My email is, um", "john at example dot com."),
-    ("I think it was, uh", "last Wednesday."),
-    ("Could you check if, um", "Doctor Miller is in tomorrow?"),
-    ("So I need, uh", "a new appointment."),
-]
-PAUSES_MS = (300, 350, 400, 450, 500, 550, 600, 650, 700)
-LEAD_MS, TAIL_MS = 300, 2000
-
-
-@dataclass
-class Utterance:
-    category: str
-    text: str
-    audio: bytes  # lead silence, speech (with its pause), tail silence
-    speech_end_ms: int  # end of the last word on the audio clock
-    pause_ms: int = 0
-
-
-def _quiet(frame: bytes) -> bool:
-    return audioop.rms(audioop.ulaw2lin(frame, 2), 2) < 100
-
-
-def trim(audio: bytes, *, head: bool = False) -> bytes:
-    """Drop piper's near-silence at the end (``head``: at the start too), in whole frames."""
-    end = len(audio) - len(audio) % FRAME_BYTES
-    while end > FRAME_BYTES and _quiet(audio[end - FRAME_BYTES : end]):
-        end -= FRAME_BYTES
-    start = 0
-    while head and start < end - FRAME_BYTES and _quiet(audio[start : start + FRAME_BYTES]):
-        start += FRAME_BYTES
-    return audio[start:end]
-
-
-def _word_ends(whisper: Any, audio: bytes) -> list[float]:
-    pcm = np.frombuffer(audioop.ulaw2lin(audio, 2), dtype="<i2").astype(np.float32) / 32768
-    segments, _ = whisper.transcribe(
-        soxr.resample(pcm, SAMPLE_RATE, 16_000), language="en", word_timestamps=True, beam_size=1, temperature=0.0
-    )
-    return [w.end for s in segments for w in s.words]
-
-
-def _utterance(category: str, text: str, pieces: list[bytes], pause_ms: int = 0) -> Utterance:
-    speech = silence(pause_ms).join(pieces)
-    ms = len(speech) * 1000 // SAMPLE_RATE
-    return Utterance(category, text, silence(LEAD_MS) + speech + silence(TAIL_MS), LEAD_MS + ms, pause_ms)
-
-
-def render_set(voice: Any, whisper: Any) -> list[Utterance]:
-    from dialgraph.telephony.speech.offline_tts import render_piper
-
-    def render(text: str) -> bytes:
-        return render_piper(voice, text, variation=False)
-
-    out = [_utterance("complete", t, [trim(render(t))]) for t in COMPLETE]
-    for i, text in enumerate(PAUSED):
-        audio = trim(render(text))
-        ends = _word_ends(whisper, audio)
-        k = len(ends) // 2 - 1  # after the middle word: words on either side
-        cut = int(ends[k] * SAMPLE_RATE) // FRAME_BYTES * FRAME_BYTES
-        first, rest = trim(audio[:cut]), trim(audio[cut:], head=True)
-        pause = PAUSES_MS[i % len(PAUSES_MS)]
-        out.append(_utterance("paused", f"{text} [pause after word {k + 1}]", [first, rest], pause))
-    for i, (start, rest) in enumerate(UM):
-        pause = PAUSES_MS[(i * 2 + 1) % len(PAUSES_MS)]
-        out.append(_utterance("um", f"{start} ... {rest}", [trim(render(start)), trim(render(rest), head=True)], pause))
-    return out
 
 
 class BenchWorkers(SpeechWorkers):

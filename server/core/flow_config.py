@@ -115,6 +115,75 @@ class DltFields(BaseModel):
         return DltFields(**{**self.model_dump(exclude_none=True), **other.model_dump(exclude_none=True)})
 
 
+_TURN_DOC = {
+    "detector": "'smart_turn': score the caller's pauses (Deepgram and whisper paths); 'off': the "
+    "recognizer's own endpointing alone (Deepgram's endpointing, whisper's 500 ms)",
+    "pause_ms": "silence before a pause is scored",
+    "end_above": "end the turn at the pause when p >= this; unset: whisper never does (measured: more "
+    "cut-offs), Deepgram ends it at p >= hold_below",
+    "hold_below": "p below this holds the turn up to max_wait_ms (Deepgram: its speech_final does not end it)",
+    "max_wait_ms": "the longest a held turn waits, from the start of the pause",
+    "endpoint_ms": "the endpoint after a verdict that neither ends nor holds (Deepgram: only with end_above)",
+}
+
+
+class TurnSettings(BaseModel):
+    """``[turn]``: the semantic end-of-turn detector, on both recognition paths: Deepgram
+    (``telephony/speech/cloud_turns.py``: ends a turn with ``Finalize``, holds it against
+    Deepgram's ``speech_final``) and offline whisper (``telephony/speech/offline_asr.py``;
+    ``python -m bench.turn_taking`` for the trade-off). A flow may override any key under
+    ``[flows.NAME.turn]`` (Smart Turn is weaker on code-mixed Hinglish)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detector: Literal["off", "smart_turn"] = Field(default="off", description=_TURN_DOC["detector"])
+    pause_ms: int = Field(default=160, ge=60, le=1000, description=_TURN_DOC["pause_ms"])
+    end_above: float | None = Field(default=None, ge=0.0, le=1.0, description=_TURN_DOC["end_above"])
+    hold_below: float = Field(default=0.5, ge=0.0, le=1.0, description=_TURN_DOC["hold_below"])
+    max_wait_ms: int = Field(default=1200, ge=200, le=5000, description=_TURN_DOC["max_wait_ms"])
+    endpoint_ms: int = Field(default=350, ge=100, le=5000, description=_TURN_DOC["endpoint_ms"])
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TurnSettings:
+        self._check("turn")
+        return self
+
+    def _check(self, where: str) -> None:
+        if self.end_above is not None and self.end_above < self.hold_below:
+            raise ValueError(f"{where}.end_above ({self.end_above}) is below hold_below ({self.hold_below})")
+        if self.max_wait_ms <= self.pause_ms:
+            raise ValueError(f"{where}.max_wait_ms ({self.max_wait_ms}) must exceed pause_ms ({self.pause_ms})")
+
+    def merged(self, overrides: TurnOverrides | None, *, where: str = "turn") -> TurnSettings:
+        """These settings with the keys ``overrides`` sets; ``where`` names the table in errors."""
+        if overrides is None:
+            return self
+        values = {**self.model_dump(), **overrides.model_dump(exclude_unset=True)}
+        merged = TurnSettings.model_construct(**values)
+        merged._check(where)
+        return merged
+
+
+class TurnOverrides(BaseModel):
+    """``[flows.NAME.turn]``: the keys of ``[turn]`` this flow sets differently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detector: Literal["off", "smart_turn"] | None = Field(default=None, description=_TURN_DOC["detector"])
+    pause_ms: int | None = Field(default=None, ge=60, le=1000, description=_TURN_DOC["pause_ms"])
+    end_above: float | None = Field(default=None, ge=0.0, le=1.0, description=_TURN_DOC["end_above"])
+    hold_below: float | None = Field(default=None, ge=0.0, le=1.0, description=_TURN_DOC["hold_below"])
+    max_wait_ms: int | None = Field(default=None, ge=200, le=5000, description=_TURN_DOC["max_wait_ms"])
+    endpoint_ms: int | None = Field(default=None, ge=100, le=5000, description=_TURN_DOC["endpoint_ms"])
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> TurnOverrides:
+        for name in self.model_fields_set - {"end_above"}:
+            if getattr(self, name) is None:
+                raise ValueError(f"turn.{name}: null only unsets end_above")
+        return self
+
+
 class FlowSettings(BaseModel):
     """One call flow: which graph runs it and how it talks, books and hands over."""
 
@@ -164,6 +233,7 @@ class FlowSettings(BaseModel):
     # --- guardrails -------------------------------------------------------------------------
     limits: LimitOverrides | None = Field(default=None, description="[flows.NAME.limits]: overrides of [limits]")
     webhooks: FlowWebhooks | None = Field(default=None, description="[flows.NAME.webhooks]: this flow's endpoints")
+    turn: TurnOverrides | None = Field(default=None, description="[flows.NAME.turn]: overrides of [turn]")
     # --- recording (telephony/call/recording.py) --------------------------------------------
     recording: bool = Field(default=False, description="keep a stereo WAV of each call (caller left, agent as heard)")
     recording_consent: str | None = Field(

@@ -40,7 +40,14 @@ from pydantic_settings import (
 from dialgraph.server.core.analysis_config import AnalysisSettings
 from dialgraph.server.core.checkpoint_keys import parse_keys
 from dialgraph.server.core.costs import PriceTable
-from dialgraph.server.core.flow_config import E164, CallingWindow, DltFields, FlowSettings, default_flows
+from dialgraph.server.core.flow_config import (
+    E164,
+    CallingWindow,
+    DltFields,
+    FlowSettings,
+    TurnSettings,
+    default_flows,
+)
 from dialgraph.server.core.limits import Limits
 from dialgraph.server.core.overload import OverloadSettings
 from dialgraph.server.core.redaction import RedactionSettings
@@ -62,29 +69,6 @@ DEV_SECRETS = {
 _PLACEHOLDERS = re.compile(
     r"^(|changeme|change-me|changethis|secret|test|dev|xxx+|your[-_ ].*|placeholder|\.\.\.)$", re.I
 )
-
-
-class TurnSettings(BaseModel):
-    """``[turn]``: the semantic end-of-turn detector on the offline (whisper) path; see
-    ``telephony/speech/offline_asr.py`` and ``python -m bench.turn_taking`` for the trade-off."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    detector: Literal["off", "smart_turn"] = Field(
-        default="off", description="'off': whisper's fixed endpoint (500 ms) alone; measured slower live (README)"
-    )
-    pause_ms: int = Field(default=160, ge=60, le=1000, description="silence before a pause is scored")
-    end_above: float | None = Field(
-        default=None,
-        ge=0.0,
-        le=1.0,
-        description="end the turn at the pause when p >= this; None: never (measured: more cut-offs)",
-    )
-    hold_below: float = Field(default=0.5, ge=0.0, le=1.0, description="p below this holds the turn up to max_wait_ms")
-    max_wait_ms: int = Field(default=1200, ge=200, le=5000, description="the longest a held turn waits")
-    endpoint_ms: int = Field(
-        default=350, ge=100, le=5000, description="the endpoint after a verdict that neither ends nor holds"
-    )
 
 
 class OutboundSettings(BaseModel):
@@ -219,7 +203,8 @@ class Settings(BaseSettings):
         default_factory=OverloadSettings, description="[overload]: when this process refuses new calls (off by default)"
     )
     turn: TurnSettings = Field(
-        default_factory=TurnSettings, description="[turn]: the end-of-turn detector on the offline ASR"
+        default_factory=TurnSettings,
+        description="[turn]: the end-of-turn detector (Deepgram and whisper); a flow may override it",
     )
     redaction: RedactionSettings = Field(
         default_factory=RedactionSettings, description="PII categories redacted before storage (all on)"
@@ -314,10 +299,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"numbers[{number!r}] names unknown flow {flow_name!r}")
         if self.default_flow not in self.flows:
             raise ValueError(f"default_flow {self.default_flow!r} is not in flows")
+        for name in self.flows:
+            self.turn_for(name)  # a flow's [turn] must make sense over the global one
         if self.env == "production":
             self._refuse_placeholders()
         self._resolve_webhook_secrets()
         return self
+
+    def turn_for(self, flow: str | None) -> TurnSettings:
+        """``[turn]`` with ``[flows.NAME.turn]`` over it (the global one for an unknown flow)."""
+        settings = self.flows.get(flow) if flow is not None else None
+        return self.turn.merged(settings.turn if settings is not None else None, where=f"flows.{flow}.turn")
 
     def _resolve_webhook_secrets(self) -> None:
         """Each configured endpoint's signing secret, read once: its ``secret_env`` variable,

@@ -240,7 +240,10 @@ async def open_session(
         media=protocol,
         db=services.db,
         recognition=open_stream(
-            services.recognizer, language=ctx.flow_settings.language, keyterms=ctx.flow_settings.keyterms
+            services.recognizer,
+            language=ctx.flow_settings.language,
+            keyterms=ctx.flow_settings.keyterms,
+            turn=settings.turn_for(ctx.flow),
         ),
         synthesizer=services.synthesizer,
         vad=services.vad_factory(),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from dialgraph.telephony.audio import FRAME_BYTES as FRAME_BYTES
 from dialgraph.telephony.audio import FRAME_MS as FRAME_MS
@@ -89,6 +89,7 @@ class RecognizerCapabilities:
     interim_results: bool
     vad_events: bool = False
     keyterms: bool = False
+    turns: bool = False  # ``stream`` also takes ``turn`` (the flow's ``[turn]``): Deepgram
 
 
 @runtime_checkable
@@ -131,14 +132,23 @@ class KeytermRecognizer(SpeechRecognizer, Protocol):
 
 
 def open_stream(
-    recognizer: SpeechRecognizer, *, language: str | None = None, keyterms: Sequence[str] = ()
+    recognizer: SpeechRecognizer,
+    *,
+    language: str | None = None,
+    keyterms: Sequence[str] = (),
+    turn: object | None = None,
 ) -> RecognitionStream:
     """A call's stream in ``language`` (a flow language: en, en-IN, hi, hi-en), primed with
-    ``keyterms`` when ``recognizer`` takes them; a recognizer that does not (offline whisper)
-    gets the language alone."""
+    ``keyterms`` when ``recognizer`` takes them, and taking the flow's end-of-turn settings
+    ``turn`` (``server.core.flow_config.TurnSettings``, not imported: this module is pure)
+    when it does; a recognizer without either gets the language alone."""
+    options: dict[str, Any] = {"language": language}
     if keyterms and recognizer.capabilities.keyterms:
-        return cast(KeytermRecognizer, recognizer).stream(language=language, keyterms=tuple(keyterms))
-    return recognizer.stream(language=language)
+        options["keyterms"] = tuple(keyterms)
+    if turn is not None and recognizer.capabilities.turns:
+        options["turn"] = turn
+    stream: RecognitionStream = cast(Any, recognizer).stream(**options)  # the options its capabilities declare
+    return stream
 
 
 # --- synthesis -----------------------------------------------------------------------------

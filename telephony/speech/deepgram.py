@@ -29,6 +29,12 @@ So ``DeepgramRecognizer.connect`` builds the same URL (``/v1/listen`` on the env
 ``compression=None`` and no proxy (as before), and hands it to the SDK's
 ``AsyncV1SocketClient``, which still sends the controls and parses every event into the
 SDK's types. A refused handshake becomes the SDK's ``ApiError`` as before.
+
+End of turn: with a turn detector (``turn_detector=`` and ``turn=`` a ``TurnSettings``
+whose ``detector`` is not ``off``) each stream times the caller's pauses itself and ends,
+holds or leaves the turn to Deepgram's endpointing (``cloud_turns.py``); it sends
+``Finalize`` when the detector calls the turn over. Without one, results go out as they
+come.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from deepgram.listen.v1.types import (
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
+from dialgraph.server.core.flow_config import TurnSettings
 from dialgraph.server.core.language import base as base_language
 from dialgraph.server.core.language import deepgram_language
 from dialgraph.telephony.speech.base import (
@@ -67,15 +74,20 @@ from dialgraph.telephony.speech.base import (
     SpeechStarted,
     UtteranceEnd,
 )
+from dialgraph.telephony.speech.cloud_turns import CloudTurnRule, CloudTurns
 from dialgraph.telephony.speech.stream import QueuedRecognitionStream
 from dialgraph.telephony.speech.tasks import cancel_and_wait
+from dialgraph.telephony.speech.turn_detector import TurnDetector
+from dialgraph.telephony.speech.workers import SpeechWorkers
 
 log = structlog.get_logger(__name__)
 _BYTES_PER_S = SAMPLE_RATE  # mu-law: one byte a sample
 
 
 class DeepgramRecognizer:
-    """Deepgram streaming recognizer. ``url`` (ws://host:port) points it at a fake or proxy."""
+    """Deepgram streaming recognizer. ``url`` (ws://host:port) points it at a fake or proxy.
+    ``turn_detector`` and ``workers`` (the speech pool it runs in) with ``turn`` (``[turn]``;
+    a stream may get its flow's own) turn the semantic end of turn on (module docstring)."""
 
     def __init__(
         self,
@@ -94,7 +106,12 @@ class DeepgramRecognizer:
         max_reconnects: int = 3,
         chunk_ms: int = 40,
         max_buffer_s: float = 30.0,
+        turn_detector: TurnDetector | None = None,
+        workers: SpeechWorkers | None = None,
+        turn: TurnSettings | None = None,
     ) -> None:
+        if turn_detector is not None and workers is None:
+            raise ValueError("a turn detector runs in the speech pool: pass workers")
         env = DeepgramClientEnvironment.PRODUCTION
         if url:
             ws = url.rstrip("/").replace("https://", "wss://").replace("http://", "ws://")
@@ -118,13 +135,21 @@ class DeepgramRecognizer:
         self.chunk_bytes = max(160, SAMPLE_RATE * chunk_ms // 1000)
         self.max_buffer_bytes = int(max_buffer_s * _BYTES_PER_S)
         self.capabilities = RecognizerCapabilities(
-            interim_results=interim_results, vad_events=vad_events, keyterms=True
+            interim_results=interim_results, vad_events=vad_events, keyterms=True, turns=True
         )
+        self.turn_detector = turn_detector
+        self.workers = workers
+        self.turn = turn or TurnSettings()
 
-    def stream(self, *, language: str | None = None, keyterms: Sequence[str] = ()) -> DeepgramStream:
+    def stream(
+        self, *, language: str | None = None, keyterms: Sequence[str] = (), turn: TurnSettings | None = None
+    ) -> DeepgramStream:
         """A call's stream in ``language`` (a flow language, or Deepgram's own code such
-        as ``multi``), primed with ``keyterms``."""
-        return DeepgramStream(self, language=deepgram_language(language or self.language), keyterms=keyterms)
+        as ``multi``), primed with ``keyterms``; ``turn``: the flow's ``[turn]`` (default
+        the recognizer's)."""
+        return DeepgramStream(
+            self, language=deepgram_language(language or self.language), keyterms=keyterms, turn=turn or self.turn
+        )
 
     def vocabulary(self, keyterms: Sequence[str]) -> dict[str, list[str]]:
         """The query parameters that prime the model with ``keyterms``: ``keyterm`` on
@@ -177,7 +202,14 @@ class DeepgramStream(QueuedRecognitionStream):
     """One call's Deepgram session (see the module docstring). ``ready`` is set once a
     socket is open, or once the stream gave up (the error then comes out of the iterator)."""
 
-    def __init__(self, owner: DeepgramRecognizer, *, language: str, keyterms: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        owner: DeepgramRecognizer,
+        *,
+        language: str,
+        keyterms: Sequence[str] = (),
+        turn: TurnSettings | None = None,
+    ) -> None:
         super().__init__(ready=False)
         self._owner = owner
         self._language = language
@@ -192,10 +224,23 @@ class DeepgramStream(QueuedRecognitionStream):
         self._keepalive_due = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self.reconnects = 0
+        self._finalize_due = False
+        self.turns: CloudTurns | None = None
+        if turn is not None and turn.detector != "off" and owner.turn_detector is not None:
+            assert owner.workers is not None
+            self.turns = CloudTurns(
+                CloudTurnRule.of(turn),
+                owner.turn_detector,
+                owner.workers,
+                emit=self._emit,
+                finalize=self._request_finalize,
+            )
         self._run_task = asyncio.get_running_loop().create_task(self._run())
 
     # --- the stream's hooks --------------------------------------------------------------
     def _hear(self, audio: bytes) -> None:
+        if self.turns is not None:
+            self.turns.hear(audio)
         self._pending += audio
         overflow = len(self._pending) + len(self._replay) - self._owner.max_buffer_bytes
         if overflow > 0:
@@ -224,8 +269,15 @@ class DeepgramStream(QueuedRecognitionStream):
     def _flush(self) -> None:
         self._wake.set()  # the sender sends the rest, Finalize and CloseStream; the run then ends
 
+    def _request_finalize(self) -> None:
+        """Send ``Finalize`` after what was pushed so far (the turn detector ended the turn)."""
+        self._finalize_due = True
+        self._wake.set()
+
     async def _release(self) -> None:
         await cancel_and_wait(self._run_task)
+        if self.turns is not None:
+            await self.turns.aclose()
 
     # --- connection loop -----------------------------------------------------------------
     async def _run(self) -> None:
@@ -292,6 +344,10 @@ class DeepgramStream(QueuedRecognitionStream):
                     self._sent_at = loop.time()
                     self._keepalive_due = False
                     await socket.send_media(chunk)
+                elif self._finalize_due and not self._input_ended:
+                    self._finalize_due = False
+                    self._sent_at = loop.time()
+                    await socket.send_finalize()
                 elif self._input_ended:
                     await socket.send_finalize()
                     await socket.send_close_stream()
@@ -326,7 +382,11 @@ class DeepgramStream(QueuedRecognitionStream):
             elif isinstance(message, ListenV1SpeechStarted):
                 self._emit(SpeechStarted(at=self._conn_base + message.timestamp))
             elif isinstance(message, ListenV1UtteranceEnd):
-                self._emit(UtteranceEnd(last_word_end=self._conn_base + message.last_word_end))
+                event = UtteranceEnd(last_word_end=self._conn_base + message.last_word_end)
+                if self.turns is not None:
+                    self.turns.utterance_end(event)
+                else:
+                    self._emit(event)
         # The server closed the socket: normal only if we asked for it.
         return self._input_ended and not self._pending
 
@@ -341,19 +401,23 @@ class DeepgramStream(QueuedRecognitionStream):
             if settled > 0:
                 del self._replay[:settled]
                 self._replay_start += settled / _BYTES_PER_S
-            if text:
-                self._emit(
-                    Final(
-                        text,
-                        start,
-                        end,
-                        speech_final=bool(msg.speech_final),
-                        confidence=alt.confidence if alt else None,
-                        language=heard_language(alt),
-                    )
-                )
+            final = Final(
+                text,
+                start,
+                end,
+                speech_final=bool(msg.speech_final),
+                confidence=alt.confidence if alt else None,
+                language=heard_language(alt),
+            )
+            if self.turns is not None:
+                self.turns.final(final, from_finalize=bool(msg.from_finalize))
+            elif text:
+                self._emit(final)
         elif text:
-            self._emit(Interim(text, start, end))
+            if self.turns is not None:
+                self.turns.interim(Interim(text, start, end))
+            else:
+                self._emit(Interim(text, start, end))
 
 
 def heard_language(alt: Any) -> str | None:

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 import structlog
 
+from dialgraph.server.core.flow_config import TurnSettings
 from dialgraph.server.core.live import ProviderFailed, hub
 from dialgraph.telephony.speech.base import (
     SAMPLE_RATE,
@@ -90,14 +91,16 @@ class FallbackRecognizer:
         self.connect_timeout_s = connect_timeout_s
         self.max_buffer_bytes = int(max_buffer_s * SAMPLE_RATE)
         # the first provider's events; keyterms are always taken (passed on to those that use them)
-        self.capabilities = dataclasses.replace(recognizers[0].capabilities, keyterms=True)
+        self.capabilities = dataclasses.replace(recognizers[0].capabilities, keyterms=True, turns=True)
 
     @property
     def recognizers(self) -> tuple[SpeechRecognizer, ...]:
         return self.health.providers
 
-    def stream(self, *, language: str | None = None, keyterms: Sequence[str] = ()) -> FallbackRecognitionStream:
-        return FallbackRecognitionStream(self, language, keyterms)
+    def stream(
+        self, *, language: str | None = None, keyterms: Sequence[str] = (), turn: TurnSettings | None = None
+    ) -> FallbackRecognitionStream:
+        return FallbackRecognitionStream(self, language, keyterms, turn)
 
     async def aclose(self) -> None:
         await self.health.aclose()
@@ -109,13 +112,22 @@ class FallbackRecognitionStream:
     """One call's stream on the first usable recognizer; ``switched`` once it moved on.
     Its ``ready`` is known once it is iterated (the wait for a provider happens there)."""
 
-    def __init__(self, owner: FallbackRecognizer, language: str | None, keyterms: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        owner: FallbackRecognizer,
+        language: str | None,
+        keyterms: Sequence[str] = (),
+        turn: TurnSettings | None = None,
+    ) -> None:
         self._owner = owner
+        self._turn = turn
         self._language = language
         self._keyterms = tuple(keyterms)
         self._candidates = owner.health.order()
         self._at = 0
-        self.active: RecognitionStream = open_stream(self._candidates[0], language=language, keyterms=self._keyterms)
+        self.active: RecognitionStream = open_stream(
+            self._candidates[0], language=language, keyterms=self._keyterms, turn=turn
+        )
         self.switched = False
         self.ready = asyncio.Event()
         self._since_final = bytearray()
@@ -189,7 +201,9 @@ class FallbackRecognitionStream:
         if self._closed:
             return False
         self._at += 1
-        self.active = open_stream(self._candidates[self._at], language=self._language, keyterms=self._keyterms)
+        self.active = open_stream(
+            self._candidates[self._at], language=self._language, keyterms=self._keyterms, turn=self._turn
+        )
         self.switched = True
         if self._low_latency:
             prefer_low_latency(self.active, True)

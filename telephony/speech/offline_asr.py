@@ -82,6 +82,7 @@ import numpy as np
 import soxr
 import structlog
 
+from dialgraph.server.core.flow_config import TurnSettings
 from dialgraph.telephony.audio import audioop
 from dialgraph.telephony.speech.base import (
     FRAME_BYTES,
@@ -237,6 +238,7 @@ class WhisperRecognizer:
         turn_hold_below: float = 0.5,
         turn_max_wait_ms: int = 1200,
         turn_endpoint_ms: int = 350,
+        flow_turn_detector: TurnDetector | None = None,
     ) -> None:
         self._model = model
         self._short_window = short_window
@@ -245,6 +247,7 @@ class WhisperRecognizer:
         self._cfg = (endpointing_ms, speculate_ms, min_speech_ms, max_segment_s, start_threshold, end_threshold)
         self._interims = (interim_ms, max_interim_s)
         self._turn_detector = turn_detector
+        self._detector_pool = turn_detector or flow_turn_detector  # a flow may turn it on
         self._turn = _TurnRule(
             max(1, turn_pause_ms // FRAME_MS),
             turn_end_above,
@@ -252,13 +255,17 @@ class WhisperRecognizer:
             max(1, turn_max_wait_ms // FRAME_MS),
             max(1, turn_endpoint_ms // FRAME_MS),
         )
-        self.capabilities = RecognizerCapabilities(interim_results=interim_ms is not None, vad_events=True)
+        self.capabilities = RecognizerCapabilities(interim_results=interim_ms is not None, vad_events=True, turns=True)
 
-    def stream(self, *, language: str | None = None) -> WhisperStream:
+    def stream(self, *, language: str | None = None, turn: TurnSettings | None = None) -> WhisperStream:
+        """``turn``: the flow's ``[turn]`` (``Settings.turn_for``); default the recognizer's."""
         lang = (language or "en").split("-")[0]
         if lang != "en":
             log.warning("offline ASR is English-only", language=language)
-        return WhisperStream(self, language="en")
+        if turn is None:
+            return WhisperStream(self, language="en")
+        detector = self._detector_pool if turn.detector == "smart_turn" else None
+        return WhisperStream(self, language="en", detector=detector, rule=_TurnRule.of(turn))
 
     async def decode(self, ulaw: bytes, language: str = "en", *, guess: bool = False) -> tuple[str, float | None]:
         """One segment's text; ``guess``: an interim, always in the short window."""
@@ -277,6 +284,16 @@ class _TurnRule:
     hold_frames: int
     endpoint_frames: int
 
+    @classmethod
+    def of(cls, turn: TurnSettings) -> _TurnRule:
+        return cls(
+            max(1, turn.pause_ms // FRAME_MS),
+            turn.end_above,
+            turn.hold_below,
+            max(1, turn.max_wait_ms // FRAME_MS),
+            max(1, turn.endpoint_ms // FRAME_MS),
+        )
+
 
 _Decode = asyncio.Task[tuple[str, float | None]]  # (text, confidence) of one segment
 _Job = tuple[_Decode | bytes, float, float, bool]  # a guess or the audio, start, end, speech_final
@@ -285,7 +302,14 @@ _Job = tuple[_Decode | bytes, float, float, bool]  # a guess or the audio, start
 class WhisperStream(QueuedRecognitionStream):
     """One call's VAD segmenter, speculative decoder and in-order event source."""
 
-    def __init__(self, owner: WhisperRecognizer, *, language: str) -> None:
+    def __init__(
+        self,
+        owner: WhisperRecognizer,
+        *,
+        language: str,
+        detector: TurnDetector | None = None,
+        rule: _TurnRule | None = None,
+    ) -> None:
         super().__init__()
         endpointing_ms, speculate_ms, min_speech_ms, max_segment_s, self._on, self._off = owner._cfg
         self._owner = owner
@@ -311,8 +335,8 @@ class WhisperStream(QueuedRecognitionStream):
         self._onset_at = 0  # the frame the segment's speech began at
         # early text only while the caller speaks: a pause hands over to the speculative guess
         self._guess_frames_or_end = self._guess_frames or self._end_frames
-        self._detector = owner._turn_detector
-        self._turn = owner._turn
+        self._detector = detector if rule is not None else owner._turn_detector
+        self._turn = rule or owner._turn
         self._turn_frames = self._turn.pause_frames if self._detector is not None else None
         self._endpoint = self._end_frames  # silent frames that close this pause (a verdict moves it)
         self._pause_no = 0  # bumped when speech resumes or the segment closes: older verdicts are void

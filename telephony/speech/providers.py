@@ -5,6 +5,11 @@ offline recognizer behind it when the offline extra is installed; else offline w
 TTS: one chain ElevenLabs WebSocket -> ElevenLabs HTTP -> offline piper (when installed);
 else piper, or espeak-ng when piper is missing. VAD: silero, else webrtcvad, else energy.
 Every provider's ``aclose`` is registered on the caller's ``AsyncExitStack``.
+
+Turn detector: ``[turn] detector = "smart_turn"`` (globally or in any flow's
+``[flows.NAME.turn]``) loads Smart Turn once and hands it to both recognizers; each
+applies the global ``[turn]`` (Deepgram streams take a flow's own through
+``stream(turn=settings.turn_for(flow))``).
 """
 
 from __future__ import annotations
@@ -14,10 +19,15 @@ import contextlib
 import importlib.util
 import shutil
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 
 from dialgraph.server.core.settings import Settings
+
+if TYPE_CHECKING:
+    from dialgraph.telephony.speech.turn_detector import TurnDetector
+    from dialgraph.telephony.speech.workers import SpeechWorkers
 from dialgraph.telephony.speech.base import SpeechRecognizer, SpeechSynthesizer, VoiceActivityDetector
 from dialgraph.telephony.speech.vad import EnergyVad
 
@@ -52,31 +62,52 @@ def build_vad_factory(settings: Settings) -> Callable[[], VoiceActivityDetector]
     return EnergyVad
 
 
-async def _offline_recognizer(settings: Settings, stack: contextlib.AsyncExitStack) -> SpeechRecognizer:
-    from dialgraph.telephony.speech.offline_asr import WhisperRecognizer, load_whisper
+def wants_turn_detector(settings: Settings) -> bool:
+    """Smart Turn is asked for by ``[turn]`` or by some flow's ``[flows.NAME.turn]``."""
+    return any(settings.turn_for(name).detector == "smart_turn" for name in (None, *settings.flows))
+
+
+def _speech_workers(settings: Settings, stack: contextlib.AsyncExitStack) -> SpeechWorkers:
     from dialgraph.telephony.speech.workers import release_shared_workers, shared_workers
 
     workers = shared_workers(settings.speech_workers)
     stack.callback(release_shared_workers)
+    return workers
+
+
+async def _turn_detector(settings: Settings, workers: SpeechWorkers) -> TurnDetector | None:
+    """Smart Turn, loaded in the pool, when ``settings`` ask for it anywhere."""
+    if not wants_turn_detector(settings):
+        return None
+    if not _installed("onnxruntime"):
+        raise RuntimeError(f'[turn] detector = "smart_turn" needs onnxruntime: {OFFLINE_HINT}')
+    from dialgraph.telephony.speech.turn_detector import SmartTurnDetector
+
+    detector = SmartTurnDetector()
+    await workers.run(detector.preload)  # the hash check and the session, off the loop
+    log.info("turn detector", detector="smart_turn")
+    return detector
+
+
+async def _offline_recognizer(
+    settings: Settings, stack: contextlib.AsyncExitStack, detector: TurnDetector | None
+) -> SpeechRecognizer:
+    from dialgraph.telephony.speech.offline_asr import WhisperRecognizer, load_whisper
+
+    workers = _speech_workers(settings, stack)
     model = await asyncio.to_thread(load_whisper, workers=settings.speech_workers)
     turn = settings.turn
-    detector = None
-    if turn.detector == "smart_turn":  # onnxruntime is part of the offline extra (_OFFLINE_ASR)
-        from dialgraph.telephony.speech.turn_detector import SmartTurnDetector
-
-        detector = SmartTurnDetector()
-        await workers.run(detector.preload)  # the hash check and the session, off the loop
-        log.info("turn detector", detector="smart_turn")
     return WhisperRecognizer(
         model,
         workers=workers,
         vad_factory=build_vad_factory(settings),
-        turn_detector=detector,
+        turn_detector=detector if turn.detector == "smart_turn" else None,
         turn_pause_ms=turn.pause_ms,
         turn_end_above=turn.end_above,
         turn_hold_below=turn.hold_below,
         turn_max_wait_ms=turn.max_wait_ms,
         turn_endpoint_ms=turn.endpoint_ms,
+        flow_turn_detector=detector,  # a flow's own [turn] may turn it on
     )
 
 
@@ -84,6 +115,8 @@ async def build_recognizer(settings: Settings, stack: contextlib.AsyncExitStack)
     """The recognizer ``settings`` asks for, its closer registered on ``stack``."""
     offline = _installed(*_OFFLINE_ASR)
     recognizer: SpeechRecognizer
+    workers = _speech_workers(settings, stack) if wants_turn_detector(settings) else None
+    detector = await _turn_detector(settings, workers) if workers is not None else None
     if settings.asr_provider == "deepgram":
         from dialgraph.telephony.speech.deepgram import DeepgramRecognizer
         from dialgraph.telephony.speech.fallback import FallbackRecognizer
@@ -93,16 +126,19 @@ async def build_recognizer(settings: Settings, stack: contextlib.AsyncExitStack)
             url=settings.deepgram_url,
             model=settings.deepgram_model,
             max_reconnects=settings.max_reconnects,
+            turn_detector=detector,
+            workers=workers,
+            turn=settings.turn,
         )
         chain: list[SpeechRecognizer] = [primary]
         if offline:
-            chain.append(await _offline_recognizer(settings, stack))
+            chain.append(await _offline_recognizer(settings, stack, detector))
         recognizer = FallbackRecognizer(chain)
         log.info("ASR provider", provider="deepgram", fallback="whisper" if offline else None)
     else:
         if not offline:
             raise RuntimeError(f"no speech recognizer: set DEEPGRAM_API_KEY or {OFFLINE_HINT}")
-        recognizer = await _offline_recognizer(settings, stack)
+        recognizer = await _offline_recognizer(settings, stack, detector)
         log.info("ASR provider", provider="whisper-tiny.en")
     stack.push_async_callback(recognizer.aclose)
     return recognizer

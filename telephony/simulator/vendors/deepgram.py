@@ -157,13 +157,17 @@ class DeepgramFake:
             return Response(reason[0], "Rejected", Headers(), reason[1].encode())
         return None
 
+    def _session(self, ws: ServerConnection, conn: ListenConnection) -> _Session:
+        """One connection's timeline (``deepgram_script.ScriptedDeepgram`` hears real speech)."""
+        return _Session(self, ws, conn)
+
     async def _handle(self, ws: ServerConnection) -> None:
         url = urlsplit(ws.request.path)  # type: ignore[union-attr]
         params = parse_qs(url.query)
         query = {k: v[-1] for k, v in params.items()}
         conn = ListenConnection(query=query, headers=dict(ws.request.headers), params=params)  # type: ignore[union-attr]
         self.connections.append(conn)
-        session = _Session(self, ws, conn)
+        session = self._session(ws, conn)
         try:
             async for message in ws:
                 if isinstance(message, bytes):
