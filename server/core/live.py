@@ -87,6 +87,8 @@ class SessionEnded:
     direction: str
     reason: str
     barge_ins: int
+    preempted: int = 0  # replies started at a pause whose turn was confirmed (they went out)
+    preempts_discarded: int = 0  # ... whose turn had other words (dropped unheard; tokens spent)
     at: float = field(default_factory=time.time)
 
 

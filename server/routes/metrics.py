@@ -162,6 +162,12 @@ class Metrics:
         )
         self.turns = Counter("dialgraph_turns", "Transcript turns recorded", ["flow", "role"], registry=r)
         self.barge_ins = Counter("dialgraph_barge_ins", "Agent replies cut by the caller", ["flow"], registry=r)
+        self.preemptive_replies = Counter(
+            "dialgraph_preemptive_replies",
+            "Replies started at the caller's pause: confirmed (sent) or discarded (other words; tokens spent)",
+            ["flow", "outcome"],
+            registry=r,
+        )
         self.reply_errors = Counter(
             "dialgraph_reply_errors", "Replies that failed, by stage (graph, tts...)", ["flow", "stage"], registry=r
         )
@@ -301,6 +307,10 @@ class Metrics:
             self.calls_ended.labels(item.flow, item.direction, outcome).inc()
             if item.barge_ins:
                 self.barge_ins.labels(item.flow).inc(item.barge_ins)
+            if item.preempted:
+                self.preemptive_replies.labels(item.flow, "confirmed").inc(item.preempted)
+            if item.preempts_discarded:
+                self.preemptive_replies.labels(item.flow, "discarded").inc(item.preempts_discarded)
 
     def _recorded(self, item: Recorded) -> None:
         event = item.event

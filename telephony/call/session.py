@@ -266,8 +266,13 @@ class CallSession:
                 await self._record_usage()
                 await self._save_recording()
                 self._closed.set()
-                reason, barge_ins = self.state.end_reason or "closed", self.state.barge_ins
-                hub.publish(SessionEnded(sid, ctx.flow, ctx.direction, reason, barge_ins))
+                st = self.state
+                reason = st.end_reason or "closed"
+                hub.publish(
+                    SessionEnded(
+                        sid, ctx.flow, ctx.direction, reason, st.barge_ins, st.preempted, st.preempts_discarded
+                    )
+                )
                 if hub.traced:
                     hub.notify(self._timeline(reason))  # tracing (server/core/tracing.py), off by default
                 self._log.info(
@@ -580,6 +585,7 @@ class CallSession:
     def _confirm(self, preempted: _Preempted) -> None:
         st, reply = self.state, preempted.reply
         preempted.run.confirm()
+        st.preempted += 1
         st.generation = reply.generation
         st.reply = reply
         reply.timing.started_at = self._clock()
@@ -593,6 +599,7 @@ class CallSession:
         unheard and unsaved; what its model run spent still counts."""
         preempted.run.discard()
         preempted.reply.discard()
+        self.state.preempts_discarded += 1
         meter, task = self.meter, preempted.reply.runner_task
         if meter is not None and task is not None:
 

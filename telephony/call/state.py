@@ -61,6 +61,8 @@ class CallState:
     # Numbers replies for their mark names (``g<n>.``): a barge-in takes a number too.
     generation: int = 0
     barge_ins: int = 0
+    preempted: int = 0  # preemptive replies confirmed (sent)
+    preempts_discarded: int = 0  # preemptive replies dropped unheard
     reply: Reply | None = None
     ending: bool = False
     end_reason: str = ""

@@ -145,7 +145,9 @@ async def test_hub_events_move_the_counters(settings: Settings) -> None:
         hub.publish(
             Recorded("CAh", CallEvent(call_sid="CAh", kind="end_call", role="system", data={"reason": "opted_out"}))
         )
-        hub.publish(SessionEnded("CAh", "support", "inbound", "ended by agent", barge_ins=2))
+        hub.publish(
+            SessionEnded("CAh", "support", "inbound", "ended by agent", barge_ins=2, preempted=3, preempts_discarded=1)
+        )
         hub.publish(SessionStarted("CAh", "support", "inbound", resumed=True))
         hub.publish(SessionEnded("CAh", "support", "inbound", "socket closed", barge_ins=0))
         after = await scrape(client)
@@ -169,6 +171,8 @@ async def test_hub_events_move_the_counters(settings: Settings) -> None:
         assert moved("dialgraph_turn_stage_seconds_sum", stage=stage, **flow) == seconds
     assert moved("dialgraph_reply_errors_total", stage="tts", **flow) == 1
     assert moved("dialgraph_barge_ins_total", **flow) == 2
+    assert moved("dialgraph_preemptive_replies_total", outcome="confirmed", **flow) == 3
+    assert moved("dialgraph_preemptive_replies_total", outcome="discarded", **flow) == 1
 
 
 async def test_counters_after_two_whole_calls(tmp_path: Path) -> None:

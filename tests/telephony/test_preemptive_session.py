@@ -108,6 +108,7 @@ async def test_a_reply_started_at_the_pause_goes_out_when_the_final_confirms_it(
         media_before = len([m for m in client.received if m["event"] == "media"])
         await client.media(SILENCE_FRAME, FINAL_AT - PAUSE_AT)
         await until(lambda: session.state.reply is held)
+        assert (session.state.preempted, session.state.preempts_discarded) == (1, 0)
         timing = held.timing
         assert timing.first_token_at is not None and timing.first_token_at < timing.started_at  # answered early
         await play(client, held)
@@ -143,6 +144,7 @@ async def test_a_final_with_other_words_drops_the_preemptive_reply_unheard(sqlit
         await until(lambda: held.done() and session.state.reply is not None and session.state.reply is not held)
         reply = session.state.reply
         assert reply is not None and not reply.timing.preempted
+        assert (session.state.preempted, session.state.preempts_discarded) == (0, 1)
         await until(lambda: reply.done() or reply.timing.first_audio_at is not None)
         assert held.timing.first_audio_at is None  # nothing of it was sent
         assert await appointments(call) == 0  # its booking never ran
