@@ -33,6 +33,7 @@ import json
 import operator
 import re
 import secrets
+import sqlite3
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -70,14 +71,13 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 
+from dialgraph.graphs.sqlite_trips import Trips
 from dialgraph.server.core.checkpoint_keys import CheckpointKeyError, key_id
 from dialgraph.server.core.live import CheckpointWrite, hub
 from dialgraph.server.core.redaction import Redactor, default_redactor, redactor_for
 from dialgraph.server.core.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-_ROWS_PER_INSERT = 100  # 9 parameters a row, well under SQLite's 32766 per statement
 
 
 class MessageMemoSerializer(jsonplus.JsonPlusSerializer):
@@ -395,55 +395,66 @@ def serializer_for(settings: Settings) -> SerializerProtocol:
 
 
 class OneTripSqliteSaver(AsyncSqliteSaver):
-    """``AsyncSqliteSaver`` whose per-step calls each take one trip to the connection's thread.
+    """``AsyncSqliteSaver`` whose per-step calls share trips to the connection's thread.
 
     aiosqlite runs every call (execute, fetch, cursor close, commit) on its connection's
     thread: the official saver makes 3 trips per checkpoint, 4 per task's writes and 6 per
     read, ~37 a tool round trip turn, each two thread switches, all under the saver's
-    lock. Here each is one statement (a multi-row insert for writes) on a connection in
-    autocommit mode, so a statement is its own transaction: 11 trips a turn, half the
-    context switches. Same tables, same SQL, same rows; the conformance suite runs on it.
+    lock. Here a read is one function on that thread and a checkpoint or a task's writes one
+    insert, and what every call of the process queues while a trip is out shares the next
+    trip, adjacent inserts into one table merged into one statement (``graphs/sqlite_trips.py``:
+    group commit). Same tables, same rows; the conformance suite runs on it.
     """
 
     def __init__(self, conn: aiosqlite.Connection, *, serde: SerializerProtocol | None = None) -> None:
         if conn.isolation_level is not None:
             raise ValueError("OneTripSqliteSaver needs an autocommit connection (isolation_level=None)")
         super().__init__(conn, serde=serde)
+        self.trips = Trips(conn, self.lock)
+
+    async def setup(self) -> None:
+        """The official ``setup`` takes the saver's lock before it looks at ``is_setup``, so
+        every read and write of every call queued on the lock for it, behind every trip
+        (at 200 calls, 333 tasks at once). Once set up, nothing to wait for."""
+        if not self.is_setup:
+            await super().setup()
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         await self.setup()
         thread_id = str(config["configurable"]["thread_id"])
         checkpoint_ns = config["configurable"].get("checkpoint_ns", "")
+        wanted = get_checkpoint_id(config)
         select = (
             "SELECT checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata FROM checkpoints"
             " WHERE thread_id = ? AND checkpoint_ns = ?"
         )
-        async with self.lock:
-            if checkpoint_id := get_checkpoint_id(config):
-                rows = await self.conn.execute_fetchall(
-                    f"{select} AND checkpoint_id = ?", (thread_id, checkpoint_ns, checkpoint_id)
-                )
+        writes_sql = pending_writes_sql(self._has_task_path)
+
+        def read(db: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
+            if wanted:
+                cur = db.execute(f"{select} AND checkpoint_id = ?", (thread_id, checkpoint_ns, wanted))
             else:
-                rows = await self.conn.execute_fetchall(
-                    f"{select} ORDER BY checkpoint_id DESC LIMIT 1", (thread_id, checkpoint_ns)
-                )
-            found = next(iter(rows), None)
+                cur = db.execute(f"{select} ORDER BY checkpoint_id DESC LIMIT 1", (thread_id, checkpoint_ns))
+            found = cur.fetchone()
+            cur.close()
             if found is None:
                 return None
-            checkpoint_id, parent_id, type_, blob, metadata = found
-            writes = await self.conn.execute_fetchall(
-                pending_writes_sql(self._has_task_path), (thread_id, checkpoint_ns, checkpoint_id)
-            )
+            return found, db.execute(writes_sql, (thread_id, checkpoint_ns, found[0])).fetchall()
+
+        got = await self.trips.run(read)
+        if got is None:
+            return None
+        (checkpoint_id, parent_id, type_, blob, metadata), writes = got
 
         def at(cid: str) -> RunnableConfig:
             return {"configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": cid}}
 
         return CheckpointTuple(
-            config if get_checkpoint_id(config) else at(checkpoint_id),
+            config if wanted else at(checkpoint_id),
             self.serde.loads_typed((type_, blob)),
             cast(CheckpointMetadata, json.loads(metadata) if metadata is not None else {}),
             at(parent_id) if parent_id else None,
-            load_pending_writes(list(writes), self.serde),
+            load_pending_writes(writes, self.serde),
         )
 
     async def aput(
@@ -459,13 +470,21 @@ class OneTripSqliteSaver(AsyncSqliteSaver):
         checkpoint_ns = config["configurable"]["checkpoint_ns"]
         type_, blob = self.serde.dumps_typed(checkpoint)
         meta = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode("utf-8", "ignore")
-        parent_id = config["configurable"].get("checkpoint_id")
-        async with self.lock:
-            await self.conn.execute_fetchall(
-                "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,"
-                " type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (thread_id, checkpoint_ns, checkpoint["id"], parent_id, type_, blob, meta),
-            )
+        row = (
+            thread_id,
+            checkpoint_ns,
+            checkpoint["id"],
+            config["configurable"].get("checkpoint_id"),
+            type_,
+            blob,
+            meta,
+        )
+        await self.trips.insert(
+            "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,"
+            " type, checkpoint, metadata)",
+            "(?, ?, ?, ?, ?, ?, ?)",
+            [row],
+        )
         hub.notify(CheckpointWrite("put", time.perf_counter() - started))  # /metrics
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint["id"]}
@@ -493,20 +512,13 @@ class OneTripSqliteSaver(AsyncSqliteSaver):
             (*key, WRITES_IDX_MAP.get(channel, idx), channel, *self.serde.dumps_typed(value))
             for idx, (channel, value) in enumerate(writes)
         ]
-        statements = [
-            (
-                f"INSERT OR {verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,"
-                " channel, type, value) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
-                [v for row in chunk for v in row],
-            )
-            for chunk in (rows[i : i + _ROWS_PER_INSERT] for i in range(0, len(rows), _ROWS_PER_INSERT))
-        ]
         await self.setup()
-        async with self.lock:
-            if len(statements) == 1:
-                await self.conn.execute_fetchall(*statements[0])
-            else:  # a task's writes are stored whole or not at all
-                await self._in_transaction(statements)
+        await self.trips.insert(
+            f"INSERT OR {verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx,"
+            " channel, type, value)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
         hub.notify(CheckpointWrite("put_writes", time.perf_counter() - started))  # /metrics
 
     async def adelete_thread(self, thread_id: str) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import json
 import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,23 +158,41 @@ def load_entries(path: Path) -> list[Entry]:
 
 
 class KnowledgeLibrary:
-    """Knowledge bases by file, loaded once (in a thread) and reloaded when the file changes."""
+    """Knowledge bases by file, loaded once (in a thread) and reloaded when the file changes.
 
-    def __init__(self, *, min_score: float = MIN_SCORE) -> None:
+    A lookup looks at the file's modification time at most every ``recheck_s`` (1 s): every
+    support turn used to take a trip to a worker thread for a ``stat`` under one lock of the
+    process, a thread switch per turn that waits for the GIL behind the audio path under
+    load. An edited file is picked up within ``recheck_s``."""
+
+    def __init__(self, *, min_score: float = MIN_SCORE, recheck_s: float = 1.0) -> None:
         self.min_score = min_score
-        self._cache: dict[Path, tuple[float, KnowledgeBase]] = {}
+        self.recheck_s = recheck_s
+        self._cache: dict[Path, tuple[float, KnowledgeBase]] = {}  # resolved path -> (mtime, base)
+        self._fresh: dict[Path | None, tuple[float, KnowledgeBase]] = {}  # as asked -> (checked at, base)
         self._lock = asyncio.Lock()
 
     async def get(self, path: Path | None) -> KnowledgeBase:
-        path = (path or DEFAULT_KNOWLEDGE_FILE).resolve()
+        fresh = self._fresh.get(path)
+        if fresh is not None and time.monotonic() - fresh[0] < self.recheck_s:
+            return fresh[1]
         async with self._lock:
-            mtime = (await asyncio.to_thread(path.stat)).st_mtime
-            cached = self._cache.get(path)
+            fresh = self._fresh.get(path)
+            if fresh is not None and time.monotonic() - fresh[0] < self.recheck_s:
+                return fresh[1]  # looked at while this one waited for the lock
+            resolved, mtime = await asyncio.to_thread(_resolve_and_stat, path or DEFAULT_KNOWLEDGE_FILE)
+            cached = self._cache.get(resolved)
             if cached is None or cached[0] != mtime:
-                entries = await asyncio.to_thread(load_entries, path)
+                entries = await asyncio.to_thread(load_entries, resolved)
                 cached = (mtime, KnowledgeBase(entries, min_score=self.min_score))
-                self._cache[path] = cached
+                self._cache[resolved] = cached
+            self._fresh[path] = (time.monotonic(), cached[1])
             return cached[1]
+
+
+def _resolve_and_stat(path: Path) -> tuple[Path, float]:
+    resolved = path.resolve()
+    return resolved, resolved.stat().st_mtime
 
 
 def knowledge_tools(*, library: KnowledgeLibrary | None = None) -> list[BaseTool]:

@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     asr: Literal["auto", "deepgram", "offline"] = Field(default="auto")
     tts: Literal["auto", "elevenlabs", "offline"] = Field(default="auto")
     speech_workers: int = Field(default=2, ge=1, le=64, description="bound of the offline speech worker pool")
+    gc_threshold: int = Field(
+        default=20_000,
+        ge=0,
+        le=1_000_000,
+        description="allocations between the cyclic collector's young collections (Python: 700); 0 keeps Python's",
+    )
 
     # --- calls ---------------------------------------------------------------------------
     numbers: dict[str, str] = Field(default_factory=dict, description="dialled E.164 number -> flow name")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -39,6 +40,21 @@ async def test_probes_and_dev_migrations(settings: Settings) -> None:
             from sqlalchemy import text
 
             assert (await conn.execute(text("SELECT count(*) FROM calls"))).scalar() == 0
+
+
+async def test_the_collector_threshold_comes_from_settings(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        app = create_app(Settings(data_dir=tmp_path, gc_threshold=12_345), overrides=speechless())
+        async with app.router.lifespan_context(app):
+            assert gc.get_threshold() == (12_345, 10, 10)
+        app = create_app(Settings(data_dir=tmp_path, gc_threshold=0), overrides=speechless())
+        gc.set_threshold(700, 10, 10)
+        async with app.router.lifespan_context(app):
+            assert gc.get_threshold() == (700, 10, 10)  # 0: Python's own
+    finally:
+        gc.set_threshold(*before)
 
 
 async def test_readyz_says_503_when_the_database_is_down(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,7 @@ async def test_flow_knowledge_file_json_is_used_and_reloaded(graph: ToolGraph, t
     assert await graph.text(ctx, "search_knowledge", question="what are your opening hours") == DONT_KNOW
     path.write_text(json.dumps({"entries": [{"question": "What are your opening hours?", "answer": "Always open."}]}))
     os.utime(path, (1, 1))  # a different mtime even on coarse filesystem clocks
+    await asyncio.sleep(1.05)  # the library looks at the file at most once a second
     assert await graph.text(ctx, "search_knowledge", question="what are your opening hours") == "Always open."
 
 
@@ -85,3 +88,19 @@ def test_bad_files_are_refused(tmp_path: Path) -> None:
 async def test_library_caches_per_file() -> None:
     lib = KnowledgeLibrary()
     assert await lib.get(None) is await lib.get(SAMPLE)
+
+
+async def test_library_reloads_an_edited_file_after_recheck_s(tmp_path: Path) -> None:
+    path = tmp_path / "kb.yaml"
+    path.write_text("- question: when do you open\n  answer: at nine\n")
+    lib = KnowledgeLibrary(recheck_s=0.05)
+    first = await lib.get(path)
+    assert first.search("when do you open") is not None
+    path.write_text("- question: is there parking\n  answer: free parking behind the shop\n")
+    os.utime(path, (time.time() + 5, time.time() + 5))  # a new mtime even on a coarse clock
+    assert await lib.get(path) is first  # within recheck_s: no look at the file
+    await asyncio.sleep(0.06)
+    second = await lib.get(path)
+    assert second is not first
+    match = second.search("is there parking")
+    assert match is not None and match.entry.answer == "free parking behind the shop"
