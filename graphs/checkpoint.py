@@ -441,7 +441,7 @@ class OneTripSqliteSaver(AsyncSqliteSaver):
                 return None
             return found, db.execute(writes_sql, (thread_id, checkpoint_ns, found[0])).fetchall()
 
-        got = await self.trips.run(read)
+        got = await self.trips.read(read)
         if got is None:
             return None
         (checkpoint_id, parent_id, type_, blob, metadata), writes = got

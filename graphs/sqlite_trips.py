@@ -8,19 +8,20 @@ the connection the bottleneck: a checkpoint write took 0.6 s on average (the
 ``dialgraph_checkpoint_write_seconds`` histogram) and a reply's graph turn waited seconds
 before its first token (issue 16's note, ``bench/load_whole.py``).
 
-``Trips.run(fn)`` queues ``fn`` (a function of the raw ``sqlite3.Connection``, run on the
-connection's thread) and ``Trips.insert(head, row, rows)`` an insert; what is queued while
-a trip is out all goes in the next trip, in the order it was queued, so trips per second
-stop growing with calls. Adjacent inserts into one table (the checkpoints and the tasks'
-writes of every call) become one multi-row statement: inside a trip each statement still
-waits for the GIL as the thread enters and leaves SQLite, so statements, not rows, are
-what a busy loop makes expensive. Everything is in autocommit: a function or a merged
-insert is its own transaction, and an insert whose merged statement fails is retried
-alone, so a failure stays with its caller. Each trip holds
-the saver's lock, so the saver's other users (setup, list, delete, retention: several
-statements under the lock) never interleave with one. A caller cancelled before its trip
-leaves takes its function out; once the trip has left, the function runs (as a cancelled
-``execute`` always did).
+``Trips.insert(head, row, rows)`` queues an insert, ``Trips.read(fn)`` a function that only
+reads and ``Trips.run(fn)`` any function of the raw ``sqlite3.Connection``, each run on the
+connection's thread; what is queued while a trip is out all goes in the next trip, so trips
+per second stop growing with calls. Inside a trip each statement still waits for the GIL as
+the thread enters and leaves SQLite, so statements, not rows, are what a busy loop makes
+expensive: between two ``run`` functions the inserts into one table (the checkpoints, or the
+tasks' writes, of every call) become one multi-row statement, in queue order, and the reads
+come after all of the trip's writes (a read sees at least what was queued before it).
+Everything is in autocommit: a function or a merged insert is its own transaction, and an
+insert whose merged statement fails is retried alone, so a failure stays with its caller.
+Each trip holds the saver's lock, so the saver's other users (setup, list, delete,
+retention: several statements under the lock) never interleave with one. A caller
+cancelled before its trip leaves takes its job out; once the trip has left, the job runs
+(as a cancelled ``execute`` always did). ``trip_s`` and ``work_s`` add up the trips' time.
 
 aiosqlite has no public way to run a function on its thread: ``Connection._execute`` and
 ``Connection._conn`` are used, with aiosqlite pinned below the next minor release
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -52,7 +54,15 @@ class Insert:
     rows: Sequence[Sequence[Any]]
 
 
-Job = Callable[[sqlite3.Connection], Any] | Insert
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A function that only reads: it runs after the trip's writes, so it sees at least
+    everything queued before it (and perhaps what was queued after it, in the same trip)."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+
+
+Job = Callable[[sqlite3.Connection], Any] | Insert | Read
 
 
 class Trips:
@@ -68,10 +78,17 @@ class Trips:
         self.trips = 0  # trips taken (tests and benchmarks read these)
         self.jobs = 0  # functions and inserts run
         self.statements = 0  # inserts' statements (adjacent inserts of one head share one)
+        self.trip_s = 0.0  # trips' time, from leaving to the results back on the loop
+        self.work_s = 0.0  # of which on the connection's thread, running the jobs
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` on the connection's thread, in the next trip."""
         return cast(T, await self._queued(fn))
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)``, which only reads, at the end of the next trip (see ``Read``):
+        the reads of many calls then cost no statement boundary among their writes."""
+        return cast(T, await self._queued(Read(fn)))
 
     async def insert(self, head: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
         """Insert ``rows`` in the next trip; they share one statement with the inserts of the
@@ -99,7 +116,10 @@ class Trips:
                     self.trips += 1
                     self.jobs += len(batch)
                     conn = self._conn
-                    outcomes, statements = await conn._execute(_run_all, conn, [job for job, _ in batch])
+                    left = time.perf_counter()
+                    outcomes, statements, work_s = await conn._execute(_run_all, conn, [job for job, _ in batch])
+                    self.trip_s += time.perf_counter() - left
+                    self.work_s += work_s
                     self.statements += statements
                 for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
                     if future.done():
@@ -125,48 +145,72 @@ class Trips:
 
 
 # --- on the connection's thread ---------------------------------------------------------------
-def _run_all(conn: aiosqlite.Connection, jobs: list[Job]) -> tuple[list[_Outcome], int]:
-    """Every job in turn, each outcome kept apart; runs of inserts with one head and row
-    shape become one statement (a failing one is retried insert by insert, so the failure
-    stays with its own caller). Returns the outcomes and the inserts' statement count."""
+def _run_all(conn: aiosqlite.Connection, jobs: list[Job]) -> tuple[list[_Outcome], int, float]:
+    """Every job, each outcome kept apart. Between two functions, the inserts are grouped by head and row shape, each group one
+    statement in queue order (the checkpoints and the writes of many calls interleave, and
+    rows of different tables do not depend on each other's order); a failing statement is
+    retried insert by insert, so a failure stays with its own caller. Reads come last.
+    Returns the outcomes
+    and the inserts' statement count and the time taken."""
+    started = time.perf_counter()
     db = conn._conn
-    outcomes: list[_Outcome] = []
+    outcomes: list[_Outcome | None] = [None] * len(jobs)
     statements = 0
-    i = 0
-    while i < len(jobs):
-        job = jobs[i]
-        if not isinstance(job, Insert):
-            outcomes.append(_outcome(job, db))
-            i += 1
-            continue
-        group = [job]
-        params = len(job.rows) * len(job.rows[0])
-        while i + len(group) < len(jobs):
-            nxt = jobs[i + len(group)]
-            if not isinstance(nxt, Insert) or (nxt.head, nxt.row) != (job.head, job.row):
-                break
-            size = len(nxt.rows) * len(nxt.rows[0])
-            if params + size > _MAX_PARAMS:
-                break
-            group.append(nxt)
-            params += size
-        i += len(group)
-        statements += 1
-        try:
-            _insert(db, job.head, job.row, [r for g in group for r in g.rows])
-            outcomes.extend((True, None) for _ in group)
-        except Exception as exc:
-            if len(group) == 1:
-                outcomes.append((False, exc))
-                continue
-            for g in group:  # alone, so that the failure stays with its own caller
+    groups: dict[tuple[str, str], list[int]] = {}
+
+    def flush() -> None:
+        nonlocal statements
+        for indexes in groups.values():
+            for part in _by_size([(k, cast(Insert, jobs[k])) for k in indexes]):
                 statements += 1
+                head, row = part[0][1].head, part[0][1].row
                 try:
-                    _insert(db, g.head, g.row, g.rows)
-                    outcomes.append((True, None))
-                except Exception as alone:
-                    outcomes.append((False, alone))
-    return outcomes, statements
+                    _insert(db, head, row, [r for _, job in part for r in job.rows])
+                    for k, _ in part:
+                        outcomes[k] = (True, None)
+                except Exception as exc:
+                    if len(part) == 1:
+                        outcomes[part[0][0]] = (False, exc)
+                        continue
+                    for k, job in part:  # alone, so that the failure stays with its own caller
+                        statements += 1
+                        try:
+                            _insert(db, job.head, job.row, job.rows)
+                            outcomes[k] = (True, None)
+                        except Exception as alone:
+                            outcomes[k] = (False, alone)
+        groups.clear()
+
+    reads: list[int] = []
+    for k, job in enumerate(jobs):
+        if isinstance(job, Insert):
+            groups.setdefault((job.head, job.row), []).append(k)
+        elif isinstance(job, Read):
+            reads.append(k)
+        else:
+            flush()
+            outcomes[k] = _outcome(job, db)
+    flush()
+    for k in reads:
+        outcomes[k] = _outcome(cast(Read, jobs[k]).fn, db)
+    done = [o for o in outcomes if o is not None]
+    assert len(done) == len(jobs)
+    return done, statements, time.perf_counter() - started
+
+
+def _by_size(items: list[tuple[int, Insert]]) -> list[list[tuple[int, Insert]]]:
+    """Consecutive parts of ``items`` within the statement's parameter limit (an insert is
+    never split here; one too big alone is its own part)."""
+    parts: list[list[tuple[int, Insert]]] = []
+    params = 0
+    for item in items:
+        size = len(item[1].rows) * len(item[1].rows[0])
+        if not parts or params + size > _MAX_PARAMS:
+            parts.append([])
+            params = 0
+        parts[-1].append(item)
+        params += size
+    return parts
 
 
 def _outcome(fn: Callable[[sqlite3.Connection], Any], db: sqlite3.Connection) -> _Outcome:

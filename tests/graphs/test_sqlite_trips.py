@@ -129,3 +129,39 @@ async def test_an_insert_too_big_for_one_statement_is_one_transaction(conn: aios
     assert (await conn.execute_fetchall("SELECT count(*) FROM strict_t"))[0][0] == 0  # whole or nothing
     await trips.insert("INSERT INTO strict_t (n, who)", ROW, [(n, "x") for n in range(20_000)])
     assert (await conn.execute_fetchall("SELECT count(*) FROM strict_t"))[0][0] == 20_000
+
+
+async def test_interleaved_tables_are_one_statement_each(conn: aiosqlite.Connection) -> None:
+    await conn.execute("CREATE TABLE u (n INTEGER PRIMARY KEY, who TEXT)")
+    trips = Trips(conn, asyncio.Lock())
+    blocker = asyncio.ensure_future(trips.run(insert(0)))
+    await asyncio.sleep(0)
+    await asyncio.gather(
+        *(
+            trips.insert(HEAD if n % 2 else "INSERT OR REPLACE INTO u (n, who)", ROW, [(n // 2 + 1, str(n))])
+            for n in range(100)
+        )
+    )
+    await blocker
+    assert trips.statements == 2  # the checkpoints and the writes of many calls, one statement a table
+    assert (await conn.execute_fetchall("SELECT count(*) FROM t"))[0][0] == 51
+    assert (await conn.execute_fetchall("SELECT who FROM u WHERE n = 1"))[0][0] == "0"
+
+
+async def test_reads_come_after_the_trips_writes(conn: aiosqlite.Connection) -> None:
+    trips = Trips(conn, asyncio.Lock())
+
+    def count(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT count(*) FROM t").fetchone()[0])
+
+    blocker = asyncio.ensure_future(trips.run(insert(0)))
+    await asyncio.sleep(0)
+    got = await asyncio.gather(
+        trips.insert(HEAD, ROW, [(1, "a")]),
+        trips.read(count),  # sees the insert before it, and the two after it in the same trip
+        trips.insert(HEAD, ROW, [(2, "a")]),
+        trips.read(count),
+        trips.insert(HEAD, ROW, [(3, "a")]),
+    )
+    await blocker
+    assert got[1] == got[3] == 4 and trips.statements == 1  # the reads split nothing
