@@ -217,7 +217,10 @@ def welcome_back(callback: CallbackState, language: Spoken = "en") -> str:
 
 
 # --- routers (pure) --------------------------------------------------------------------------
-def route_entry(state: CallState) -> Literal["greeting", "signal", "keypad", "agent"]:
+# Every node and router of the graph is async, pure ones too: LangGraph runs a sync one in
+# the default thread pool when the graph runs async, a thread trip that waits for the GIL
+# behind the audio path under load (route_entry starts every turn).
+async def route_entry(state: CallState) -> Literal["greeting", "signal", "keypad", "agent"]:
     if state.get("signal"):
         return "signal" if state.get("messages") else "greeting"
     if state.get("keypad"):
@@ -231,11 +234,11 @@ def route_after_agent(reply: AnyMessage) -> Literal["tools", "__end__"]:
     return "tools" if isinstance(reply, AIMessage) and reply.tool_calls else "__end__"
 
 
-def route_after_signal(state: CallState) -> Literal["agent", "__end__"]:
+async def route_after_signal(state: CallState) -> Literal["agent", "__end__"]:
     return "agent" if unanswered(state.get("messages", [])[:-1]) else "__end__"
 
 
-def route_after_keypad(state: CallState) -> Literal["agent", "tools", "__end__"]:
+async def route_after_keypad(state: CallState) -> Literal["agent", "tools", "__end__"]:
     messages = state.get("messages", [])
     if messages and isinstance(messages[-1], AIMessage) and messages[-1].tool_calls:
         return "tools"  # the opt-out digit: the keypad node asked for opt_out
@@ -301,7 +304,7 @@ def build_flow_graph(
     now = clock or utc_clock
     opt_out_ready = any(t.name == "opt_out" for t in flow_tools)
 
-    def greeting(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
+    async def greeting(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
         flow = runtime.context.flow_settings
         callback = state.get("callback")
         update: dict[str, Any] = {"signal": None, "caller_turns": 0, "agent_turns": 0}
@@ -328,7 +331,7 @@ def build_flow_graph(
         text = with_consent(flow, template.replace("{company}", flow.company))
         return {**update, "messages": [_ai(text, "greeting")]}
 
-    def signal(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
+    async def signal(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
         sig = state.get("signal") or {"kind": "reconnected", "detail": ""}
         flow = runtime.context.flow_settings
         messages = state.get("messages", [])
@@ -350,7 +353,7 @@ def build_flow_graph(
             text = f"{reconnected} {previous.content}"
         return {"messages": [_ai(text, "reconnected")], "signal": None}
 
-    def keypad(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
+    async def keypad(state: CallState, runtime: Runtime[CallContext]) -> dict[str, Any]:
         digits = state.get("keypad") or ""
         flow = runtime.context.flow_settings
         if flow.opt_out_digit and flow.opt_out_digit in digits and opt_out_ready:
