@@ -88,7 +88,8 @@ async def play_twilio(db: Database, twilio: CountingTwilio, rng: random.Random) 
         while await get_call(db, sid) is None:  # the placer records the call once Twilio answered
             await asyncio.sleep(0.005)
         await campaigns.on_call_status(db, sid, "in-progress")
-        await asyncio.sleep(rng.uniform(0.03, 0.06))
+        # long enough that a dispatcher slowed by a busy box still fills every slot
+        await asyncio.sleep(rng.uniform(0.15, 0.3))
         twilio.outstanding.discard(sid)  # before the row says so: never understates the count
         await campaigns.on_call_status(db, sid, "completed")
 
