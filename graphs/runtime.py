@@ -52,7 +52,10 @@ async def build_runners(
     await asyncio.to_thread(warm_date_parsing)  # the offline model and the spoken-time tools use it
     tools = build_tools(db=db, clock=clock, redactor=redactor_for(settings.redaction))
     saver = await checkpointer(
-        checkpoint_url or settings.effective_database_url, stack=stack, serde=serializer_for(settings)
+        checkpoint_url or settings.effective_database_url,
+        stack=stack,
+        pool_size=settings.checkpoint_pool_size,
+        serde=serializer_for(settings),
     )
     recall = build_recall(db=db, saver=saver, clock=clock)
     runners: dict[str, GraphRunner] = {}

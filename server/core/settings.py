@@ -203,6 +203,12 @@ class Settings(BaseSettings):
         default=30, gt=0, description="deprecated: [retention] checkpoints_days wins when set"
     )
     durability: Literal["async", "sync", "exit"] = "async"
+    checkpoint_pool_size: int = Field(
+        default=20,
+        ge=1,
+        le=500,
+        description="PostgreSQL: the checkpointer's connections per process (a write holds one for its round trips)",
+    )
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     overload: OverloadSettings = Field(
