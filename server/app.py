@@ -179,10 +179,9 @@ def create_app(settings: Settings, *, overrides: Overrides | None = None) -> Fas
             gc.collect()
             gc.freeze()
             # Every frame, message and token allocates, so with Python's 700 the collector
-            # ran ~50 young and ~5 older collections a second at 150 calls, the older ones
-            # walking every live call's objects on the loop: 4 % of the CPU and most of the
-            # loop's lag (bench/load_whole.py, issue 16's note). Calls make little cyclic
-            # garbage; refcounting frees the rest at once.
+            # ran ~12 young collections a second at 150 calls and full ones that walk every
+            # live call's objects on the loop: ~4 % of the CPU (20000: ~0.5 %; issue 16's
+            # note). Calls make little cyclic garbage; refcounting frees the rest at once.
             if settings.gc_threshold:
                 gc.set_threshold(settings.gc_threshold, *gc.get_threshold()[1:])
             app.state.overload.start()  # the lag probe: started after the loads above, stopped first

@@ -32,6 +32,10 @@ def insert(n: int, who: str = "x"):  # type: ignore[no-untyped-def]
     return run
 
 
+def count_rows(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT count(*) FROM t").fetchone()[0])
+
+
 async def test_concurrent_callers_share_trips_in_their_order(conn: aiosqlite.Connection) -> None:
     trips = Trips(conn, asyncio.Lock())
     results = await asyncio.gather(*(trips.run(insert(n)) for n in range(200)))
@@ -105,15 +109,12 @@ async def test_adjacent_inserts_share_one_statement_and_a_bad_one_fails_alone(co
 async def test_inserts_in_order_with_the_functions_between_them(conn: aiosqlite.Connection) -> None:
     trips = Trips(conn, asyncio.Lock())
 
-    def count(db: sqlite3.Connection) -> int:
-        return int(db.execute("SELECT count(*) FROM t").fetchone()[0])
-
     blocker = asyncio.ensure_future(trips.run(insert(0)))
     await asyncio.sleep(0)
     got = await asyncio.gather(
         trips.insert(HEAD, ROW, [(1, "a")]),
         trips.insert(HEAD, ROW, [(2, "a")]),
-        trips.run(count),  # sees the inserts queued before it, not the one after
+        trips.run(count_rows),  # sees the inserts queued before it, not the one after
         trips.insert(HEAD, ROW, [(3, "a")]),
     )
     await blocker
@@ -151,16 +152,13 @@ async def test_interleaved_tables_are_one_statement_each(conn: aiosqlite.Connect
 async def test_reads_come_after_the_trips_writes(conn: aiosqlite.Connection) -> None:
     trips = Trips(conn, asyncio.Lock())
 
-    def count(db: sqlite3.Connection) -> int:
-        return int(db.execute("SELECT count(*) FROM t").fetchone()[0])
-
     blocker = asyncio.ensure_future(trips.run(insert(0)))
     await asyncio.sleep(0)
     got = await asyncio.gather(
         trips.insert(HEAD, ROW, [(1, "a")]),
-        trips.read(count),  # sees the insert before it, and the two after it in the same trip
+        trips.read(count_rows),  # sees the insert before it, and the two after it in the same trip
         trips.insert(HEAD, ROW, [(2, "a")]),
-        trips.read(count),
+        trips.read(count_rows),
         trips.insert(HEAD, ROW, [(3, "a")]),
     )
     await blocker
