@@ -5,15 +5,17 @@
   busy timeout, sharing the app's file, making one trip to that connection's thread per call.
 - ``postgresql+psycopg://...`` (or ``postgresql://``) -> ``PooledPostgresSaver``: the
   official ``AsyncPostgresSaver`` on a psycopg pool (autocommit, prepare_threshold=0,
-  dict_row, as the saver requires) without its global lock.
+  dict_row, as the saver requires) without its global lock, its writes group-committed.
 - ``memory://`` -> ``InMemorySaver`` (studio, throwaway runs).
 
 Why the subclass: ``AsyncPostgresSaver._cursor`` takes ``self.lock`` around every call,
 even when ``conn`` is a pool (langgraph issue #7259), so all calls of a process queue on
 one lock and a pool buys nothing. The lock exists for a single shared connection; a
-pooled call gets a connection of its own, so ``PooledPostgresSaver`` skips it there. The
-conformance suite passes with it (tests/graphs/test_conformance.py) and bench/graph_turns.py
-measures the difference.
+pooled call gets a connection of its own, so ``PooledPostgresSaver`` skips it there. And
+a write per round trip, each holding a pooled connection while it waits its turn on a busy
+loop, queued 150 calls for the pool: its checkpoints and task writes share round trips
+(``graphs/pg_trips.py``). The conformance suite passes with it
+(tests/graphs/test_conformance.py); bench/graph_turns.py and bench/load_whole.py measure it.
 
 Every saver gets ``MessageMemoSerializer``: LangGraph's serializer that encodes a message
 object once instead of at every step, and stores it redacted (``server/core/redaction.py``:
@@ -56,6 +58,7 @@ from langgraph.checkpoint.base import (
     SerializerProtocol,
     get_checkpoint_id,
     get_checkpoint_metadata,
+    get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres import _ainternal
@@ -63,14 +66,17 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde import jsonplus
 from langgraph.checkpoint.serde.base import CipherProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.checkpoint.sqlite.utils import load_pending_writes, pending_writes_sql
 from psycopg import AsyncCursor
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 from sqlalchemy.engine import make_url
 
+from dialgraph.graphs.pg_trips import PgTrips, Upsert
 from dialgraph.graphs.sqlite_trips import Trips
 from dialgraph.server.core.checkpoint_keys import CheckpointKeyError, key_id
 from dialgraph.server.core.live import CheckpointWrite, hub
@@ -553,13 +559,8 @@ class PrivatePostgresSaver(AsyncPostgresSaver):
     on keeps its values. Reads are the official ones (blobs win over inline values).
     """
 
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
+    def _private(self, checkpoint: Checkpoint, new_versions: ChannelVersions) -> tuple[Checkpoint, ChannelVersions]:
+        """The checkpoint and versions to store: strings redacted, or boxed for the blobs."""
         memo = memo_serializer(self.serde)
         encrypted = isinstance(self.serde, EncryptedSerializer)
         values, versions = checkpoint["channel_values"], checkpoint["channel_versions"]
@@ -576,7 +577,17 @@ class PrivatePostgresSaver(AsyncPostgresSaver):
         if changed:
             checkpoint = {**checkpoint, "channel_values": {**values, **changed}}
             new_versions = {**new_versions, **boxed}
+        return checkpoint, new_versions
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
         started = time.perf_counter()
+        checkpoint, new_versions = self._private(checkpoint, new_versions)
         stored = await super().aput(config, checkpoint, metadata, new_versions)
         hub.notify(CheckpointWrite("put", time.perf_counter() - started))  # /metrics
         return stored
@@ -594,12 +605,22 @@ class PrivatePostgresSaver(AsyncPostgresSaver):
 
 
 class PooledPostgresSaver(PrivatePostgresSaver):
-    """``PrivatePostgresSaver`` whose pooled calls don't wait on each other.
+    """``PrivatePostgresSaver`` on a pool, its writes group-committed and nothing on threads.
 
-    With a pool each call checks out its own connection, so the saver-wide lock only
-    serializes independent threads. With a single connection (or a pipeline) the
-    official locking is kept.
+    - No saver-wide lock around pooled calls: each checks out its own connection, so the
+      lock only serialized independent calls. With a single connection (or a pipeline)
+      the official locking and writes are kept.
+    - Checkpoints and task writes go through ``PgTrips`` (``graphs/pg_trips.py``): the
+      writes of every call queued while a trip is out share one round trip, as multi-row
+      upserts in one transaction. Same SQL, same rows as the official saver.
+    - Values are serialised and read back on the event loop: the official saver sends each
+      write and read to a worker thread first, a GIL wait each way behind a busy loop. The
+      serializer is the same one the SQLite saver runs inline.
     """
+
+    def __init__(self, conn: Any, *, serde: SerializerProtocol | None = None, max_trips: int = 2) -> None:
+        super().__init__(conn, serde=serde)
+        self.trips = PgTrips(conn, max_trips=max_trips) if isinstance(conn, AsyncConnectionPool) else None
 
     @asynccontextmanager
     async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
@@ -617,6 +638,100 @@ class PooledPostgresSaver(PrivatePostgresSaver):
             else:
                 async with conn.cursor(binary=True, row_factory=dict_row) as cur:
                     yield cur
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        if self.trips is None or self.pipe is not None:
+            return await super().aput(config, checkpoint, metadata, new_versions)
+        started = time.perf_counter()
+        checkpoint, new_versions = self._private(checkpoint, new_versions)
+        thread_id = config["configurable"]["thread_id"]
+        checkpoint_ns = config["configurable"]["checkpoint_ns"]
+        # as the official aput: primitives inline in the JSONB column, the rest in blobs
+        inline = dict(checkpoint["channel_values"])
+        blob_values: dict[str, Any] = {}
+        for channel, value in checkpoint["channel_values"].items():
+            if isinstance(value, _DeltaSnapshot):
+                blob_values[channel] = inline.pop(channel)
+                inline[channel] = True
+            elif value is not None and not isinstance(value, str | int | float | bool):
+                blob_values[channel] = inline.pop(channel)
+        blob_versions = {k: v for k, v in new_versions.items() if k in blob_values}
+        row = (
+            thread_id,
+            checkpoint_ns,
+            checkpoint["id"],
+            config["configurable"].get("checkpoint_id"),
+            Jsonb({**checkpoint, "channel_values": inline}),
+            Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+        )
+        await self.trips.insert(
+            [
+                (_BLOBS, self._dump_blobs(thread_id, checkpoint_ns, blob_values, blob_versions)),
+                (_CHECKPOINTS, [row]),
+            ]
+        )
+        hub.notify(CheckpointWrite("put", time.perf_counter() - started))  # /metrics
+        return {
+            "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint["id"]}
+        }
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        if self.trips is None or self.pipe is not None:
+            await super().aput_writes(config, writes, task_id, task_path)
+            return
+        started = time.perf_counter()
+        upsert = _UPSERT_WRITES if all(w[0] in WRITES_IDX_MAP for w in writes) else _INSERT_WRITES
+        configurable = config["configurable"]
+        rows = self._dump_writes(
+            configurable["thread_id"],
+            configurable["checkpoint_ns"],
+            configurable["checkpoint_id"],
+            task_id,
+            task_path,
+            writes,
+        )
+        await self.trips.insert([(upsert, rows)])
+        hub.notify(CheckpointWrite("put_writes", time.perf_counter() - started))  # /metrics
+
+    async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
+        """The official one, its pending writes read back here rather than on a thread."""
+
+        def at(checkpoint_id: str) -> RunnableConfig:
+            return {
+                "configurable": {
+                    "thread_id": value["thread_id"],
+                    "checkpoint_ns": value["checkpoint_ns"],
+                    "checkpoint_id": checkpoint_id,
+                }
+            }
+
+        checkpoint = value["checkpoint"]
+        channel_values = {**(checkpoint.get("channel_values") or {}), **self._load_blobs(value["channel_values"])}
+        return CheckpointTuple(
+            at(value["checkpoint_id"]),
+            cast(Checkpoint, {**checkpoint, "channel_values": channel_values}),
+            value["metadata"],
+            at(value["parent_checkpoint_id"]) if value["parent_checkpoint_id"] else None,
+            self._load_writes(value["pending_writes"]),
+        )
+
+
+_BLOBS = Upsert.parse(AsyncPostgresSaver.UPSERT_CHECKPOINT_BLOBS_SQL)
+_CHECKPOINTS = Upsert.parse(AsyncPostgresSaver.UPSERT_CHECKPOINTS_SQL)
+_UPSERT_WRITES = Upsert.parse(AsyncPostgresSaver.UPSERT_CHECKPOINT_WRITES_SQL)
+_INSERT_WRITES = Upsert.parse(AsyncPostgresSaver.INSERT_CHECKPOINT_WRITES_SQL)
 
 
 def libpq_dsn(url: str) -> str:
