@@ -10,22 +10,32 @@ product's VAD. Everything else (webhooks, signatures, the media session, the off
 the checkpointer, the database) is the real thing.
 
     python -m bench.load_server --port 8765 --data-dir /tmp/x [--database-url URL] [--max-calls N]
-        [--speech text|cloud --deepgram-url ws://... --elevenlabs-url http://...]
+        [--speech text|cloud --deepgram-url ws://... --elevenlabs-url http://...] [--workers N]
 
 Served with ``dialgraph serve``'s uvicorn options (``server.cli.uvicorn_options``: no
 permessage-deflate on the media socket). ``--max-calls`` / ``--max-loop-lag-ms`` set
-``[overload]``: past them new calls get the "all lines are busy" answer.
+``[overload]``: past them new calls get the "all lines are busy" answer (per process).
+``--workers N`` serves as ``dialgraph serve --workers N`` does: N processes on the port,
+the database and the checkpoint tables created once first, ``/metrics`` summed over them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import tempfile
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
+from dialgraph.graphs.checkpoint import checkpointer
 from dialgraph.server.app import create_app
 from dialgraph.server.cli import uvicorn_options
+from dialgraph.server.core.db import Database
 from dialgraph.server.core.overload import OverloadSettings
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
@@ -49,19 +59,11 @@ def speech(args: argparse.Namespace, settings: Settings) -> Overrides:
     )
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--database-url", default=None)
-    p.add_argument("--max-calls", type=int, default=0, help="[overload] max_calls: refuse new calls past this many")
-    p.add_argument("--max-loop-lag-ms", type=float, default=0, help="[overload] max_loop_lag_ms")
-    p.add_argument("--loop-lag-window-s", type=float, default=10.0, help="[overload] loop_lag_window_s")
-    p.add_argument("--speech", choices=["text", "cloud"], default="text")
-    p.add_argument("--deepgram-url", default=None, help="the Deepgram stand-in (--speech cloud)")
-    p.add_argument("--elevenlabs-url", default=None, help="the ElevenLabs stand-in (--speech cloud)")
-    args = p.parse_args()
-    settings = Settings(  # type: ignore[call-arg]
+ARGS_ENV = "DIALGRAPH_LOAD_SERVER_ARGS"  # --workers: each worker builds its app from these
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    return Settings(  # type: ignore[call-arg]
         data_dir=Path(args.data_dir),
         database_url=args.database_url,
         public_url=f"http://127.0.0.1:{args.port}",
@@ -74,9 +76,53 @@ def main() -> None:
         ),
         _env_file=None,
     )
-    app = create_app(settings, overrides=speech(args, settings))
-    options = uvicorn_options(settings, host="127.0.0.1", port=args.port)  # as `dialgraph serve` (no deflate)
-    uvicorn.run(app, **{**options, "ws_max_queue": 64, "backlog": 2048})
+
+
+def app_from_env() -> Any:
+    """One worker's app (``--workers``): the arguments come through the environment."""
+    args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
+    settings = settings_for(args)
+    return create_app(settings, overrides=speech(args, settings))
+
+
+async def prepare(settings: Settings) -> None:
+    """The schema and LangGraph's tables, once, before the workers start (as ``dialgraph
+    serve --workers`` does: concurrent CREATEs collide on PostgreSQL)."""
+    db = Database(settings.effective_database_url)
+    try:
+        await db.upgrade()
+    finally:
+        await db.aclose()
+    async with AsyncExitStack() as stack:
+        await checkpointer(settings.effective_database_url, stack=stack)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--database-url", default=None)
+    p.add_argument("--max-calls", type=int, default=0, help="[overload] max_calls: refuse new calls past this many")
+    p.add_argument("--max-loop-lag-ms", type=float, default=0, help="[overload] max_loop_lag_ms")
+    p.add_argument("--loop-lag-window-s", type=float, default=10.0, help="[overload] loop_lag_window_s")
+    p.add_argument("--speech", choices=["text", "cloud"], default="text")
+    p.add_argument("--deepgram-url", default=None, help="the Deepgram stand-in (--speech cloud)")
+    p.add_argument("--elevenlabs-url", default=None, help="the ElevenLabs stand-in (--speech cloud)")
+    p.add_argument("--workers", type=int, default=1, help="server processes on the port")
+    args = p.parse_args()
+    settings = settings_for(args)
+    options = {
+        **uvicorn_options(settings, host="127.0.0.1", port=args.port),  # as `dialgraph serve` (no deflate)
+        "ws_max_queue": 64,
+        "backlog": 2048,
+    }
+    if args.workers <= 1:
+        uvicorn.run(create_app(settings, overrides=speech(args, settings)), **options)
+        return
+    asyncio.run(prepare(settings))
+    os.environ[ARGS_ENV] = json.dumps(vars(args))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="dialgraph-load-metrics-")
+    uvicorn.run("bench.load_server:app_from_env", factory=True, workers=args.workers, **options)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,13 @@ It prints, per N:
 
     .venv/bin/python -m bench.load_whole --calls 100 150 200 250 [--database-url URL]
         [--no-pin] [--max-calls N] [--seconds 40] [--ramp S] [--vendor-timing none]
+        [--workers N --server-cores 0,1 --gen-core 1]
+
+``--workers N`` serves with N processes on the port (as ``dialgraph serve --workers N``),
+pinned together to ``--server-cores``; CPU and RSS are then the sum over the server's
+processes (``--max-calls`` is per process). On a 2-core box the generator cannot have a core
+of its own beside two workers: ``--workers 2 --server-cores 0,1 --gen-core 1`` shares core 1,
+and the "generator + stand-ins" share says how much of the servers' second core it took.
 
 The machine may be shared: figures are noisy, CPU time is the steadier one. Two runs would
 pin their servers to the same core, so a run takes a lock (``/tmp/dialgraph-load-whole.lock``)
@@ -60,7 +67,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench.load_calls import cpu_s, rss_kb  # the server process's /proc readings
+from bench.load_calls import cpu_s, rss_kb  # a process's /proc readings
 from dialgraph.telephony.simulator.lean import LeanLeg
 from dialgraph.telephony.simulator.process import free_port
 from dialgraph.telephony.simulator.protocol import (
@@ -223,6 +230,35 @@ def core_times() -> dict[int, tuple[float, float]]:
     return out
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn's workers under ``--workers``)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_s(p)
+    return total
+
+
+def tree_rss_kb(pid: int) -> int:
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += rss_kb(p)
+    return total
+
+
 @dataclass
 class RunResult:
     n: int
@@ -273,15 +309,15 @@ class Run:
 
     async def sample(self, http: httpx.AsyncClient, target: int) -> None:
         """RSS at 100 live calls and at N (or all admitted), and the loop-lag probe every 5 s."""
-        self.rss["0"] = rss_kb(self.pid) / 1024
+        self.rss["0"] = tree_rss_kb(self.pid) / 1024
         next_health = 0.0
         while not self.stop.is_set():
             live = sum(1 for c in self.active if c.phase != "done")
             if live >= 100 and "100" not in self.rss:
-                self.rss["100"] = rss_kb(self.pid) / 1024
+                self.rss["100"] = tree_rss_kb(self.pid) / 1024
             if live >= target and "N" not in self.rss:
-                self.rss["N"] = rss_kb(self.pid) / 1024
-            self.rss["peak"] = max(self.rss.get("peak", 0.0), rss_kb(self.pid) / 1024)
+                self.rss["N"] = tree_rss_kb(self.pid) / 1024
+            self.rss["peak"] = max(self.rss.get("peak", 0.0), tree_rss_kb(self.pid) / 1024)
             if time.monotonic() >= next_health:
                 next_health = time.monotonic() + 5
                 with contextlib.suppress(httpx.HTTPError, ValueError):
@@ -381,10 +417,14 @@ class Run:
             ticker = asyncio.create_task(self.ticker())
             sampler = asyncio.create_task(self.sample(http, target))
             cores0 = core_times()
-            cpu0, gen0, wall0 = cpu_s(self.pid), time.process_time(), time.monotonic()
+            cpu0, gen0, wall0 = tree_cpu_s(self.pid), time.process_time(), time.monotonic()
             self.started = asyncio.get_running_loop().time()
             calls = await asyncio.gather(*(self.one(i, http, twilio) for i in range(self.n)))
-            server_cpu, gen_cpu, wall = cpu_s(self.pid) - cpu0, time.process_time() - gen0, time.monotonic() - wall0
+            server_cpu, gen_cpu, wall = (
+                tree_cpu_s(self.pid) - cpu0,
+                time.process_time() - gen0,
+                time.monotonic() - wall0,
+            )
             cores1 = core_times()
             cores = {c: (busy - cores0[c][0]) / max(1e-9, total - cores0[c][1]) for c, (busy, total) in cores1.items()}
             self.stop.set()
@@ -461,7 +501,7 @@ def start_server(
     cmd = [
         sys.executable, "-m", "bench.load_server", "--port", str(port), "--data-dir", data,
         "--speech", "cloud", "--deepgram-url", dg_url, "--elevenlabs-url", el_url,
-        "--max-calls", str(args.max_calls), "--loop-lag-window-s", "10",
+        "--max-calls", str(args.max_calls), "--loop-lag-window-s", "10", "--workers", str(args.workers),
     ]  # fmt: skip
     if args.database_url:
         cmd += ["--database-url", args.database_url]
@@ -469,7 +509,7 @@ def start_server(
     def before_exec() -> None:  # in the child: die with the generator, and take the server's core
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if not args.no_pin:
-            os.sched_setaffinity(0, {args.server_core})
+            os.sched_setaffinity(0, server_cores(args))  # the workers inherit it
 
     with log.open("wb") as out:
         return subprocess.Popen(cmd, cwd=ROOT, preexec_fn=before_exec, stdout=out, stderr=subprocess.STDOUT)  # noqa: PLW1509
@@ -496,7 +536,10 @@ async def main_async(args: argparse.Namespace) -> None:
     else:
         dg_timing, el_timing = DeepgramTiming(), ElevenLabsTiming(ms_per_char=ELEVENLABS_TIMING.ms_per_char)
     own = ENDPOINTING_MS + dg_timing.result_latency_ms + el_timing.first_byte_ms
-    pinning = "off" if args.no_pin else f"server on core {args.server_core}, generator + stand-ins on {args.gen_core}"
+    cores = ",".join(str(c) for c in sorted(server_cores(args)))
+    pinning = "off" if args.no_pin else f"server on core {cores}, generator + stand-ins on {args.gen_core}"
+    if args.workers > 1:
+        pinning += f"; {args.workers} server workers"
     print(
         f"whole calls: scenario {SCENARIO.name}, {args.seconds:.0f} s calls, pinning {pinning}, "
         f"{'PostgreSQL' if args.database_url else 'SQLite'}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}"
@@ -540,12 +583,18 @@ async def main_async(args: argparse.Namespace) -> None:
             elevenlabs.sockets.clear()
 
 
+def server_cores(args: argparse.Namespace) -> set[int]:
+    return {int(c) for c in str(args.server_cores).split(",")} if args.server_cores else {args.server_core}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--calls", type=int, nargs="+", default=[100, 150, 200, 250])
     p.add_argument("--database-url", default=None, help="PostgreSQL URL (default: SQLite in a temp dir)")
     p.add_argument("--no-pin", action="store_true", help="leave both processes to the scheduler")
     p.add_argument("--server-core", type=int, default=0)
+    p.add_argument("--server-cores", default=None, help="with --workers: the servers' cores, e.g. 0,1")
+    p.add_argument("--workers", type=int, default=1, help="server processes on the port (dialgraph serve --workers)")
     p.add_argument("--gen-core", type=int, default=1)
     p.add_argument("--max-calls", type=int, default=0, help="the server's [overload] max_calls (0: no limit)")
     p.add_argument("--seconds", type=float, default=40.0, help="each call's length before it says goodbye")
