@@ -514,9 +514,11 @@ class CallSession:
             if isinstance(event, Interim | Final):  # interim caller text for the live API (never stored)
                 hub.caller_speech(self.state.call_sid, event.text, final=isinstance(event, Final))
                 if isinstance(event, Final) and event.text.strip():
-                    # the last word's end, moved from the recogniser's audio clock (the frames
-                    # fed so far, gaps filled) onto the session clock: the waterfall's origin
-                    lag = self.asr_seconds() - event.end
+                    # the last word's end (else the result's, which includes the endpointing
+                    # silence), moved from the recogniser's audio clock (the frames fed so far,
+                    # gaps filled) onto the session clock: the waterfall's origin
+                    spoken_to = event.last_word_end if event.last_word_end is not None else event.end
+                    lag = self.asr_seconds() - spoken_to
                     self._speech_end = self._clock() - min(max(0.0, lag), MAX_SPEECH_END_LAG_S)
             for action in policy.recognition(event):
                 if isinstance(action, BargeIn):

@@ -61,7 +61,12 @@ class Final:
     ``language=multi``): ``"en"``, ``"hi"``, ``"hi-en"`` (both Hindi and English words), or
     another base ISO 639-1 code; None when the recognizer does not detect languages (a
     monolingual stream, offline whisper): then ``dialgraph.server.core.language.detect``
-    reads the text."""
+    reads the text.
+
+    ``end`` is the end of the audio the result covers: for an endpointed result that
+    includes the silence that ended the turn (Deepgram's ``endpointing``, 300 ms).
+    ``last_word_end`` is where the last word ended, when the recognizer times its words
+    (Deepgram); None otherwise (then the end of speech is ``end``)."""
 
     text: str
     start: float
@@ -69,6 +74,7 @@ class Final:
     speech_final: bool = True
     confidence: float | None = None
     language: str | None = None
+    last_word_end: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ pushed since the stream began, which is the stream's timeline (seconds = frames 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -377,11 +378,4 @@ class CloudTurns:
 
 
 def _with(event: Final, *, speech_final: bool) -> Final:
-    return Final(
-        event.text,
-        event.start,
-        event.end,
-        speech_final=speech_final,
-        confidence=event.confidence,
-        language=event.language,
-    )
+    return dataclasses.replace(event, speech_final=speech_final)

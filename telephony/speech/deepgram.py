@@ -408,6 +408,7 @@ class DeepgramStream(QueuedRecognitionStream):
                 speech_final=bool(msg.speech_final),
                 confidence=alt.confidence if alt else None,
                 language=heard_language(alt),
+                last_word_end=self._conn_base + alt.words[-1].end if alt and alt.words else None,
             )
             if self.turns is not None:
                 self.turns.final(final, from_finalize=bool(msg.from_finalize))

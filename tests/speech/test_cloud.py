@@ -60,6 +60,10 @@ async def test_deepgram_query_and_controls_on_the_wire() -> None:
     finals = [e for e in events if isinstance(e, Final)]
     assert [f.text.lower() for f in finals] == [" ".join(SENTENCE[:5])]
     assert finals[0].speech_final
+    # the end of speech is the last word's end (its audio: 5 words of 200 ms, 100 ms apart),
+    # not the result's, which runs on through the endpointing silence
+    assert finals[0].last_word_end == pytest.approx(1.4, abs=0.03)
+    assert finals[0].end - finals[0].last_word_end >= 0.29
     assert any(isinstance(e, UtteranceEnd) for e in events)
 
 
