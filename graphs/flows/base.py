@@ -47,6 +47,7 @@ from typing import Any, Literal, Protocol
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import BaseTool
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -410,10 +411,10 @@ def build_flow_graph(
     graph.add_node("keypad", keypad)
     graph.add_node("agent", agent, destinations=("tools", END))
     graph.add_node("tools", ToolNode(flow_tools, handle_tool_errors=True))
-    graph.add_conditional_edges(START, route_entry)
+    graph.add_conditional_edges(START, untraced(route_entry))
     graph.add_edge("greeting", END)
-    graph.add_conditional_edges("signal", route_after_signal)
-    graph.add_conditional_edges("keypad", route_after_keypad)
+    graph.add_conditional_edges("signal", untraced(route_after_signal))
+    graph.add_conditional_edges("keypad", untraced(route_after_keypad))
     graph.add_edge("tools", "agent")
     return graph.compile(checkpointer=checkpointer, name=spec.name)
 
@@ -434,3 +435,13 @@ def flow_builder(spec: FlowSpec) -> GraphFactory:
     build.__name__ = build.__qualname__ = f"build_{spec.name}_graph"
     build.__doc__ = f"The {spec.name} flow's compiled graph (``context_schema=CallContext``)."
     return build
+
+
+def untraced(router: Callable[..., Any]) -> RunnableCallable:
+    """A router LangGraph runs without callbacks. A plain function is wrapped traced: its own
+    task, ``on_chain_start``, and a shielded ``on_chain_end`` (a task and a shield), 5 trips
+    round the event loop before the turn goes on; under load each waits behind every call's
+    audio (``route_entry`` starts every turn). Nodes are untraced already; the routing shows in
+    the graph's own stream and checkpoints. ``RunnableCallable`` is LangGraph's private
+    wrapper (the version is pinned below its next minor release in pyproject.toml)."""
+    return RunnableCallable(None, router, name=router.__name__, trace=False)

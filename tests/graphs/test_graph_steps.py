@@ -3,6 +3,9 @@ agent step puts on each caller turn."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 
 from dialgraph.graphs.flows.base import caller_intent
@@ -54,3 +57,23 @@ def test_caller_intent_keeps_the_last_label_through_yes_and_no() -> None:
     # only a few turns back: an old label is the state's to keep, not re-derived
     many_yes = [HumanMessage("book me in"), *[HumanMessage("yes") for _ in range(3)]]
     assert caller_intent(many_yes, "scheduling") is None
+
+
+async def test_the_routers_run_without_callbacks(runners: dict[str, GraphRunner], flow_settings: Settings) -> None:
+    """A traced router costs every turn 5 trips round the event loop (its own task and a
+    shielded ``on_chain_end``): the flows' routers are untraced, their nodes still report."""
+
+    class Seen(AsyncCallbackHandler):
+        def __init__(self) -> None:
+            self.chains: list[str] = []
+
+        async def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+            self.chains.append(str(kwargs.get("name")))
+
+    call = Call.open(runners["support"], flow_settings, "support", thread_id="steps-3")
+    await call.start()
+    seen = Seen()
+    config: Any = {"configurable": {"thread_id": "steps-3"}, "callbacks": [seen]}
+    await call.runner.graph.ainvoke({"messages": [HumanMessage("Is there parking?")]}, config, context=call.ctx)
+    assert "agent" in seen.chains and "tools" in seen.chains
+    assert not {"route_entry", "route_after_signal", "route_after_keypad"} & set(seen.chains)
