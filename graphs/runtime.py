@@ -10,7 +10,8 @@ from contextlib import AsyncExitStack
 import structlog
 from langchain_core.language_models import BaseChatModel
 
-from dialgraph.graphs.checkpoint import checkpointer, serializer_for
+from dialgraph.graphs.checkpoint import checkpointer
+from dialgraph.graphs.checkpoint_serde import serializer_for
 from dialgraph.graphs.model import build_chat_model
 from dialgraph.graphs.recall import build_recall
 from dialgraph.graphs.registry import graph_factory

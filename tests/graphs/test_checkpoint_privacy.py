@@ -30,12 +30,8 @@ from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 from pydantic import SecretStr
 
-from dialgraph.graphs.checkpoint import (
-    MessageMemoSerializer,
-    checkpointer,
-    serializer,
-    serializer_for,
-)
+from dialgraph.graphs.checkpoint import checkpointer
+from dialgraph.graphs.checkpoint_serde import MessageMemoSerializer, serializer, serializer_for
 from dialgraph.graphs.runner import GraphRunner
 from dialgraph.server.core.checkpoint_keys import CheckpointKeyError, key_id
 from dialgraph.server.core.redaction import default_redactor

@@ -16,7 +16,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from dialgraph.graphs.checkpoint import MessageMemoSerializer, OneTripSqliteSaver
+from dialgraph.graphs.checkpoint import OneTripSqliteSaver
+from dialgraph.graphs.checkpoint_serde import MessageMemoSerializer
 from dialgraph.graphs.runner import GraphRunner
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.settings import Settings
