@@ -1,4 +1,4 @@
-"""The offline model keeps the event loop free; its date parsing is warm before the first call;
+"""The offline model reads a turn on the loop (a monologue off it); its date parsing is warm before the first call;
 its notion of "now" without a stated local time is the flow's zone; no caller words in errors."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
 
 from dialgraph.graphs.facts import CallFacts, facts_config
-from dialgraph.graphs.offline_model import OfflineChatModel
+from dialgraph.graphs.offline_model import INLINE_MAX_CHARS, OfflineChatModel
 from dialgraph.graphs.runner import GraphRunner
 from dialgraph.server.core.settings import Settings
 from tests.fakes.graph_calls import Call
@@ -30,7 +30,9 @@ FACTS = CallFacts(
 SYSTEM = SystemMessage(FACTS.prompt())
 
 
-async def test_the_reply_is_computed_off_the_event_loop_and_still_streams() -> None:
+async def test_a_turn_is_read_on_the_loop_and_a_monologue_off_it_and_both_stream() -> None:
+    """A reply costs well under a millisecond, less than a thread trip under load: computed
+    on the loop. A caller turn past ``INLINE_MAX_CHARS`` goes to a worker thread."""
     loop_thread = threading.current_thread()
     seen: list[threading.Thread] = []
 
@@ -39,13 +41,18 @@ async def test_the_reply_is_computed_off_the_event_loop_and_still_streams() -> N
         return dt.datetime(2026, 11, 20, 15, 0, tzinfo=dt.UTC)
 
     model = OfflineChatModel(clock=clock)
-    history = [SYSTEM, HumanMessage("Can I come in in two weeks at ten?")]
-    chunks = [c async for c in model.astream(history, facts_config(FACTS))]
-    assert all(isinstance(c, AIMessageChunk) for c in chunks)
-    assert sum(1 for c in chunks if c.content) > 3  # token by token, not one block
-    reply = await model.ainvoke(history, facts_config(FACTS))
-    assert reply.content == "".join(str(c.content) for c in chunks)  # deterministic
-    assert len(seen) == 2 and all(t is not loop_thread for t in seen)
+    short = "Can I come in in two weeks at ten?"
+    monologue = "So, " + "um, let me think about what works for me, " * 12 + short
+    assert len(short) <= INLINE_MAX_CHARS < len(monologue)
+    for said, on_loop in ((short, True), (monologue, False)):
+        seen.clear()
+        history = [SYSTEM, HumanMessage(said)]
+        chunks = [c async for c in model.astream(history, facts_config(FACTS))]
+        assert all(isinstance(c, AIMessageChunk) for c in chunks)
+        assert sum(1 for c in chunks if c.content) > 3  # token by token, not one block
+        reply = await model.ainvoke(history, facts_config(FACTS))
+        assert reply.content == "".join(str(c.content) for c in chunks)  # deterministic
+        assert len(seen) == 2 and all((t is loop_thread) is on_loop for t in seen)
 
 
 def test_build_runners_warms_dateparser(tmp_path: Path) -> None:
