@@ -172,14 +172,18 @@ class KnowledgeLibrary:
         self._fresh: dict[Path | None, tuple[float, KnowledgeBase]] = {}  # as asked -> (checked at, base)
         self._lock = asyncio.Lock()
 
-    async def get(self, path: Path | None) -> KnowledgeBase:
+    def _recent(self, path: Path | None) -> KnowledgeBase | None:
         fresh = self._fresh.get(path)
         if fresh is not None and time.monotonic() - fresh[0] < self.recheck_s:
             return fresh[1]
+        return None
+
+    async def get(self, path: Path | None) -> KnowledgeBase:
+        if (base := self._recent(path)) is not None:
+            return base
         async with self._lock:
-            fresh = self._fresh.get(path)
-            if fresh is not None and time.monotonic() - fresh[0] < self.recheck_s:
-                return fresh[1]  # looked at while this one waited for the lock
+            if (base := self._recent(path)) is not None:
+                return base  # looked at while this one waited for the lock
             resolved, mtime = await asyncio.to_thread(_resolve_and_stat, path or DEFAULT_KNOWLEDGE_FILE)
             cached = self._cache.get(resolved)
             if cached is None or cached[0] != mtime:
