@@ -13,6 +13,9 @@ while a trip is out goes in the next one: the rows for each statement become one
 autocommit mode is one transaction and one round trip. So round trips per second stop
 growing with calls, and the pool's connections are free for reads.
 
+``PgTrips.read(sql, params)`` queues a query: it runs in the next trip, after its writes,
+so the reads of many calls share the round trip too and hold no connection of their own.
+
 A caller's inserts are one ``Job`` (a checkpoint and its blobs are stored whole or not at
 all). If a trip fails, its jobs are retried one by one, each in its own transaction, so a
 failure stays with its own caller. Rows of one ``DO UPDATE`` statement that hit the same key
@@ -79,13 +82,25 @@ class Upsert:
 Job = Sequence[tuple[Upsert, Sequence[Sequence[Any]]]]
 
 
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A query whose rows a caller waits for: it runs after the trip's writes, so it sees at
+    least everything queued before it."""
+
+    sql: str
+    params: Sequence[Any]
+
+
+_Outcome = tuple[bool, Any]  # (ok, rows of a read / None / the exception)
+
+
 class PgTrips:
     """One pool's group-committed trips (see the module docstring)."""
 
     def __init__(self, pool: AsyncConnectionPool[Any], *, max_trips: int = 2) -> None:
-        self._pool = pool
+        self.pool = pool
         self._max_trips = max_trips
-        self._queue: list[tuple[Job, asyncio.Future[None]]] = []
+        self._queue: list[tuple[Job | Read, asyncio.Future[Any]]] = []
         self._out = 0  # drainers running (counted down as each ends, with no await between)
         self._drainers: set[asyncio.Task[None]] = set()
         self.trips = 0  # trips taken (tests and benchmarks read these)
@@ -98,17 +113,26 @@ class PgTrips:
         """Store ``job`` (statements and their rows, in order) in the next trip, in one
         transaction with the other jobs of that trip."""
         job = [(upsert, rows) for upsert, rows in job if rows]
-        if not job:
-            return
+        if job:
+            await self._queued(job)
+
+    async def read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """The rows of ``sql`` (the pool's row factory), read in the next trip after its
+        writes: the reads of many calls cost no connection of their own (at 250 calls they
+        queued for the pool's 20 connections, each held across several loop iterations)."""
+        rows: list[Any] = await self._queued(Read(sql, params))
+        return rows
+
+    async def _queued(self, job: Job | Read) -> Any:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((job, future))
         if self._out < self._max_trips:
             self._out += 1
             drainer = loop.create_task(self._drain(), name="postgres-trips")
             self._drainers.add(drainer)
             drainer.add_done_callback(self._drainers.discard)
-        await future
+        return await future
 
     async def _drain(self) -> None:
         try:
@@ -120,29 +144,28 @@ class PgTrips:
         finally:
             self._out -= 1
 
-    async def _trip(self, batch: list[tuple[Job, asyncio.Future[None]]]) -> None:
+    async def _trip(self, batch: list[tuple[Job | Read, asyncio.Future[Any]]]) -> None:
         self.trips += 1
         self.jobs += len(batch)
         started = time.perf_counter()
+        outcomes: list[_Outcome]
         try:
-            async with self._pool.connection() as conn:
+            async with self.pool.connection() as conn:
                 try:
-                    await self._send(conn, [job for job, _ in batch])
-                    outcomes: list[BaseException | None] = [None] * len(batch)
+                    outcomes = [(True, r) for r in await self._send(conn, [job for job, _ in batch])]
                 except Exception as exc:
                     if len(batch) == 1:
-                        outcomes = [exc]
+                        outcomes = [(False, exc)]
                     else:  # alone, so that the failure stays with its own caller
                         outcomes = []
                         for job, _ in batch:
                             self.retries += 1
                             try:
-                                await self._send(conn, [job])
-                                outcomes.append(None)
+                                outcomes.append((True, (await self._send(conn, [job]))[0]))
                             except Exception as alone:
-                                outcomes.append(alone)
+                                outcomes.append((False, alone))
         except Exception as exc:  # no connection: every caller of the trip hears it
-            outcomes = [exc] * len(batch)
+            outcomes = [(False, exc)] * len(batch)
         except asyncio.CancelledError:  # the loop is going away
             for _, future in batch:
                 if not future.done():
@@ -150,23 +173,40 @@ class PgTrips:
             raise
         finally:
             self.trip_s += time.perf_counter() - started
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
-            if outcome is None:
-                future.set_result(None)
+            if ok:
+                future.set_result(value)
             else:
-                future.set_exception(outcome)
+                future.set_exception(value)
 
-    async def _send(self, conn: AsyncConnection[Any], jobs: Sequence[Job]) -> None:
+    async def _send(self, conn: AsyncConnection[Any], jobs: Sequence[Job | Read]) -> list[Any]:
         """``jobs`` in one pipeline: one transaction, one round trip. The rows of each
-        statement (in the order statements first appear) become multi-row statements."""
+        statement (in the order statements first appear) become multi-row statements; the
+        reads come after them. Returns each job's outcome: None, or a read's rows."""
         grouped: dict[Upsert, list[Sequence[Any]]] = {}
-        for job in jobs:
+        reads: list[int] = []
+        for k, job in enumerate(jobs):
+            if isinstance(job, Read):
+                reads.append(k)
+                continue
             for upsert, rows in job:
                 grouped.setdefault(upsert, []).extend(rows)
         statements = [s for upsert, rows in grouped.items() for s in upsert.statements(rows)]
         self.statements += len(statements)
+        results: list[Any] = [None] * len(jobs)
         async with conn.pipeline(), conn.cursor(binary=True) as cur:
             for sql, params in statements:
                 await cur.execute(sql, params, prepare=False)
+            cursors = []
+            for k in reads:
+                read = jobs[k]
+                assert isinstance(read, Read)
+                reader = conn.cursor(binary=True)
+                await reader.execute(read.sql, read.params)
+                cursors.append((k, reader))
+            for k, reader in cursors:  # the first fetch ends the pipeline's round trip
+                async with reader:
+                    results[k] = await reader.fetchall()
+        return results

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dialgraph.graphs.checkpoint import PooledPostgresSaver
+from dialgraph.graphs.checkpoint import WRITE_TRIPS, PooledPostgresSaver
 from dialgraph.graphs.runtime import build_runners
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.settings import Settings
@@ -26,6 +26,9 @@ async def test_the_checkpointer_pool_is_as_large_as_settings_say(pg_dsn: str, tm
             saver = runners["scheduling"].graph.checkpointer
             assert isinstance(saver, PooledPostgresSaver)
             assert saver.conn.max_size == 7  # type: ignore[union-attr]
+            # the group-committed writes have connections of their own: never queued behind reads
+            assert saver.trips is not None and saver.trips.pool is not saver.conn
+            assert saver.trips.pool.max_size == WRITE_TRIPS
     finally:
         await db.aclose()
 

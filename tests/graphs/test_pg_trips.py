@@ -94,6 +94,34 @@ async def test_a_failing_job_fails_alone_and_whole(pool: AsyncConnectionPool[Any
     assert trips.trips == 1 and trips.retries == 12  # the trip failed, then each job went alone
 
 
+async def test_reads_share_trips_and_see_the_writes_queued_before_them(pool: AsyncConnectionPool[Any]) -> None:
+    trips = PgTrips(pool, max_trips=1)
+    first = asyncio.ensure_future(trips.insert([(KV, [("a", "1")])]))  # starts the trip; the rest join it
+    results = await asyncio.gather(
+        trips.read("SELECT v FROM kv WHERE k = %s", ("a",)),
+        trips.insert([(KV, [("b", "2")])]),
+        trips.read("SELECT k FROM kv ORDER BY k", ()),  # queued after "b": sees it
+        *(trips.read("SELECT %s::int AS n", (i,)) for i in range(50)),
+    )
+    await first
+    assert results[0] == [{"v": "1"}] and results[2] == [{"k": "a"}, {"k": "b"}]
+    assert [r[0]["n"] for r in results[3:]] == list(range(50))
+    assert trips.trips == 1 and trips.jobs == 54
+
+
+async def test_a_failing_read_fails_alone(pool: AsyncConnectionPool[Any]) -> None:
+    trips = PgTrips(pool, max_trips=1)
+    first = asyncio.ensure_future(trips.insert([(KV, [("kept", "x")])]))
+    results = await asyncio.gather(
+        trips.read("SELECT * FROM no_such_table", ()),
+        trips.read("SELECT v FROM kv WHERE k = %s", ("kept",)),
+        return_exceptions=True,
+    )
+    await first
+    assert isinstance(results[0], psycopg.errors.UndefinedTable)
+    assert results[1] == [{"v": "x"}]
+
+
 async def test_a_caller_cancelled_while_queued_writes_nothing(pool: AsyncConnectionPool[Any]) -> None:
     trips = PgTrips(pool, max_trips=1)
     first = asyncio.ensure_future(trips.insert([(KV, [("first", "x")])]))
@@ -130,7 +158,9 @@ async def test_the_saver_groups_checkpoints_of_many_threads(pg_dsn: str) -> None
         await asyncio.gather(*(one(i) for i in range(60)))
         assert saver.trips.jobs == 120 and saver.trips.trips < 60
         for i in (0, 59):
+            jobs = saver.trips.jobs
             got = await saver.aget_tuple({"configurable": {"thread_id": f"t{i}", "checkpoint_ns": ""}})
+            assert saver.trips.jobs == jobs + 1  # the read went in a trip
             assert got is not None
             assert got.checkpoint["channel_values"] == {"messages": [f"hello {i}"], "flow": "support"}
             assert got.pending_writes == [("task", "messages", [f"more {i}"])]
