@@ -1,4 +1,4 @@
-"""Group commit for the PostgreSQL checkpointer: many calls' inserts, one round trip.
+"""Group commit for the PostgreSQL checkpointer: many calls' writes and reads, one round trip.
 
 The official ``AsyncPostgresSaver`` makes every checkpoint write a round trip of its own on
 a pooled connection, after a trip to a worker thread to serialise it. At 150 whole calls
@@ -11,7 +11,7 @@ the official SQL, split into its column list, row and ``ON CONFLICT`` clause). W
 while a trip is out goes in the next one: the rows for each statement become one multi-row
 ``INSERT``, and all of a trip's statements are sent in one psycopg pipeline, which in
 autocommit mode is one transaction and one round trip. So round trips per second stop
-growing with calls, and the pool's connections are free for reads.
+growing with calls.
 
 ``PgTrips.read(sql, params)`` queues a query: it runs in the next trip, after its writes,
 so the reads of many calls share the round trip too and hold no connection of their own.

@@ -207,7 +207,7 @@ class Settings(BaseSettings):
         default=20,
         ge=1,
         le=500,
-        description="PostgreSQL: the checkpointer's connections per process (reads; group-committed writes use 2)",
+        description="PostgreSQL: the checkpointer's pool per process (lists, deletes; its round trips have 2 more)",
     )
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
