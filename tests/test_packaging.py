@@ -10,11 +10,13 @@ both folders.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import site
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import venv
 import zipfile
 from pathlib import Path
@@ -27,6 +29,17 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Each xdist worker running a test of this module builds its own wheel, and setuptools
+    # builds in the source tree (build/, *.egg-info): one build at a time, or they collide.
+    lock_path = Path(tempfile.gettempdir()) / "dialgraph-wheel-build.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _build(out)
+    (built,) = out.glob("dialgraph-*.whl")
+    return built
+
+
+def _build(out: Path) -> None:
     subprocess.run(
         [
             sys.executable,
@@ -44,8 +57,6 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         timeout=600,
     )
-    (built,) = out.glob("dialgraph-*.whl")
-    return built
 
 
 def test_wheel_holds_the_namespace_and_its_dist_info_only(wheel: Path) -> None:
