@@ -26,16 +26,14 @@ import asyncio
 import json
 import os
 import tempfile
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from dialgraph.graphs.checkpoint import checkpointer
 from dialgraph.server.app import create_app
-from dialgraph.server.cli import uvicorn_options
-from dialgraph.server.core.db import Database
+from dialgraph.server.cli import create_checkpoint_tables, uvicorn_options
+from dialgraph.server.core.db import upgrade
 from dialgraph.server.core.overload import OverloadSettings
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.services import Overrides
@@ -85,16 +83,13 @@ def app_from_env() -> Any:
     return create_app(settings, overrides=speech(args, settings))
 
 
-async def prepare(settings: Settings) -> None:
+def prepare(settings: Settings) -> None:
     """The schema and LangGraph's tables, once, before the workers start (as ``dialgraph
     serve --workers`` does: concurrent CREATEs collide on PostgreSQL)."""
-    db = Database(settings.effective_database_url)
-    try:
-        await db.upgrade()
-    finally:
-        await db.aclose()
-    async with AsyncExitStack() as stack:
-        await checkpointer(settings.effective_database_url, stack=stack)
+    if settings.effective_database_url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url)
+    asyncio.run(create_checkpoint_tables(settings))
 
 
 def main() -> None:
@@ -119,7 +114,7 @@ def main() -> None:
     if args.workers <= 1:
         uvicorn.run(create_app(settings, overrides=speech(args, settings)), **options)
         return
-    asyncio.run(prepare(settings))
+    prepare(settings)
     os.environ[ARGS_ENV] = json.dumps(vars(args))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="dialgraph-load-metrics-")
     uvicorn.run("bench.load_server:app_from_env", factory=True, workers=args.workers, **options)

@@ -60,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,20 +244,22 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu_s(pid: int) -> float:
+def tree_sum(pid: int, reading: Callable[[int], float]) -> float:
+    """``reading`` (``cpu_s``, ``rss_kb``) summed over ``pid`` and its descendants; a process
+    that ended meanwhile counts nothing."""
     total = 0.0
     for p in process_tree(pid):
         with contextlib.suppress(OSError):
-            total += cpu_s(p)
+            total += reading(p)
     return total
 
 
-def tree_rss_kb(pid: int) -> int:
-    total = 0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError):
-            total += rss_kb(p)
-    return total
+def tree_cpu_s(pid: int) -> float:
+    return tree_sum(pid, cpu_s)
+
+
+def tree_rss_kb(pid: int) -> float:
+    return tree_sum(pid, rss_kb)
 
 
 @dataclass

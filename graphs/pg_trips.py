@@ -36,6 +36,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from dialgraph.graphs.sqlite_trips import Outcome, settle
+
 _MAX_PARAMS = 60_000  # PostgreSQL allows 65535 parameters a statement
 _SQL = re.compile(
     r"^\s*(?P<head>INSERT INTO\s+\w+\s*\((?P<cols>[^)]*)\))\s*VALUES\s*(?P<row>\([^)]*\))\s*"
@@ -89,9 +91,6 @@ class Read:
 
     sql: str
     params: Sequence[Any]
-
-
-_Outcome = tuple[bool, Any]  # (ok, rows of a read / None / the exception)
 
 
 class PgTrips:
@@ -148,7 +147,7 @@ class PgTrips:
         self.trips += 1
         self.jobs += len(batch)
         started = time.perf_counter()
-        outcomes: list[_Outcome]
+        outcomes: list[Outcome]  # (ok, a read's rows / None / the exception)
         try:
             async with self.pool.connection() as conn:
                 try:
@@ -173,13 +172,7 @@ class PgTrips:
             raise
         finally:
             self.trip_s += time.perf_counter() - started
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+        settle([f for _, f in batch], outcomes)
 
     async def _send(self, conn: AsyncConnection[Any], jobs: Sequence[Job | Read]) -> list[Any]:
         """``jobs`` in one pipeline: one transaction, one round trip. The rows of each

@@ -41,7 +41,7 @@ import aiosqlite
 
 T = TypeVar("T")
 
-_Outcome = tuple[bool, Any]  # (ok, result or exception)
+Outcome = tuple[bool, Any]  # (ok, result or exception)
 _MAX_PARAMS = 30_000  # SQLite allows 32766 parameters a statement
 
 
@@ -121,13 +121,7 @@ class Trips:
                     self.trip_s += time.perf_counter() - left
                     self.work_s += work_s
                     self.statements += statements
-                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                settle([f for _, f in batch], outcomes)
                 batch = []
         except Exception as exc:  # the connection is closed: every waiting caller hears it
             self._fail([*batch, *self._queue], exc)
@@ -144,8 +138,20 @@ class Trips:
         self._queue.clear()
 
 
+def settle(futures: Sequence[asyncio.Future[Any]], outcomes: Sequence[Outcome]) -> None:
+    """Each waiting caller gets its own outcome (a caller cancelled meanwhile is skipped).
+    The PostgreSQL trips (``graphs/pg_trips.py``) settle theirs the same way."""
+    for future, (ok, value) in zip(futures, outcomes, strict=True):
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
 # --- on the connection's thread ---------------------------------------------------------------
-def _run_all(conn: aiosqlite.Connection, jobs: list[Job]) -> tuple[list[_Outcome], int, float]:
+def _run_all(conn: aiosqlite.Connection, jobs: list[Job]) -> tuple[list[Outcome], int, float]:
     """Every job, each outcome kept apart. Between two functions, the inserts are grouped by head and row shape, each group one
     statement in queue order (the checkpoints and the writes of many calls interleave, and
     rows of different tables do not depend on each other's order); a failing statement is
@@ -154,7 +160,7 @@ def _run_all(conn: aiosqlite.Connection, jobs: list[Job]) -> tuple[list[_Outcome
     and the inserts' statement count and the time taken."""
     started = time.perf_counter()
     db = conn._conn
-    outcomes: list[_Outcome | None] = [None] * len(jobs)
+    outcomes: list[Outcome | None] = [None] * len(jobs)
     statements = 0
     groups: dict[tuple[str, str], list[int]] = {}
 
@@ -213,7 +219,7 @@ def _by_size(items: list[tuple[int, Insert]]) -> list[list[tuple[int, Insert]]]:
     return parts
 
 
-def _outcome(fn: Callable[[sqlite3.Connection], Any], db: sqlite3.Connection) -> _Outcome:
+def _outcome(fn: Callable[[sqlite3.Connection], Any], db: sqlite3.Connection) -> Outcome:
     try:
         return True, fn(db)
     except Exception as exc:

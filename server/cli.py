@@ -83,7 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["DIALGRAPH_CONFIG"] = str(Path(args.config).resolve())
     if settings.env == "dev":  # migrate once here, not racing in every worker's startup
         cmd_db_upgrade(args)
-    asyncio.run(_checkpoint_tables(settings))  # likewise LangGraph's tables (concurrent CREATEs collide on PostgreSQL)
+    asyncio.run(
+        create_checkpoint_tables(settings)
+    )  # likewise LangGraph's tables (concurrent CREATEs collide on PostgreSQL)
     # /metrics sums every worker: prometheus_client's multiprocess mode, in a fresh directory
     # per serve (stale files of an earlier run would count); the workers read it through
     # Settings.metrics_multiproc_dir (and prometheus_client from the same variable).
@@ -96,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _checkpoint_tables(settings: Settings) -> None:
+async def create_checkpoint_tables(settings: Settings) -> None:
     """Create the checkpoint saver's tables once, before several workers each set it up."""
     from contextlib import AsyncExitStack
 
