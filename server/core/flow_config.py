@@ -124,6 +124,8 @@ _TURN_DOC = {
     "hold_below": "p below this holds the turn up to max_wait_ms (Deepgram: its speech_final does not end it)",
     "max_wait_ms": "the longest a held turn waits, from the start of the pause",
     "endpoint_ms": "the endpoint after a verdict that neither ends nor holds (Deepgram: only with end_above)",
+    "finalize_at_pause": "Deepgram: send Finalize when a pause is scored, not after the verdict, so the words are "
+    "final by the time it comes (false: only an ending verdict finalizes)",
 }
 
 
@@ -142,6 +144,7 @@ class TurnSettings(BaseModel):
     hold_below: float = Field(default=0.5, ge=0.0, le=1.0, description=_TURN_DOC["hold_below"])
     max_wait_ms: int = Field(default=1200, ge=200, le=5000, description=_TURN_DOC["max_wait_ms"])
     endpoint_ms: int = Field(default=350, ge=100, le=5000, description=_TURN_DOC["endpoint_ms"])
+    finalize_at_pause: bool = Field(default=True, description=_TURN_DOC["finalize_at_pause"])
 
     @model_validator(mode="after")
     def _ordered(self) -> TurnSettings:
@@ -175,6 +178,7 @@ class TurnOverrides(BaseModel):
     hold_below: float | None = Field(default=None, ge=0.0, le=1.0, description=_TURN_DOC["hold_below"])
     max_wait_ms: int | None = Field(default=None, ge=200, le=5000, description=_TURN_DOC["max_wait_ms"])
     endpoint_ms: int | None = Field(default=None, ge=100, le=5000, description=_TURN_DOC["endpoint_ms"])
+    finalize_at_pause: bool | None = Field(default=None, description=_TURN_DOC["finalize_at_pause"])
 
     @model_validator(mode="after")
     def _no_nulls(self) -> TurnOverrides:

@@ -24,8 +24,17 @@ caller's pauses itself, on the mu-law it sends anyway, and asks the detector
 * in between (only when ``end_above`` is set): ``Finalize`` at ``endpoint_ms`` of silence,
   unless Deepgram's own ``speech_final`` came first.
 
+``Finalize`` goes out as the pause is scored (``finalize_at_pause``, on by default), not
+after the verdict, as Pipecat finalizes Deepgram when its VAD hears the caller stop: its
+answer (a final, never speech-final: the turn is the detector's to end) comes back while
+the detector thinks, so an ending verdict ends the turn at once (``UtteranceEnd``) or, when
+the answer is still out, with it; a hold or an endpoint ends it without another round trip.
+(Deepgram's ``speech_final`` has nothing left to carry after it: a detector that fails
+after one leaves the pause to ``endpoint_ms``.)
+
 Speech resuming voids a verdict still in the pool; a ``Finalize`` already sent then comes
-back as an ordinary (not speech-final) final. A pause is scored once, when it reaches
+back as an ordinary (not speech-final) final, and is told from the answer to a later
+pause's by its end (before the caller resumed). A pause is scored once, when it reaches
 ``pause_ms`` and some text of the turn has come back (Deepgram's results lag the audio:
 a pause reached before the first interim is scored when the interim arrives), and never
 while the pool is saturated (then Deepgram's endpointing decides, as without a detector).
@@ -98,6 +107,7 @@ class CloudTurnRule:
     hold_below: float
     hold_frames: int
     endpoint_frames: int
+    finalize_at_pause: bool = True
 
     @classmethod
     def of(cls, turn: TurnSettings) -> CloudTurnRule:
@@ -109,6 +119,7 @@ class CloudTurnRule:
             hold_below=turn.hold_below,
             hold_frames=max(1, turn.max_wait_ms // FRAME_MS),
             endpoint_frames=max(1, turn.endpoint_ms // FRAME_MS),
+            finalize_at_pause=turn.finalize_at_pause,
         )
 
 
@@ -153,6 +164,7 @@ class CloudTurns:
         self._prev_interim: tuple[str, int] | None = None  # its text, and the frame it came at
         self._stable_sent: str | None = None  # this pause's stable text
         self._finalizing_at: int | None = None  # frame the Finalize was asked at
+        self._early_at: int | None = None  # frame a pause's Finalize went out at, not answered yet
         self.verdicts: list[float] = []  # scores of this stream, in order (tests, benches)
 
     # --- audio (event loop, per frame, never awaits) ---------------------------------------
@@ -207,6 +219,7 @@ class CloudTurns:
         self._stable_sent = None
         self._state = _OPEN
         self._finalizing_at = None  # a Finalize in flight comes back as a plain final
+        self._early_at = None
         if self._verdict is not None:
             self._verdict.cancel()
             self._verdict = None
@@ -227,6 +240,11 @@ class CloudTurns:
         self._verdict = task
         pause = self._pause_no
         task.add_done_callback(lambda t: self._on_verdict(t, pause))
+        if self._rule.finalize_at_pause and self._early_at is None:
+            # The words back while the detector thinks: an ending verdict then ends the turn
+            # at once instead of a round trip later; any other verdict just gets them early.
+            self._early_at = self._frames
+            self._finalize()
 
     def _on_verdict(self, task: asyncio.Task[float], pause: int) -> None:
         if self._verdict is task:
@@ -235,7 +253,13 @@ class CloudTurns:
             return
         if (exc := task.exception()) is not None:
             log.warning("turn detector failed", error=repr(exc))
-            return  # Deepgram's endpointing decides
+            if self._rule.finalize_at_pause:
+                # the pause's Finalize took the words Deepgram's speech_final would have
+                # carried: our own endpoint decides
+                self._state = _ENDPOINT
+                if self._silent >= self._rule.endpoint_frames:
+                    self._end_turn()
+            return  # else Deepgram's endpointing decides
         if pause != self._pause_no or self._state != _SCORING:
             return  # the caller spoke again, or the turn already ended
         p, rule = task.result(), self._rule
@@ -260,8 +284,11 @@ class CloudTurns:
         covered = bool(self._finals) and self._finals[-1].end + COVER_SLACK_S >= speech_end
         if self._interim is not None or not covered:
             self._state = _ENDING
-            self._finalizing_at = self._frames
-            self._finalize()
+            if self._early_at is not None:  # this pause's Finalize is out: its answer ends the turn
+                self._finalizing_at = self._early_at
+            else:
+                self._finalizing_at = self._frames
+                self._finalize()
         else:
             self._utterance_end()
 
@@ -278,6 +305,7 @@ class CloudTurns:
         self._prev_interim = None
         self._stable_sent = None
         self._finalizing_at = None
+        self._early_at = None
         self._state = _OPEN
         self._held_turn = False
         self._voiced = 0
@@ -325,6 +353,12 @@ class CloudTurns:
 
     def final(self, event: Final, *, from_finalize: bool = False) -> None:
         """A final result (``text`` may be empty: a ``Finalize`` answered with nothing new)."""
+        if from_finalize:
+            if event.text and event.end <= self._resumed_at:  # the answer to a pause the caller spoke after
+                from_finalize = False
+                event = _with(event, speech_final=False)
+            else:
+                self._early_at = None
         ending = self._state == _ENDING and self._finalizing_at is not None
         if ending and (from_finalize or event.speech_final):  # the answer, or endpointing got there first
             self._finalizing_at = None
@@ -336,8 +370,8 @@ class CloudTurns:
             return
         if not event.text:
             return
-        if event.speech_final and self._mid_turn(event.end):
-            event = _with(event, speech_final=False)
+        if event.speech_final and (from_finalize or self._mid_turn(event.end)):
+            event = _with(event, speech_final=False)  # the detector's to end, not the Finalize's
         self._finals.append(event)
         self._interim = None
         self._prev_interim = None

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import importlib.util
 import itertools
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -292,3 +293,130 @@ async def test_providers_load_smart_turn_for_deepgram_when_a_flow_asks(tmp_path:
             assert flow.turns is not None and flow.turns._rule.hold_below == 0.2
             await plain.aclose()
             await flow.aclose()
+
+
+class GatedDetector(TableDetector):
+    """``TableDetector`` whose verdict waits for ``gate`` (set by the test), or raises
+    ``fail`` when set: the test decides what comes first, the answer or the verdict."""
+
+    def __init__(self, table: dict[str, float], **kw: object) -> None:
+        super().__init__(table, **kw)  # type: ignore[arg-type]
+        self.gate = threading.Event()
+        self.fail: Exception | None = None
+
+    def probability_complete(self, audio_window: bytes, text: str) -> float:
+        assert self.gate.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        return super().probability_complete(audio_window, text)
+
+
+class Turns:
+    """A ``CloudTurns`` fed by hand: frames pushed, the frames its ``Finalize``s were asked
+    at, its events."""
+
+    def __init__(self, turn: TurnSettings, detector: TableDetector, pool: SpeechWorkers) -> None:
+        self.frames = 0
+        self.finalized: list[int] = []
+        self.events: list[RecognitionEvent] = []
+        self.turns = CloudTurns(
+            CloudTurnRule.of(turn),
+            detector,
+            pool,
+            emit=self.events.append,
+            finalize=lambda: self.finalized.append(self.frames),
+        )
+
+    def push(self, audio: bytes) -> float:
+        """Push ``audio``; returns the stream time after it (s)."""
+        for i in range(0, len(audio), FRAME_BYTES):
+            self.frames += 1
+            self.turns.hear(audio[i : i + FRAME_BYTES])
+        return self.frames * 0.02
+
+    def kinds(self) -> list[str]:
+        return [
+            f"{type(e).__name__}{'+sf' if isinstance(e, Final) and e.speech_final else ''}"
+            for e in self.events
+            if not (isinstance(e, Interim) and not e.stable)
+        ]
+
+
+async def _verdicts(turns: CloudTurns, n: int) -> None:
+    async with asyncio.timeout(5):
+        while len(turns.verdicts) < n:
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0)  # the verdict's done callback
+
+
+async def test_finalize_goes_out_at_the_pause_and_an_early_answer_ends_the_turn_with_the_verdict(
+    pool: SpeechWorkers,
+) -> None:
+    detector = GatedDetector({"book an appointment": 0.92})
+    t = Turns(ON, detector, pool)
+    end = t.push(word_audio(["book", "an", "appointment"], VOCAB))
+    t.turns.interim(Interim("Book an", 0.0, 0.5))
+    t.push(word_audio([], VOCAB, tail_ms=160))
+    assert t.finalized == [t.frames] and not detector.asked  # with the pause, before any verdict
+    t.turns.final(Final("Book an appointment", 0.0, end), from_finalize=True)
+    assert t.kinds() == ["Final"]  # the words, not the turn's end: the detector decides that
+    detector.gate.set()
+    await _verdicts(t.turns, 1)
+    assert t.kinds() == ["Final", "UtteranceEnd"]  # at once: nothing left to ask Deepgram
+    assert len(t.finalized) == 1
+    await t.turns.aclose()
+
+
+async def test_a_verdict_before_the_answer_waits_for_it_without_a_second_finalize(pool: SpeechWorkers) -> None:
+    detector = GatedDetector({"book an appointment": 0.92})
+    detector.gate.set()
+    t = Turns(ON, detector, pool)
+    end = t.push(word_audio(["book", "an", "appointment"], VOCAB))
+    t.turns.interim(Interim("Book an appointment", 0.0, end))
+    t.push(word_audio([], VOCAB, tail_ms=160))
+    await _verdicts(t.turns, 1)
+    assert t.kinds() == ["Interim"]  # stable: the session may start its reply
+    t.push(word_audio([], VOCAB, tail_ms=100))
+    t.turns.final(Final("Book an appointment", 0.0, end), from_finalize=True)
+    assert t.kinds() == ["Interim", "Final+sf"] and len(t.finalized) == 1
+    await t.turns.aclose()
+
+
+async def test_an_answer_to_a_pause_the_caller_spoke_after_does_not_end_the_next_one(pool: SpeechWorkers) -> None:
+    detector = GatedDetector({"book for": 0.9, "book for tuesday": 0.9})
+    t = Turns(ON, detector, pool)
+    first = t.push(word_audio(["book", "for"], VOCAB))
+    t.turns.interim(Interim("Book for", 0.0, first))
+    t.push(word_audio([], VOCAB, tail_ms=160))
+    assert len(t.finalized) == 1
+    t.push(word_audio(["tuesday"], VOCAB))  # speaks again before the verdict: it is void
+    t.push(word_audio([], VOCAB, tail_ms=160))
+    assert len(t.finalized) == 2  # the new pause's own Finalize
+    detector.gate.set()
+    await _verdicts(t.turns, 1)
+    t.turns.final(Final("Book for", 0.0, first + 0.14), from_finalize=True)  # the first pause's answer, late
+    assert t.kinds() == ["Final"]  # a plain final: the turn goes on
+    t.turns.final(Final("Tuesday", first + 0.3, t.frames * 0.02), from_finalize=True)
+    assert t.kinds() == ["Final", "Final+sf"]
+    await t.turns.aclose()
+
+
+async def test_a_detector_failure_after_the_pauses_finalize_leaves_the_turn_to_endpoint_ms(
+    pool: SpeechWorkers,
+) -> None:
+    detector = GatedDetector({})
+    detector.fail = RuntimeError("onnx")
+    t = Turns(TurnSettings(detector="smart_turn", endpoint_ms=400), detector, pool)
+    end = t.push(word_audio(["book", "an", "appointment"], VOCAB))
+    t.turns.interim(Interim("Book an", 0.0, 0.5))
+    t.push(word_audio([], VOCAB, tail_ms=160))
+    t.turns.final(Final("Book an appointment", 0.0, end), from_finalize=True)
+    detector.gate.set()
+    async with asyncio.timeout(5):
+        while t.turns._verdict is not None:
+            await asyncio.sleep(0.005)
+    t.push(word_audio([], VOCAB, tail_ms=200))
+    assert t.kinds() == ["Final"]  # 360 ms of silence: not yet
+    t.push(word_audio([], VOCAB, tail_ms=40))
+    assert t.kinds() == ["Final", "UtteranceEnd"]  # Deepgram has nothing left to end it with
+    await t.turns.aclose()
