@@ -1,7 +1,11 @@
 """LLM tokens -> speakable phrases (pure, no I/O).
 
 A phrase ends at a sentence end (``.``, ``!``, ``?``, ``…``, a newline) or, once it holds at
-least ``min_chars`` characters, at a clause boundary (``,``, ``;``, ``:``, a dash). Phrases are
+least ``min_chars`` characters, at a clause boundary (``,``, ``;``, ``:``, a dash). The first
+phrase of a reply ends at its first clause boundary from ``first_min_chars`` on ("Sure, | let
+me check that."): the caller hears the reply start as soon as those words are spoken, not
+once the model has written the whole clause and the voice rendered it (at a hosted model's
+~90 tokens a second, ~50 ms sooner for a short opener, plus the voice's time for the rest). Phrases are
 only ever cut at whitespace, so a token without whitespace (``3.50``, ``2:30``, ``e.g.``,
 ``bob@example.com``, ``555-123-4567``) is never split. Spans that contain whitespace but must
 stay whole (``10 a.m.``, ``(555) 123-4567``, ``Dr. Smith``, ``March 3, 2025``) are protected
@@ -54,11 +58,12 @@ class PhraseChunker:
     single spaces gives the input with its whitespace normalised.
     """
 
-    def __init__(self, min_chars: int = 24, max_chars: int = 200) -> None:
-        if min_chars < 1 or max_chars < min_chars:
-            raise ValueError("need 1 <= min_chars <= max_chars")
+    def __init__(self, min_chars: int = 24, max_chars: int = 200, first_min_chars: int = 3) -> None:
+        if min_chars < 1 or max_chars < min_chars or not 1 <= first_min_chars <= max_chars:
+            raise ValueError("need 1 <= min_chars <= max_chars and 1 <= first_min_chars <= max_chars")
         self.min_chars = min_chars
         self.max_chars = max_chars
+        self._min = first_min_chars  # the clause threshold of the phrase being built
         self._buf = ""
         self._scan = 0  # every candidate before this index was decided "no boundary"
         self._undecided = False  # the scan stopped at a candidate that needs more text
@@ -93,6 +98,7 @@ class PhraseChunker:
             self._scan = 0
             if phrase:
                 out.append(phrase)
+                self._min = self.min_chars
 
     def _find_boundary(self, *, final: bool) -> int | None:
         """Index of the whitespace after the first boundary, or None (none yet / undecided)."""
@@ -141,7 +147,7 @@ class PhraseChunker:
                     return False
             return True
         # Clause boundary: only once the phrase is long enough, never inside "3, 2025".
-        if len(buf[:j].strip()) < self.min_chars:
+        if len(buf[:j].strip()) < self._min:
             return False
         if buf[i] == "," and (nxt.isdigit() and word[:1].isdigit() or _WEEKDAY.match(word) or _in_protected(buf, i)):
             return False

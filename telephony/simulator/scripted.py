@@ -137,7 +137,7 @@ class ScriptedRunner:
     """Answers ``start`` with ``greeting`` and each turn from ``replies`` (keyed by caller
     text, ``digits:<d>`` or ``signal:<kind>[:<detail>]``), else ``default``."""
 
-    greeting: Reply = "Hello, you reached Acme Dental. How can I help?"
+    greeting: Reply = "Hello and welcome to Acme Dental. How can I help?"
     replies: Mapping[str, Reply] = field(default_factory=dict)
     default: Reply = "Sorry, could you say that again?"
     event_delay_s: float = 0.0

@@ -14,7 +14,7 @@ from dialgraph.telephony.speech.base import Final
 from dialgraph.telephony.speech.vad import EnergyVad
 from tests.telephony.harness import TwilioMediaClient, expected_messages, new_call, new_sids, serve
 
-GREETING = "Hello, you reached Acme Dental. How can I help?"
+GREETING = "Hello and welcome to Acme Dental. How can I help?"
 
 
 class CountingVad(EnergyVad):

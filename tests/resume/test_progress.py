@@ -21,7 +21,7 @@ from dialgraph.telephony.speech.vad import EnergyVad
 from tests.telephony.harness import WAIT_S, Served, TwilioMediaClient, expected_messages, new_call, new_sids, serve
 from tests.telephony.test_session_faults import FaultyRunner
 
-GREETING = "Hello, you reached Acme Dental. How can I help?"
+GREETING = "Hello and welcome to Acme Dental. How can I help?"
 ANSWER = "Sure thing. Which day suits you best?"
 
 
@@ -74,7 +74,7 @@ async def test_heard_progress_is_stored_and_repaired_after_a_drop(settings: Sett
             await client.until_mark(f"g1.{n - 1}")
             for name in client.marks()[:n]:
                 await client.echo_mark(name)
-            await heard_becomes(db, call_sid, "Hello, you reached Acme Dental.")
+            await heard_becomes(db, call_sid, "Hello and welcome to Acme Dental.")
             total = n + first_phrase_marks(client, synth, 1, 1)
             await client.until_mark(f"g1.{total - 1}")
             for name in client.marks()[n:total]:

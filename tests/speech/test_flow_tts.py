@@ -88,7 +88,7 @@ async def greeting_heard(client: TwilioMediaClient, phrases: list[str]) -> bytes
 async def test_two_flows_speak_with_their_own_voice_and_model(tmp_path: Path, sqlite_url: str) -> None:
     """Whole calls through the app, its synthesizer built from settings (ElevenLabs against
     the fake, HTTP and offline behind it): each call's socket uses its flow's voice and model."""
-    greeting = ["Hello, you reached Acme Dental.", "How can I help?"]
+    greeting = ["Hello and welcome to Acme Dental.", "How can I help?"]
     async with ElevenLabsFake(api_key="el-key-0123456789") as fake:
         settings = Settings(  # type: ignore[call-arg]
             data_dir=tmp_path,

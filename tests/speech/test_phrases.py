@@ -107,11 +107,22 @@ def test_first_sentence_comes_out_before_the_reply_ends() -> None:
 
 
 def test_clause_boundary_needs_min_chars() -> None:
-    c = PhraseChunker(min_chars=24)
+    c = PhraseChunker(min_chars=24, first_min_chars=24)
     out = c.push("Well, I think we can book that for you, ")
     out += c.push("no problem")
     assert out == ["Well, I think we can book that for you,"]
     assert c.flush() == ["no problem"]
+
+
+def test_the_first_phrase_ends_at_the_first_clause_and_later_ones_need_min_chars() -> None:
+    c = PhraseChunker(min_chars=24)
+    assert c.push("Sure,") == []  # the next visible character decides
+    assert c.push(" I") == ["Sure,"]  # heard while the model writes the rest
+    out = c.push(" can, I think, book that for you, ")
+    out += c.push("no problem")
+    assert out == ["I can, I think, book that for you,"]
+    assert c.flush() == ["no problem"]
+    assert chunk("I, um. Well, yes.", [3, 9]) == ["I, um.", "Well, yes."]  # 3 characters at least
 
 
 def test_examples_never_split_inside_protected_spans() -> None:

@@ -29,7 +29,7 @@ from tests.telephony.harness import (
     serve,
 )
 
-GREETING = "Hello, you reached Acme Dental. How can I help?"
+GREETING = "Hello and welcome to Acme Dental. How can I help?"
 
 
 @pytest.fixture
@@ -98,13 +98,13 @@ async def test_a_whole_call_sends_exact_messages_and_records_the_call(
     async with connected_call(settings, overrides(recognizer, synth, runner)) as (served, client):
         call_sid, stream_sid = client.call_sid, client.stream_sid
         await play_out(client, 0, synth, generation=1, message_bytes=message_bytes)
-        assert synth.phrases == ["Hello, you reached Acme Dental.", "How can I help?"]
+        assert synth.phrases == ["Hello and welcome to Acme Dental.", "How can I help?"]
 
         await client.media(SILENCE_FRAME, 10)
         await play_out(client, 2, synth, generation=2, message_bytes=message_bytes)
         await client.media(SILENCE_FRAME, 10)
         await play_out(client, 4, synth, generation=3, message_bytes=message_bytes)
-        assert synth.phrases[4:] == ["Thanks for calling, goodbye!"]
+        assert synth.phrases[4:] == ["Thanks for calling,", "goodbye!"]  # a reply opens on its first clause
         # After its goodbye has played (marks echoed), the session closes the stream.
         assert await client.drain_until_closed() == 1000
         session = await served.session_done(call_sid)

@@ -26,9 +26,9 @@ from dialgraph.telephony.speech.base import Final
 from tests.telephony.harness import LOUD_FRAME, WAIT_S, Served, TwilioMediaClient, connected_call
 from tests.telephony.test_call_session import overrides, play_out
 
-GREETING = "Hello, you reached Acme Dental. How can I help?"
-GREETING_PHRASES = ["Hello, you reached Acme Dental.", "How can I help?"]
-GOODBYE_PHRASES = ["I'm sorry, we've reached the time limit for this call.", "Thank you for calling, goodbye."]
+GREETING = "Hello and welcome to Acme Dental. How can I help?"
+GREETING_PHRASES = ["Hello and welcome to Acme Dental.", "How can I help?"]
+GOODBYE_PHRASES = ["I'm sorry,", "we've reached the time limit for this call.", "Thank you for calling, goodbye."]
 
 
 def limited(tmp_path: Path, sqlite_url: str, minutes: float) -> Settings:
