@@ -8,13 +8,13 @@ WebSockets and, for each, parses every inbound ``media`` frame with our codec
 while the agent talks). The callers are the lean Twilio client (``simulator.lean``) on the
 other core, one 20 ms frame per call per tick, as Twilio sends them. Servers:
 
-* ``uvicorn-sansio``: what ``dialgraph serve`` runs: uvicorn's ``websockets-sansio``
-  protocol, FastAPI's WebSocket read through ``server.routes.media.StarletteMediaSocket``
-  (the ASGI message dicts, the queue, a reader task woken per frame);
+* ``uvicorn-sansio``: uvicorn's ``websockets-sansio`` protocol, FastAPI's WebSocket read
+  through ``server.routes.media.StarletteMediaSocket`` (the ASGI message dicts, the queue, a
+  reader task woken per frame): the media socket before ``server/routes/media_socket.py``,
+  and still the route for a server run without ``server.cli.uvicorn_options``;
 * ``uvicorn-websockets``, ``uvicorn-wsproto``: uvicorn's other two protocols, same app;
-* ``picows-task``: picows (MIT; a Cython WebSocket, ``pip install picows``; not a
-  dependency), each frame handed to a reader task through a deque and a future: what a
-  drop-in ``MediaSocket.receive()`` over it would cost;
+* ``picows-task``: picows (MIT; a Cython WebSocket), each frame handed to a reader task
+  through a deque and a future, as ``server/routes/media_socket.py`` does for a session;
 * ``picows``: picows with the frame handled in its callback, no task woken per frame: what
   a session fed by the socket (instead of reading it) would cost.
 

@@ -41,6 +41,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+MEDIA_WS = "dialgraph.server.routes.media_socket:MediaWebSocketProtocol"
+
+
 def uvicorn_options(settings: Settings, *, host: str, port: int) -> dict[str, Any]:
     """How uvicorn serves dialgraph (``dialgraph serve``, with or without ``--workers``, which
     the demo and the simulator's server processes run too; ``bench.load_server``)."""
@@ -55,6 +58,8 @@ def uvicorn_options(settings: Settings, *, host: str, port: int) -> dict[str, An
         # that offers it, as the websockets library does, gets an uncompressed socket).
         "ws_per_message_deflate": False,
         "proxy_headers": True,
+        # /twilio/media on picows (frames parsed in C); other WebSockets on websockets-sansio
+        "ws": MEDIA_WS,
     }
 
 

@@ -38,7 +38,7 @@ from dialgraph.server.core.security import (
 from dialgraph.server.core.settings import Settings
 from dialgraph.server.routes.recordings import recorder_for
 from dialgraph.server.services import Services
-from dialgraph.telephony.call.session import CallSession, SocketClosed
+from dialgraph.telephony.call.session import CallSession, MediaSocket, SocketClosed
 from dialgraph.telephony.call.turn_policy import TurnPolicy
 from dialgraph.telephony.speech.base import open_stream
 from dialgraph.telephony.twilio import codec
@@ -138,7 +138,7 @@ def max_call_seconds(settings: Settings, ctx: CallContext, began: dt.datetime | 
     return minutes * 60 - elapsed
 
 
-async def _read_start(socket: StarletteMediaSocket, protocol: MediaStreamProtocol) -> codec.Start | None:
+async def _read_start(socket: MediaSocket, protocol: MediaStreamProtocol) -> codec.Start | None:
     """Feed ``protocol`` until the stream has started; None if it did not."""
     async with asyncio.timeout(START_TIMEOUT_S):
         while True:
@@ -155,18 +155,25 @@ async def _read_start(socket: StarletteMediaSocket, protocol: MediaStreamProtoco
 @router.websocket(MEDIA_PATH)
 async def media_stream(websocket: WebSocket) -> None:
     app: Any = websocket.app
-    settings: Settings = app.state.settings
-    if settings.validate_signatures and not ws_signature_ok(
-        settings.twilio_auth_token.get_secret_value(),
-        settings.public_url,
-        MEDIA_PATH,
-        websocket.headers.get(SIGNATURE_HEADER),
-    ):
+    if not handshake_signed(app.state.settings, websocket.headers.get(SIGNATURE_HEADER)):
         log.warning("media socket refused: bad handshake signature")
         await websocket.close(code=POLICY_VIOLATION)  # before accept: HTTP 403
         return
     await websocket.accept()
-    socket = StarletteMediaSocket(websocket)
+    await serve_stream(app, StarletteMediaSocket(websocket))
+
+
+def handshake_signed(settings: Settings, signature: str | None) -> bool:
+    """The media socket's ``X-Twilio-Signature`` is good (or not checked)."""
+    return not settings.validate_signatures or ws_signature_ok(
+        settings.twilio_auth_token.get_secret_value(), settings.public_url, MEDIA_PATH, signature
+    )
+
+
+async def serve_stream(app: Any, socket: MediaSocket) -> None:
+    """An accepted media socket: ``start`` and its stream token, then the call's session
+    (this route over Starlette, or ``media_socket.py`` over picows)."""
+    settings: Settings = app.state.settings
     protocol = MediaStreamProtocol()
     try:
         start = await _read_start(socket, protocol)
@@ -227,7 +234,7 @@ async def media_stream(websocket: WebSocket) -> None:
 
 
 async def open_session(
-    app: Any, services: Services, socket: StarletteMediaSocket, protocol: MediaStreamProtocol, claims: StreamClaims
+    app: Any, services: Services, socket: MediaSocket, protocol: MediaStreamProtocol, claims: StreamClaims
 ) -> CallSession:
     """Build the session for an authenticated stream (first touch of providers and models)."""
     settings = services.settings

@@ -20,6 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from dialgraph.server.app import create_app
+from dialgraph.server.cli import uvicorn_options
 from dialgraph.server.core.call_store import record_call
 from dialgraph.server.core.enums import StreamSignal
 from dialgraph.server.core.security import issue_stream_token
@@ -60,7 +61,9 @@ async def serve(settings: Settings, overrides: Overrides) -> AsyncIterator[Serve
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    # the product's uvicorn options (the media socket on picows), as ``dialgraph serve`` runs
+    options = uvicorn_options(settings, host="127.0.0.1", port=port) | {"log_level": "warning", "access_log": False}
+    server = uvicorn.Server(uvicorn.Config(app, **options, lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     served = Served(app=app, url=f"ws://127.0.0.1:{port}/twilio/media")
     app.state.call_observer = served.on_finished
