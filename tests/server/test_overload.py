@@ -313,7 +313,7 @@ async def test_a_stalled_event_loop_refuses_new_calls_until_the_lag_window_clear
         assert await _refusal_rule(db, refused_sid) == LOOP_LAG_RULE
 
         body = await _until_ready(http)  # the stall left the 1 s window
-        assert body["ready"] is True and body["loop_lag_p99_ms"] < 300
+        assert body["ready"] is True and body["loop_lag_p99_ms"] <= 300  # ready: p99 at most max_loop_lag_ms
         verbs = await _voice(twilio, new_call_sid(), caller="+919812345679", to="+15550004000")
         assert any(isinstance(v, ConnectVerb) for v in verbs)
 
