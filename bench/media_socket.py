@@ -32,15 +32,15 @@ import asyncio
 import base64
 import collections
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from fastapi import FastAPI, WebSocket  # module level: FastAPI resolves the handler's annotations here
 
+from bench.load_calls import cpu_s
 from dialgraph.telephony.simulator.lean import FrameSocket, client_frame, open_frame_socket
+from dialgraph.telephony.simulator.process import free_port
 from dialgraph.telephony.twilio import codec
 
 SERVERS = ["uvicorn-sansio", "uvicorn-websockets", "uvicorn-wsproto", "picows-task", "picows"]
@@ -50,7 +50,6 @@ STREAM_SID = "MZ00000000000000000000000000000000"
 REPLY_EVERY = 5  # one 100 ms message out per five 20 ms frames in
 REPLY = codec.media(STREAM_SID, b"\xff" * 800)
 WARMUP_S = 5.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- the servers (each runs in its own process: ``--serve NAME PORT``) ---------------------------
@@ -154,17 +153,6 @@ def available(name: str) -> str | None:
     return None if importlib.util.find_spec(need) else f"needs {need} (pip install {need})"
 
 
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def drive(port: int, calls: int, seconds: float, server_pid: int) -> tuple[float, float]:
     """Open ``calls`` sockets, send a frame per call per 20 ms; returns (server CPU seconds,
     wall seconds) over the measured window."""
@@ -185,7 +173,7 @@ async def drive(port: int, calls: int, seconds: float, server_pid: int) -> tuple
     seq, cpu0, t0 = 0, 0.0, 0.0
     while (now := loop.time()) < start + WARMUP_S + seconds:
         if not t0 and now >= start + WARMUP_S:
-            cpu0, t0 = proc_cpu_s(server_pid), now
+            cpu0, t0 = cpu_s(server_pid), now
         seq += 1
         frame = client_frame(
             f'{{"event":"media","sequenceNumber":"{seq}","media":{{"track":"inbound","chunk":"{seq}",'
@@ -195,7 +183,7 @@ async def drive(port: int, calls: int, seconds: float, server_pid: int) -> tuple
             sock.send(frame)
         due += 0.02
         await asyncio.sleep(max(0.0, due - loop.time()))
-    cpu, wall = proc_cpu_s(server_pid) - cpu0, loop.time() - t0
+    cpu, wall = cpu_s(server_pid) - cpu0, loop.time() - t0
     for sock in socks:
         if sock.transport is not None:
             sock.transport.close()

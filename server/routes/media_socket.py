@@ -238,8 +238,6 @@ class MediaWebSocketProtocol(asyncio.Protocol):
             buffer[: len(data)] = data
             inner.buffer_updated(len(data))
         else:
-            if not self._config.loaded:
-                self._config.load()
             inner = WebSocketsSansIOProtocol(
                 config=self._config, server_state=self._server_state, app_state=self._app_state
             )

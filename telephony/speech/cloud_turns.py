@@ -256,9 +256,7 @@ class CloudTurns:
             if self._rule.finalize_at_pause:
                 # the pause's Finalize took the words Deepgram's speech_final would have
                 # carried: our own endpoint decides
-                self._state = _ENDPOINT
-                if self._silent >= self._rule.endpoint_frames:
-                    self._end_turn()
+                self._await_endpoint()
             return  # else Deepgram's endpointing decides
         if pause != self._pause_no or self._state != _SCORING:
             return  # the caller spoke again, or the turn already ended
@@ -273,9 +271,13 @@ class CloudTurns:
             if self._silent >= rule.hold_frames:
                 self._end_turn()
         else:
-            self._state = _ENDPOINT
-            if self._silent >= rule.endpoint_frames:
-                self._end_turn()
+            self._await_endpoint()
+
+    def _await_endpoint(self) -> None:
+        """The turn ends at ``endpoint_ms`` of silence (``_frame`` counts it), now if reached."""
+        self._state = _ENDPOINT
+        if self._silent >= self._rule.endpoint_frames:
+            self._end_turn()
 
     def _end_turn(self) -> None:
         """End the turn now: ``UtteranceEnd`` when the finals cover the speech, else

@@ -7,6 +7,9 @@ fragmented message, refusing an oversized one, and handing other paths to uvicor
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
@@ -15,23 +18,23 @@ from dialgraph.server.core.settings import Settings
 from dialgraph.server.routes.media_socket import MAX_MESSAGE
 from dialgraph.telephony.audio import SILENCE_FRAME
 from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
-from tests.telephony.harness import LOUD_FRAME, connected_call, serve
+from tests.telephony.harness import LOUD_FRAME, LiveCall, connected_call, serve
 from tests.telephony.test_call_session import GREETING, overrides, play_out, sqlite_settings  # noqa: F401
 from tests.telephony.test_preemptive_session import until
 
 
-@pytest.fixture
-def fakes() -> tuple[ScriptedRecognizer, ScriptedSynthesizer, ScriptedRunner]:
-    return ScriptedRecognizer(), ScriptedSynthesizer(), ScriptedRunner(greeting=GREETING)
+@asynccontextmanager
+async def greeted(settings: Settings, recognizer: ScriptedRecognizer) -> AsyncIterator[LiveCall]:
+    """A call on the media socket, its greeting played out."""
+    synth, runner = ScriptedSynthesizer(), ScriptedRunner(greeting=GREETING)
+    async with connected_call(settings, overrides(recognizer, synth, runner)) as call:
+        await play_out(call.client, 0, synth, generation=1)
+        yield call
 
 
-async def test_a_frame_sent_in_fragments_reaches_the_call_whole(
-    sqlite_settings: Settings,  # noqa: F811
-    fakes: tuple[ScriptedRecognizer, ScriptedSynthesizer, ScriptedRunner],
-) -> None:
-    recognizer, synth, runner = fakes
-    async with connected_call(sqlite_settings, overrides(recognizer, synth, runner)) as (served, client):
-        await play_out(client, 0, synth, generation=1)
+async def test_a_frame_sent_in_fragments_reaches_the_call_whole(sqlite_settings: Settings) -> None:  # noqa: F811
+    recognizer = ScriptedRecognizer()
+    async with greeted(sqlite_settings, recognizer) as (_, client):
         heard = recognizer.streams[0].audio
         before = len(heard)
         text = client.media_message(LOUD_FRAME)
@@ -42,25 +45,18 @@ async def test_a_frame_sent_in_fragments_reaches_the_call_whole(
         assert client.ws.close_code is None  # the call goes on
 
 
-async def test_a_message_over_the_limit_closes_that_socket_with_1009(
-    sqlite_settings: Settings,  # noqa: F811
-    fakes: tuple[ScriptedRecognizer, ScriptedSynthesizer, ScriptedRunner],
-) -> None:
-    recognizer, synth, runner = fakes
-    async with connected_call(sqlite_settings, overrides(recognizer, synth, runner)) as (served, client):
-        await play_out(client, 0, synth, generation=1)
+async def test_a_message_over_the_limit_closes_that_socket_with_1009(sqlite_settings: Settings) -> None:  # noqa: F811
+    async with greeted(sqlite_settings, ScriptedRecognizer()) as (served, client):
         huge = client.media_message(SILENCE_FRAME * (MAX_MESSAGE // len(SILENCE_FRAME)))
         await client.ws.send([huge[: MAX_MESSAGE // 2], huge[MAX_MESSAGE // 2 :]])
         assert await client.drain_until_closed() == 1009
         await served.session_done(client.call_sid)
 
 
-async def test_another_path_is_uvicorns_own_websocket(
-    sqlite_settings: Settings,  # noqa: F811
-    fakes: tuple[ScriptedRecognizer, ScriptedSynthesizer, ScriptedRunner],
-) -> None:
-    recognizer, synth, runner = fakes
-    async with serve(sqlite_settings, overrides(recognizer, synth, runner)) as served:
+async def test_another_path_is_uvicorns_own_websocket(sqlite_settings: Settings) -> None:  # noqa: F811
+    recognizer = ScriptedRecognizer()
+    runner = ScriptedRunner(greeting=GREETING)
+    async with serve(sqlite_settings, overrides(recognizer, ScriptedSynthesizer(), runner)) as served:
         other = served.url.replace("/twilio/media", "/twilio/elsewhere")
         with pytest.raises(InvalidStatus) as info:
             async with websockets.connect(other):
