@@ -44,7 +44,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import structlog
 
@@ -136,6 +136,16 @@ class MediaSocket(Protocol):
         """Send a text frame; raises ``SocketClosed`` when the peer has gone."""
 
     async def close(self, code: int = 1000) -> None: ...
+
+
+@runtime_checkable
+class PushingSocket(Protocol):
+    """A ``MediaSocket`` that can hand each frame to the session as it is parsed
+    (``server/routes/media_socket.py``, picows): no reader task woken per frame."""
+
+    def push_to(self, handler: Callable[[str | bytes | None], None] | None) -> None:
+        """From now on call ``handler(frame)`` for every frame, queued ones first, and
+        ``handler(None)`` once the peer has gone; ``None`` stops it (back to ``receive``)."""
 
 
 class SocketClosed(Exception):
@@ -387,35 +397,61 @@ class CallSession:
 
     # --- inbound --------------------------------------------------------------------------------
     async def _read_loop(self) -> None:
-        receive = self._socket.receive
-        receive_text = self._media.receive_text
+        socket = self._socket
+        if isinstance(socket, PushingSocket):
+            await self._take_pushed(socket)
+            return
+        receive = socket.receive
         while True:
-            frame = await receive()
-            self._frames_seen += 1
-            if frame is None:
-                self.state.end_reason = self.state.end_reason or "socket closed"
-                raise _CallEnded
-            event = receive_text(frame)
-            if event is None:  # a duplicate, or nothing to act on
-                continue
-            if isinstance(event, codec.Media):
-                self._on_media(event)
-            elif isinstance(event, Gap):
-                self._stream.push(SILENCE_FRAME * event.frames)
-                if self._recorder is not None:
-                    self._recorder.caller(SILENCE_FRAME * event.frames)
-                self._on_media(event.media)
-            elif isinstance(event, codec.Mark):
-                reply = self.state.reply
-                if reply is not None:
-                    reply.mark_echoed(event.name)
-            elif isinstance(event, codec.Dtmf):
-                self._on_dtmf(event.digit)
-            elif isinstance(event, codec.Stop):
-                self.state.end_reason = self.state.end_reason or "stop"
-                raise _CallEnded
-            elif isinstance(event, Rejected):
-                self._protocol_error(event)
+            self._take(await receive())
+
+    async def _take_pushed(self, socket: PushingSocket) -> None:
+        """Each frame taken in the socket's own callback; this task only waits for the end
+        (``_CallEnded`` or a fault, as the receiving loop would have raised it)."""
+        ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def take(frame: str | bytes | None) -> None:
+            if ended.done():
+                return
+            try:
+                self._take(frame)
+            except Exception as exc:
+                socket.push_to(None)
+                ended.set_exception(exc)
+
+        socket.push_to(take)
+        try:
+            await ended
+        finally:
+            socket.push_to(None)
+
+    def _take(self, frame: str | bytes | None) -> None:
+        """One inbound frame (None: the socket is gone)."""
+        self._frames_seen += 1
+        if frame is None:
+            self.state.end_reason = self.state.end_reason or "socket closed"
+            raise _CallEnded
+        event = self._media.receive_text(frame)
+        if event is None:  # a duplicate, or nothing to act on
+            return
+        if isinstance(event, codec.Media):
+            self._on_media(event)
+        elif isinstance(event, Gap):
+            self._stream.push(SILENCE_FRAME * event.frames)
+            if self._recorder is not None:
+                self._recorder.caller(SILENCE_FRAME * event.frames)
+            self._on_media(event.media)
+        elif isinstance(event, codec.Mark):
+            reply = self.state.reply
+            if reply is not None:
+                reply.mark_echoed(event.name)
+        elif isinstance(event, codec.Dtmf):
+            self._on_dtmf(event.digit)
+        elif isinstance(event, codec.Stop):
+            self.state.end_reason = self.state.end_reason or "stop"
+            raise _CallEnded
+        elif isinstance(event, Rejected):
+            self._protocol_error(event)
 
     async def _watch_inbound(self) -> None:
         """Twilio sends 50 frames a second during a call: a socket silent for

@@ -18,7 +18,7 @@ from dialgraph.server.core.settings import Settings
 from dialgraph.server.routes.media_socket import MAX_MESSAGE
 from dialgraph.telephony.audio import SILENCE_FRAME
 from dialgraph.telephony.simulator.scripted import ScriptedRecognizer, ScriptedRunner, ScriptedSynthesizer
-from tests.telephony.harness import LOUD_FRAME, LiveCall, connected_call, serve
+from tests.telephony.harness import LOUD_FRAME, LiveCall, TwilioMediaClient, connected_call, new_call, new_sids, serve
 from tests.telephony.test_call_session import GREETING, overrides, play_out, sqlite_settings  # noqa: F401
 from tests.telephony.test_preemptive_session import until
 
@@ -64,3 +64,33 @@ async def test_another_path_is_uvicorns_own_websocket(sqlite_settings: Settings)
         # Starlette's answer for no such WebSocket route (picows would have said 404)
         assert info.value.response.status_code == 403
     assert recognizer.streams == []
+
+
+async def test_frames_queued_before_the_session_takes_over_arrive_in_order(sqlite_settings: Settings) -> None:  # noqa: F811
+    # connected, start and 30 frames in one burst: the frames that come while the handshake
+    # is checked wait in the socket's queue, the rest go straight to the session's callback
+    recognizer = ScriptedRecognizer()
+    frames = [bytes([0x10 + k]) * len(SILENCE_FRAME) for k in range(30)]
+    sent = b"".join(frames)
+    call_sid, stream_sid = new_sids()
+    async with serve(sqlite_settings, overrides(recognizer, ScriptedSynthesizer(), ScriptedRunner())) as served:
+        token = await new_call(sqlite_settings, served.app, call_sid=call_sid)
+        async with TwilioMediaClient.connect(
+            served.url, sqlite_settings, call_sid=call_sid, stream_sid=stream_sid
+        ) as client:
+            for message in [client.protocol.connected(), client.protocol.start({"token": token})] + [
+                client.media_message(frame) for frame in frames
+            ]:
+                await client.ws.send(message)  # written at once: no round trip in between
+            await until(lambda: bool(recognizer.streams) and len(recognizer.streams[0].audio) >= len(sent))
+            assert bytes(recognizer.streams[0].audio[: len(sent)]) == sent
+            await client.stop()
+            session = await served.session_done(call_sid)
+    assert session.state.end_reason == "stop"
+
+
+async def test_a_peer_that_vanishes_ends_its_call_as_socket_closed(sqlite_settings: Settings) -> None:  # noqa: F811
+    async with greeted(sqlite_settings, ScriptedRecognizer()) as (served, client):
+        client.ws.transport.abort()  # no close frame, no stop: the TCP connection is just gone
+        session = await served.session_done(client.call_sid)
+    assert session.state.end_reason == "socket closed"
