@@ -1,6 +1,6 @@
 """Every value of every table of a database, and a search for numbers in them (privacy tests).
 
-``dump_database(url)`` reads SQLite or PostgreSQL (its own connection, not the app's) and
+``dump_database(url)`` reads SQLite (the app's file and the checkpoints' beside it) or PostgreSQL (its own connection, not the app's) and
 yields ``(table, column, text)`` for every non-null value: bytes (checkpoint blobs) are
 searched as bytes decoded latin-1 *and*, when they are msgpack, as the strings inside;
 JSON columns as their JSON text.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,8 @@ from typing import Any
 import ormsgpack
 import psycopg
 from sqlalchemy.engine import make_url
+
+from dialgraph.graphs.checkpoint import sqlite_checkpoint_file
 
 _WORDS = {
     "zero": "0",
@@ -136,7 +139,11 @@ async def dump_database(url: str) -> list[tuple[str, str, str]]:
     """``(table, column, text)`` for every way every stored value reads (see the module docstring)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        rows = await asyncio.to_thread(_sqlite_dump, parsed.database or "")
+        app_file = parsed.database or ""
+        rows = []
+        for path in dict.fromkeys((app_file, sqlite_checkpoint_file(app_file))):  # the app's file, the checkpoints'
+            if os.path.exists(path):
+                rows += await asyncio.to_thread(_sqlite_dump, path)
     else:
         dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
         rows = await _postgres_dump(dsn)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import operator
+import sqlite3
 from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Annotated, TypedDict
 
 from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.graph import START, StateGraph
 from sqlalchemy import select
 
-from dialgraph.graphs.checkpoint import checkpointer, prune_threads
+from dialgraph.graphs.checkpoint import checkpointer, prune_threads, sqlite_checkpoint_file
 from dialgraph.graphs.model import build_chat_model
 from dialgraph.graphs.runner import GraphRunner
 from dialgraph.graphs.runtime import build_runners
@@ -151,3 +157,28 @@ async def test_retention_deletes_only_old_threads(
         later = now + dt.timedelta(days=31)
         assert await prune_threads(saver, older_than=dt.timedelta(days=30), now=later) == ["old-1", "old-2"]
         assert await saver.aget_tuple({"configurable": {"thread_id": "old-1"}}) is None
+
+
+async def test_checkpoints_an_earlier_version_kept_in_the_app_file_move_to_their_own(tmp_path: Path) -> None:
+    app_file = tmp_path / "dialgraph.db"
+    url = f"sqlite+aiosqlite:///{app_file}"
+
+    class Talk(TypedDict):
+        said: Annotated[list[str], operator.add]
+
+    builder = StateGraph(Talk)
+    builder.add_node("say", lambda state: {"said": ["hello"]})
+    builder.add_edge(START, "say")
+    thread = {"configurable": {"thread_id": "t1"}}
+    async with AsyncSqliteSaver.from_conn_string(str(app_file)) as old:  # the app's file, as before
+        await builder.compile(checkpointer=old).ainvoke({"said": ["hi"]}, thread)  # type: ignore[arg-type]
+
+    for _ in range(2):  # the second open finds nothing left to move
+        async with AsyncExitStack() as stack:
+            saver = await checkpointer(url, stack=stack)
+            graph = builder.compile(checkpointer=saver)
+            assert (await graph.aget_state(thread)).values == {"said": ["hi", "hello"]}  # type: ignore[arg-type]
+    assert Path(sqlite_checkpoint_file(str(app_file))).name == "dialgraph-checkpoints.db"
+    with sqlite3.connect(app_file) as conn:
+        left = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not left & {"checkpoints", "writes"}

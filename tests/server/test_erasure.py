@@ -6,7 +6,6 @@ number or words, another person's data is whole, and the erased opt-out still re
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, select
 
 from dialgraph.graphs.checkpoint import checkpointer
 from dialgraph.graphs.runtime import build_runners
@@ -40,6 +39,7 @@ from dialgraph.server.privacy.erasure import ERASED, erase_person_by_settings
 from dialgraph.server.privacy.hashing import privacy_key
 from dialgraph.telephony.simulator.twilio_api import TwilioApi
 from dialgraph.tools import do_not_call
+from tests.fakes.db_dump import dump_database
 from tests.fakes.graph_calls import Call as GraphCall
 from tests.fakes.graph_calls import fixed_clock, graph_settings
 from tests.server.test_app import speechless
@@ -130,17 +130,9 @@ async def seed(settings: Settings, db: Database) -> None:
 
 
 async def dump(db: Database) -> str:
-    """Every row of every table (LangGraph's included; bytes as latin-1), as one text."""
-    out: list[str] = []
-    async with db.engine.connect() as conn:
-        tables = await conn.run_sync(lambda c: inspect(c).get_table_names())
-        assert {"calls", "call_events", "checkpoints"} <= set(tables)
-        for table in tables:
-            for row in (await conn.execute(text(f'SELECT * FROM "{table}"'))).all():
-                for value in row:
-                    raw = bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else None
-                    out.append(raw.decode("latin-1") if raw is not None else json.dumps(value, default=str))
-    return "\n".join(out)
+    """Every row of every table (LangGraph's included, in their own SQLite file there;
+    bytes as latin-1), as one text."""
+    return "\n".join(text for _, _, text in await dump_database(db.url))
 
 
 async def count(db: Database, stmt: Any) -> int:
