@@ -14,9 +14,9 @@ other core, one 20 ms frame per call per tick, as Twilio sends them. Servers:
   and still the route for a server run without ``server.cli.uvicorn_options``;
 * ``uvicorn-websockets``, ``uvicorn-wsproto``: uvicorn's other two protocols, same app;
 * ``picows-task``: picows (MIT; a Cython WebSocket), each frame handed to a reader task
-  through a deque and a future, as ``server/routes/media_socket.py`` does for a session;
-* ``picows``: picows with the frame handled in its callback, no task woken per frame: what
-  a session fed by the socket (instead of reading it) would cost.
+  through a deque and a future, as ``server/routes/media_socket.py`` first did for a session;
+* ``picows``: picows with the frame handled in its callback, no task woken per frame, as a
+  session now takes its frames (``PushingSocket``).
 
 Each server runs ``--seconds`` (default 10) after a 5 s warm-up; its CPU (user + system,
 from /proc) is printed as ms per call-second and share of the core. Rows whose packages are

@@ -25,7 +25,9 @@ hardly compresses: deflating it costs CPU on both ends for nothing), and has no 
 turn that off (only ``transport_factory``, which replaces the socket for the whole process).
 So ``DeepgramRecognizer.connect`` builds the same URL (``/v1/listen`` on the environment's
 ``production`` base, the query through the SDK's own encoder) and headers (the client's,
-``Authorization: Token <key>`` included), opens it with the ``websockets`` asyncio client,
+``Authorization: Token <key>`` included), opens it with picows' implementation of the
+``websockets`` asyncio client (``picows.websockets``: the same API, framing and masking in C;
+~1.3 against ~5.5 µs of CPU a message sent, and a call sends 25-50 a second),
 ``compression=None`` and no proxy (as before), and hands it to the SDK's
 ``AsyncV1SocketClient``, which still sends the controls and parses every event into the
 SDK's types. A refused handshake becomes the SDK's ``ApiError`` as before.
@@ -58,8 +60,8 @@ from deepgram.listen.v1.types import (
     ListenV1SpeechStarted,
     ListenV1UtteranceEnd,
 )
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidStatus
+from picows.websockets import connect as ws_connect
+from picows.websockets.exceptions import InvalidStatus
 
 from dialgraph.server.core.flow_config import TurnSettings
 from dialgraph.server.core.language import base as base_language

@@ -10,8 +10,10 @@ and are handed out in order. ``output_format=ulaw_8000`` goes to Twilio untouche
 Closing the iterator (barge-in) closes the open contexts and the socket.
 
 The SDK ships only URL building and message types for these sockets (no client), so the
-client is written here on ``websockets``; the server's messages are plain dicts
-(``audio``, ``isFinal``, ``contextId``, or ``error``/``message``).
+client is written here, on picows' implementation of the ``websockets`` asyncio API
+(``picows.websockets``: the same calls, framing and masking in C; ~1.3 against ~5.5 µs of CPU
+a message sent); the server's messages are plain dicts (``audio``, ``isFinal``,
+``contextId``, or ``error``/``message``).
 
 ``ElevenLabsHttpSynthesizer`` is the SDK's own HTTP streaming client
 (``AsyncElevenLabs.text_to_speech.stream``), one request per phrase: slower to start, but
@@ -44,8 +46,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import picows.websockets as websockets  # the websockets API on picows (see the module docstring)
 import structlog
-import websockets
 from elevenlabs import AsyncElevenLabs
 from elevenlabs.environment import ElevenLabsEnvironment
 from elevenlabs.types import CloseContext, CloseSocket, GenerationConfig, InitialiseContext, SendTextMulti
