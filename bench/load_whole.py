@@ -28,7 +28,9 @@ It prints, per N:
 - server RSS at 0 calls, at 100 live calls and at N (MB), and per call ((RSS@N - RSS@0) / N);
 - event-loop lag p99: the worst 10 s window of ``/healthz``'s ``loop_lag_p99_ms`` (the
   overload rule's own probe) sampled every 5 s;
-- this process's CPU and tick lag, so a saturated generator is seen, not mistaken for the server.
+- this process's CPU and tick lag, so a saturated generator is seen, not mistaken for the server;
+- the checkpoint writes' time (queue + trip to the database) from the server's ``/metrics``
+  histogram ``dialgraph_checkpoint_write_seconds``: count, mean, and the bucket 99 % are under.
 
     .venv/bin/python -m bench.load_whole --calls 100 150 200 250 [--database-url URL]
         [--no-pin] [--max-calls N] [--seconds 40] [--ramp S] [--vendor-timing none]
@@ -67,6 +69,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.load_calls import cpu_s, rss_kb  # a process's /proc readings
 from dialgraph.telephony.simulator.lean import LeanLeg
@@ -278,6 +281,7 @@ class RunResult:
     stages: list[tuple[float, float, float]]
     steady_reply_ms: list[float]  # EoS -> first frame for replies after the ramp (+5 s)
     cores: dict[int, float]  # each core's busy share during the run (every process on it)
+    writes: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # checkpoint writes by op
 
     def admitted(self) -> list[WholeCall]:
         return [c for c in self.calls if not c.refused]
@@ -433,12 +437,40 @@ class Run:
             self.stop.set()
             await asyncio.gather(ticker, sampler)
             service, eos, own = await self.server_turns(http, calls)
+            writes = await checkpoint_writes(http)
         steady_from = self.started + self.args.ramp + 5
         return RunResult(
             self.n, calls, wall, server_cpu, gen_cpu, self.rss, self.lag, self.tick_lag, service, eos, own,
             self.stages, [ms for c in calls for at, ms in zip(c.reply_at, c.reply_ms, strict=True) if at >= steady_from],
-            cores,
+            cores, writes,
         )  # fmt: skip
+
+
+async def checkpoint_writes(http: httpx.AsyncClient) -> dict[str, tuple[int, float, float]]:
+    """The server's checkpoint write histogram (``dialgraph_checkpoint_write_seconds``), by op:
+    (count, mean ms, the bucket bound in ms that 99 % of writes are under)."""
+    r = await http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    if r.status_code != 200:
+        return {}
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(r.text):
+        if family.name != "dialgraph_checkpoint_write_seconds":
+            continue
+        for sample in family.samples:
+            op = sample.labels.get("op", "")
+            if sample.name.endswith("_bucket"):
+                buckets.setdefault(op, []).append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                totals[op] = sample.value
+    out = {}
+    for op, bounds in buckets.items():
+        bounds.sort()
+        count = bounds[-1][1]
+        if count:
+            p99 = next(le for le, n in bounds if n >= 0.99 * count)
+            out[op] = (int(count), totals.get(op, 0.0) / count * 1000, p99 * 1000)
+    return out
 
 
 # --- report -------------------------------------------------------------------------------------
@@ -492,6 +524,13 @@ def report(r: RunResult) -> str:
         + ", ".join(f"core {c} {share:.0%}" for c, share in sorted(r.cores.items()))
         + f"; of which server {r.server_cpu_s / r.wall_s:.0%}, generator + stand-ins {r.gen_cpu_s / r.wall_s:.0%}",
     ]
+    if r.writes:
+        extra.append(
+            "      checkpoint writes (queue + trip, the server's /metrics): "
+            + "; ".join(
+                f"{op} {n}, mean {mean:.1f} ms, p99 <= {p99:g} ms" for op, (n, mean, p99) in sorted(r.writes.items())
+            )
+        )
     for c in failed[:3]:
         extra.append(f"      failed {c.sid}: {c.failure}")
     return "\n".join([line, *extra])
