@@ -3,13 +3,8 @@
 - ``sqlite+aiosqlite:///path`` (or ``sqlite:///path``) -> ``OneTripSqliteSaver``: the
   official ``AsyncSqliteSaver`` on one autocommit aiosqlite connection, in WAL mode with a
   busy timeout, making one trip to that connection's thread per call, in a file of its own
-  beside the app's (``sqlite_checkpoint_file``: ``dialgraph.db`` -> ``dialgraph-checkpoints.db``).
-  SQLite has one writer per file: in the app's file, every checkpoint insert waited out the
-  app's transactions (call events, call rows), which under load hold the lock across several
-  trips of the event loop, and SQLite's busy handler sleeps in steps of up to 100 ms. At 250
-  whole calls that was 12-16 s of the checkpointer thread's time per run against 1.2-1.5 s
-  apart (``bench/load_whole.py``). Checkpoints an earlier version left in the app's file
-  move over when the saver opens (``adopt_app_checkpoints``).
+  beside the app's (``graphs/sqlite_files.py``: ``dialgraph.db`` -> ``dialgraph-checkpoints.db``;
+  checkpoints an earlier version left in the app's file move over when the saver opens).
 - ``postgresql+psycopg://...`` (or ``postgresql://``) -> ``PooledPostgresSaver``: the
   official ``AsyncPostgresSaver`` on a psycopg pool (autocommit, prepare_threshold=0,
   dict_row, as the saver requires) without its global lock, its writes group-committed.
@@ -34,12 +29,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any, cast
 
 import aiosqlite
@@ -72,6 +65,7 @@ from sqlalchemy.engine import make_url
 
 from dialgraph.graphs.checkpoint_serde import Boxed, memo_serializer, serializer
 from dialgraph.graphs.pg_trips import PgTrips, Upsert
+from dialgraph.graphs.sqlite_files import adopt_app_checkpoints, sqlite_checkpoint_file
 from dialgraph.graphs.sqlite_trips import Trips
 from dialgraph.server.core.live import CheckpointWrite, hub
 from dialgraph.server.core.redaction import default_redactor
@@ -530,45 +524,6 @@ async def checkpointer(
 
 
 # --- retention -------------------------------------------------------------------------------
-def sqlite_checkpoint_file(database: str) -> str:
-    """The SQLite file the checkpoints are kept in, beside the app's ``database``
-    (``data/dialgraph.db`` -> ``data/dialgraph-checkpoints.db``); an in-memory or URI
-    database is used as it is."""
-    if database in ("", ":memory:") or database.startswith("file:"):
-        return database
-    path = Path(database)
-    return str(path.with_name(f"{path.stem}-checkpoints{path.suffix}"))
-
-
-def adopt_app_checkpoints(db: sqlite3.Connection, app_file: str) -> int:
-    """Move the checkpoint tables an earlier version kept in ``app_file`` into ``db`` (the
-    checkpoints' own file, set up): the columns both have, rows already here kept, then the
-    old table dropped, one table a transaction (a crash between two only repeats the copy).
-    Returns the rows moved."""
-    if not os.path.exists(app_file):
-        return 0
-    db.execute("ATTACH DATABASE ? AS app", (app_file,))
-    try:
-        found = "SELECT name FROM app.sqlite_master WHERE type = 'table' AND name IN ('checkpoints', 'writes')"
-        moved = 0
-        for (table,) in db.execute(found).fetchall():
-            theirs = {row[1] for row in db.execute(f"PRAGMA app.table_info({table})")}
-            columns = ", ".join(row[1] for row in db.execute(f"PRAGMA main.table_info({table})") if row[1] in theirs)
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                moved += db.execute(
-                    f"INSERT OR IGNORE INTO main.{table} ({columns}) SELECT {columns} FROM app.{table}"
-                ).rowcount
-                db.execute(f"DROP TABLE app.{table}")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        return moved
-    finally:
-        db.execute("DETACH DATABASE app")
-
-
 def checkpoint_time(checkpoint_id: str) -> dt.datetime:
     """When a checkpoint was written, read from its id (LangGraph uses time-ordered UUIDv6)."""
     hexid = checkpoint_id.replace("-", "")

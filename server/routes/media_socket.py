@@ -173,9 +173,11 @@ class PicowsMediaSocket(WSListener):  # type: ignore[misc]
         ``on_ws_frame``, so a frame costs no wakeup of a reader task (~1 of every call's 3
         callbacks per frame on the event loop)."""
         self._handler = handler
-        while self._frames and self._handler is handler and handler is not None:  # what came before, in order
+        if handler is None:
+            return
+        while self._frames and self._handler is handler:  # what came before, in order
             handler(self._frames.popleft())
-        if self._closed and self._handler is handler and handler is not None:
+        if self._closed and self._handler is handler:
             self._handler = None
             handler(None)
 

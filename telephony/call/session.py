@@ -416,8 +416,7 @@ class CallSession:
             try:
                 self._take(frame)
             except Exception as exc:
-                socket.push_to(None)
-                ended.set_exception(exc)
+                ended.set_exception(exc)  # later frames are ignored; the task stops the push
 
         socket.push_to(take)
         try:

@@ -1,7 +1,7 @@
 """Every value of every table of a database, and a search for numbers in them (privacy tests).
 
-``dump_database(url)`` reads SQLite (the app's file and the checkpoints' beside it) or PostgreSQL (its own connection, not the app's) and
-yields ``(table, column, text)`` for every non-null value: bytes (checkpoint blobs) are
+``dump_database(url)`` reads SQLite (the app's file and the checkpoints' beside it) or
+PostgreSQL (its own connection, not the app's) and yields ``(table, column, text)`` for every non-null value: bytes (checkpoint blobs) are
 searched as bytes decoded latin-1 *and*, when they are msgpack, as the strings inside;
 JSON columns as their JSON text.
 
@@ -24,7 +24,7 @@ import ormsgpack
 import psycopg
 from sqlalchemy.engine import make_url
 
-from dialgraph.graphs.checkpoint import sqlite_checkpoint_file
+from dialgraph.graphs.sqlite_files import sqlite_checkpoint_file
 
 _WORDS = {
     "zero": "0",
@@ -139,15 +139,37 @@ async def dump_database(url: str) -> list[tuple[str, str, str]]:
     """``(table, column, text)`` for every way every stored value reads (see the module docstring)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        app_file = parsed.database or ""
         rows = []
-        for path in dict.fromkeys((app_file, sqlite_checkpoint_file(app_file))):  # the app's file, the checkpoints'
-            if os.path.exists(path):
-                rows += await asyncio.to_thread(_sqlite_dump, path)
+        for path in _sqlite_files(url):
+            rows += await asyncio.to_thread(_sqlite_dump, path)
     else:
         dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
         rows = await _postgres_dump(dsn)
     return [(table, column, text) for table, column, value in rows for text in value_texts(value)]
+
+
+def _sqlite_files(url: str) -> list[str]:
+    """The app's SQLite file and the checkpoints' beside it, those that exist."""
+    app_file = make_url(url).database or ""
+    return [path for path in dict.fromkeys((app_file, sqlite_checkpoint_file(app_file))) if os.path.exists(path)]
+
+
+async def table_names(url: str) -> set[str]:
+    """Every table of the database (empty ones too): both SQLite files, or PostgreSQL's public schema."""
+    if make_url(url).get_backend_name() == "sqlite":
+
+        def names(path: str) -> set[str]:
+            conn = sqlite3.connect(path)
+            try:
+                return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                conn.close()
+
+        return {name for path in _sqlite_files(url) for name in await asyncio.to_thread(names, path)}
+    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {r[0] for r in await cur.fetchall()}
 
 
 async def tables_of(url: str) -> set[str]:

@@ -15,10 +15,11 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import START, StateGraph
 from sqlalchemy import select
 
-from dialgraph.graphs.checkpoint import checkpointer, prune_threads, sqlite_checkpoint_file
+from dialgraph.graphs.checkpoint import checkpointer, prune_threads
 from dialgraph.graphs.model import build_chat_model
 from dialgraph.graphs.runner import GraphRunner
 from dialgraph.graphs.runtime import build_runners
+from dialgraph.graphs.sqlite_files import sqlite_checkpoint_file
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.models import Appointment
 from dialgraph.server.core.settings import Settings

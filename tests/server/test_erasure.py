@@ -39,7 +39,7 @@ from dialgraph.server.privacy.erasure import ERASED, erase_person_by_settings
 from dialgraph.server.privacy.hashing import privacy_key
 from dialgraph.telephony.simulator.twilio_api import TwilioApi
 from dialgraph.tools import do_not_call
-from tests.fakes.db_dump import dump_database
+from tests.fakes.db_dump import dump_database, table_names
 from tests.fakes.graph_calls import Call as GraphCall
 from tests.fakes.graph_calls import fixed_clock, graph_settings
 from tests.server.test_app import speechless
@@ -132,6 +132,7 @@ async def seed(settings: Settings, db: Database) -> None:
 async def dump(db: Database) -> str:
     """Every row of every table (LangGraph's included, in their own SQLite file there;
     bytes as latin-1), as one text."""
+    assert {"calls", "call_events", "checkpoints"} <= await table_names(db.url)
     return "\n".join(text for _, _, text in await dump_database(db.url))
 
 
