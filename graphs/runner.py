@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import structlog
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
@@ -51,6 +51,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import StateSnapshot
 
 from dialgraph.graphs.model import offline_config
 from dialgraph.graphs.offline_policy import BUDGET_OFFER, BUDGET_OFFER_ACT
@@ -108,6 +109,19 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+@runtime_checkable
+class GraphReader(Protocol):
+    """A runner whose flow graph and checkpoints can be read (the dashboard, the analysis):
+    ``GraphRunner``, or ``graphs.graph_loop.ApartRunner`` reading on the graphs' own loop."""
+
+    @property
+    def graph(self) -> CompiledStateGraph[Any, Any, Any, Any]: ...
+
+    async def read_state(self, thread_id: str) -> StateSnapshot: ...
+
+    async def read_history(self, thread_id: str) -> list[StateSnapshot]: ...
+
+
 class GraphRunner:
     """Implements ``server.core.turns.TurnRunner`` for one compiled flow graph."""
 
@@ -163,6 +177,14 @@ class GraphRunner:
             updates = repair_messages(messages, self._logs.get(ctx.thread_id), heard_text)
             await self.graph.aupdate_state(config, {"messages": updates}, as_node="agent")
             log.info("reply_interrupted", call_sid=ctx.call_sid, thread_id=ctx.thread_id, heard_chars=len(heard_text))
+
+    async def read_state(self, thread_id: str) -> StateSnapshot:
+        """The thread's head state."""
+        return await self.graph.aget_state({"configurable": {"thread_id": thread_id}})
+
+    async def read_history(self, thread_id: str) -> list[StateSnapshot]:
+        """The thread's checkpoints, newest first."""
+        return [s async for s in self.graph.aget_state_history({"configurable": {"thread_id": thread_id}})]
 
     def early_tool(self, name: str) -> bool:
         """Whether the flow's tool ``name`` may run before the caller's turn is confirmed."""

@@ -12,6 +12,7 @@ from langchain_core.language_models import BaseChatModel
 
 from dialgraph.graphs.checkpoint import checkpointer
 from dialgraph.graphs.checkpoint_serde import serializer_for
+from dialgraph.graphs.graph_loop import ApartRunner, GraphLoop
 from dialgraph.graphs.model import build_chat_model
 from dialgraph.graphs.recall import build_recall
 from dialgraph.graphs.registry import graph_factory
@@ -20,6 +21,7 @@ from dialgraph.graphs.spoken_time import parse_when
 from dialgraph.server.core.db import Database
 from dialgraph.server.core.redaction import redactor_for
 from dialgraph.server.core.settings import Settings
+from dialgraph.server.core.turns import TurnRunner
 from dialgraph.tools import build_tools
 
 log = structlog.get_logger(__name__)
@@ -66,3 +68,31 @@ async def build_runners(
         runners[name] = GraphRunner(graph, durability=settings.durability, recall=recall)
     log.info("runners_ready", flows=sorted(runners), model=settings.model_spec, durability=settings.durability)
     return runners
+
+
+async def serve_runners(
+    settings: Settings, db: Database, stack: AsyncExitStack, *, clock: Callable[[], dt.datetime] | None = None
+) -> dict[str, TurnRunner]:
+    """The app's runners. With ``graph_loop = "own"`` (the default) they are built and run
+    on a ``GraphLoop``, with their own engine on ``db``'s URL (the tools' and ``recall``'s)
+    and their own checkpointer; both close there, then the loop, with ``stack``. ``"main"``, or a database in memory (one engine only sees it): on the
+    app's loop, with ``db``."""
+    if settings.graph_loop == "main" or db.url.endswith(":memory:"):
+        return dict(await build_runners(settings, db, stack, clock=clock))
+    graphs = GraphLoop()
+    stack.push_async_callback(graphs.aclose)
+    there = AsyncExitStack()
+
+    async def build() -> dict[str, GraphRunner]:
+        graph_db = Database(db.url)
+        there.push_async_callback(graph_db.aclose)
+        return await build_runners(settings, graph_db, there, clock=clock)
+
+    async def close() -> None:
+        await graphs.run(there.aclose())
+
+    try:
+        runners = await graphs.run(build())
+    finally:
+        stack.push_async_callback(close)
+    return {name: ApartRunner(runner, graphs) for name, runner in runners.items()}

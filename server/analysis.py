@@ -95,13 +95,13 @@ def build_parts(
 
 def checkpoint_reader(runners: Mapping[str, TurnRunner]) -> StateReader:
     """Reads a call's final graph state through its flow's runner (its checkpointer)."""
-    from dialgraph.graphs.runner import GraphRunner
+    from dialgraph.graphs.runner import GraphReader
 
     async def read(call: Call) -> Mapping[str, Any] | None:
         runner = runners.get(call.flow)
-        if not isinstance(runner, GraphRunner) or not call.thread_id:
+        if not isinstance(runner, GraphReader) or not call.thread_id:
             return None
-        snapshot = await runner.graph.aget_state({"configurable": {"thread_id": call.thread_id}})
+        snapshot = await runner.read_state(call.thread_id)
         return snapshot.values if isinstance(snapshot.values, Mapping) else None
 
     return read

@@ -55,9 +55,9 @@ async def build_services(settings: Settings, stack: AsyncExitStack, overrides: O
 
     runners = overrides.runners
     if runners is None:
-        from dialgraph.graphs.runtime import build_runners
+        from dialgraph.graphs.runtime import serve_runners
 
-        runners = await build_runners(settings, db, stack)
+        runners = await serve_runners(settings, db, stack)
 
     call_control = overrides.call_control
     if call_control is None:

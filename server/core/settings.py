@@ -203,6 +203,13 @@ class Settings(BaseSettings):
         default=30, gt=0, description="deprecated: [retention] checkpoints_days wins when set"
     )
     durability: Literal["async", "sync", "exit"] = "async"
+    graph_loop: Literal["main", "own"] = Field(
+        default="main",
+        description=(
+            "where graph runs happen: the app's loop, or one of their own stepped from it (graphs.graph_loop): "
+            "replies' p99 drops below saturation, underruns rise near it"
+        ),
+    )
     checkpoint_pool_size: int = Field(
         default=20,
         ge=1,

@@ -16,7 +16,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
 
-from dialgraph.graphs.runner import GraphRunner
+from dialgraph.graphs.runner import GraphReader
 from dialgraph.server.dashboard.graph_svg import Edge, render
 
 
@@ -31,7 +31,7 @@ class CallPath:
 
 
 def _graph_of(runner: object) -> Any | None:
-    return runner.graph if isinstance(runner, GraphRunner) else None
+    return runner.graph if isinstance(runner, GraphReader) else None
 
 
 def _shape(runner: object) -> tuple[list[str], list[Edge]] | None:
@@ -62,12 +62,10 @@ async def call_path(runner: object, thread_ids: Sequence[str], redact: Callable[
     """The path of the call's threads (the call's own and, after a callback, none other:
     pass the threads this call ran on), oldest first."""
     path = CallPath()
-    graph = _graph_of(runner)
-    if graph is None:
+    if not isinstance(runner, GraphReader):
         return path
     for thread_id in thread_ids:
-        config: Any = {"configurable": {"thread_id": thread_id}}
-        history = [snapshot async for snapshot in graph.aget_state_history(config)]
+        history = await runner.read_history(thread_id)
         if not history:
             continue
         run: list[str] = []

@@ -110,3 +110,21 @@ async def test_three_flows_through_the_simulator(tmp_path: Path) -> None:
     checks = await check_expectations(wrong, observed, server_call=sales.server_call, database_url=url)
     failed = {c.label for c in checks if not c.ok}
     assert failed == {"appointment at thursday 12:00 (UTC)", "transfer to sales"}
+
+
+async def test_calls_with_the_graphs_on_their_own_loop(tmp_path: Path) -> None:
+    """``graph_loop = "own"``: the same calls, the graphs run on ``graphs.graph_loop.GraphLoop``
+    (the barge-in's heard-text repair and the transfer cross to it and back)."""
+    async with live_server(tmp_path, graph_loop="own") as server:
+        scheduling, support = await asyncio.gather(
+            run(server, "scheduling_demo", tmp_path / "out"), run(server, "support_basic", tmp_path / "out")
+        )
+    url = server.database_url
+    for result in (scheduling, support):
+        assert result.protocol_violations == 0, result.violations
+        assert result.ok, (result.checks, result.failures)
+    (appt,) = await rows(url, Appointment, Appointment.phone == "+15551230001")
+    assert appt.status == "booked" and appt.name == "Jane Doe"
+    assert [t.kind for t in support.turns].count("barge_in") == 1
+    interrupted = await rows(url, CallEvent, CallEvent.call_sid == support.call_sid, CallEvent.interrupted.is_(True))
+    assert len(interrupted) == 1 and interrupted[0].role == "agent"
