@@ -14,13 +14,15 @@ while the graph thread held the GIL, every syscall the media loop made handed it
 waited up to the 5 ms switch interval to get it back.
 
 Not the default either (``bench.load_whole --calls 100 160``, 2026-12-07, alternating with
-``DIALGRAPH_GRAPH_LOOP=main``): below saturation (100 calls, ~80 % of the core) the
-service's share p99 fell from 755-893 to 520-529 ms, end of speech -> audio p99 from
-1336-1451 to 1157-1173 ms, with underruns alike (0.27 and 1.17 against 0.65 and 0.49 per
-agent-minute). Near saturation (160 calls, ~90 %) replies still started sooner, but the
-underruns went from 1.1-1.7 to 10.8-16.8: a graph burst of up to ``budget_ms`` per app
-iteration takes the core from the pacers, where the app's loop alone shares it a callback
-at a time. A 2 ms budget starved the graphs instead (first token p50 1.4 s).
+``DIALGRAPH_GRAPH_LOOP=main``). Below saturation (100 calls, ~80 % of the core) the
+service's share p99 fell from 755-1272 to 520-529 ms and end of speech -> audio p99 from
+1336-1848 to 1157-1173 ms, with underruns alike (0.27 and 1.17 against 0.43-0.65 per
+agent-minute). Near saturation (160 calls, ~90 %) the underruns went from 1.1-4.6 to
+10.8-36: the graphs' work (~30 % of the core there, timed per step) runs in clumps of up
+to ``budget_ms`` and takes the core from the pacers in those clumps, where the app's loop
+alone interleaves it a callback at a time. A 2 ms budget starved the graphs (first token
+p50 1.4 s); capping their share of the wall clock, or falling back to one graph iteration
+per step when the app's iterations grew long, did not bring the underruns down.
 
 What lives there: the runners, their checkpointer, the tools' database engine (SQLAlchemy
 and aiosqlite/psycopg bind their connections to the loop that opened them), the model's
