@@ -186,7 +186,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--sync", action="store_true", help='also measure durability "sync"')
-    parser.add_argument("--threads", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=50, help="concurrent threads in the throughput run (0 to skip)")
     parser.add_argument("--tp-turns", type=int, default=6, help="turns per thread in the throughput run")
     parser.add_argument("--calls", type=int, default=100, help="concurrent paced calls (0 to skip)")
     parser.add_argument("--call-turns", type=int, default=4)
@@ -211,9 +211,10 @@ async def main() -> None:
         pg_db = Database(pg_url)
         await pg_db.upgrade()
         await latency(settings, pg_db, pg_url, "postgres", args.turns, modes)
-        before = await throughput(settings, pg_db, pg_url, args.threads, args.tp_turns, lock_free=False)
-        after = await throughput(settings, pg_db, pg_url, args.threads, args.tp_turns, lock_free=True)
-        print(f"lock removed: {after / before:.2f}x turns/s")
+        if args.threads:
+            before = await throughput(settings, pg_db, pg_url, args.threads, args.tp_turns, lock_free=False)
+            after = await throughput(settings, pg_db, pg_url, args.threads, args.tp_turns, lock_free=True)
+            print(f"lock removed: {after / before:.2f}x turns/s")
         if args.calls:
             await paced_calls(settings, pg_db, pg_url, args.calls, args.call_turns, args.think)
         await pg_db.aclose()
