@@ -224,8 +224,9 @@ class _Pump:
             self._queue.put_nowait((kind, value))
 
     async def _pump(self) -> None:
-        events = self._make()
+        events: AsyncIterator[Any] | None = None
         try:
+            events = self._make()  # may raise at once (a caller input it cannot take)
             async for item in events:
                 self._post(_ITEM, item)
         except asyncio.CancelledError:

@@ -82,6 +82,15 @@ async def test_a_stream_arrives_in_order_and_its_failure_with_it(graphs: GraphLo
     assert got == ["one", "two", "three"]
 
 
+async def test_a_stream_that_cannot_start_fails_here(graphs: GraphLoop) -> None:
+    def refuses() -> AsyncIterator[str]:
+        raise TypeError("unknown caller input type")
+
+    with pytest.raises(TypeError, match="unknown caller input"):
+        async for _ in graphs.stream(refuses):
+            pass
+
+
 async def test_cancelling_the_reader_cancels_the_run_there_and_waits_for_it(graphs: GraphLoop) -> None:
     unwound: list[str] = []
     started = asyncio.Event()
