@@ -62,16 +62,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from bench.load_calls import cpu_s, rss_kb  # a process's /proc readings
+from bench.server_readings import ADMIN_TOKEN, checkpoint_writes, core_times, tree_cpu_s, tree_rss_kb
 from dialgraph.telephony.simulator.lean import LeanLeg
 from dialgraph.telephony.simulator.process import free_port
 from dialgraph.telephony.simulator.protocol import (
@@ -102,7 +100,6 @@ from dialgraph.telephony.simulator.webhooks import TwilioWebhookClient, call_par
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "bench" / "scenarios" / "load_support.yaml"
 AUTH_TOKEN = "dev-auth-token"
-ADMIN_TOKEN = "dev-admin-token"
 ENDPOINTING_MS = 300  # what the server asks Deepgram for (telephony/speech/deepgram.py)
 MAX_REPLY_GAP_S = 2.0  # as MediaLeg: a longer agent silence is a new reply
 REPLY_TIMEOUT_S = 20.0  # no agent audio this long after the caller spoke: the call failed
@@ -220,51 +217,6 @@ class WholeCall:
 
 
 # --- the run ------------------------------------------------------------------------------------
-def core_times() -> dict[int, tuple[float, float]]:
-    """Per core: (busy, total) seconds since boot, from /proc/stat."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            name, *values = line.split()
-            if name.startswith("cpu") and name != "cpu":
-                v = [int(x) for x in values[:8]]
-                idle = v[3] + v[4]
-                out[int(name[3:])] = ((sum(v) - idle) / tick, sum(v) / tick)
-    return out
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (uvicorn's workers under ``--workers``)."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-    return found
-
-
-def tree_sum(pid: int, reading: Callable[[int], float]) -> float:
-    """``reading`` (``cpu_s``, ``rss_kb``) summed over ``pid`` and its descendants; a process
-    that ended meanwhile counts nothing."""
-    total = 0.0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError):
-            total += reading(p)
-    return total
-
-
-def tree_cpu_s(pid: int) -> float:
-    return tree_sum(pid, cpu_s)
-
-
-def tree_rss_kb(pid: int) -> float:
-    return tree_sum(pid, rss_kb)
-
-
 @dataclass
 class RunResult:
     n: int
@@ -444,33 +396,6 @@ class Run:
             self.stages, [ms for c in calls for at, ms in zip(c.reply_at, c.reply_ms, strict=True) if at >= steady_from],
             cores, writes,
         )  # fmt: skip
-
-
-async def checkpoint_writes(http: httpx.AsyncClient) -> dict[str, tuple[int, float, float]]:
-    """The server's checkpoint write histogram (``dialgraph_checkpoint_write_seconds``), by op:
-    (count, mean ms, the bucket bound in ms that 99 % of writes are under)."""
-    r = await http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    if r.status_code != 200:
-        return {}
-    buckets: dict[str, list[tuple[float, float]]] = {}
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(r.text):
-        if family.name != "dialgraph_checkpoint_write_seconds":
-            continue
-        for sample in family.samples:
-            op = sample.labels.get("op", "")
-            if sample.name.endswith("_bucket"):
-                buckets.setdefault(op, []).append((float(sample.labels["le"]), sample.value))
-            elif sample.name.endswith("_sum"):
-                totals[op] = sample.value
-    out = {}
-    for op, bounds in buckets.items():
-        bounds.sort()
-        count = bounds[-1][1]
-        if count:
-            p99 = next(le for le, n in bounds if n >= 0.99 * count)
-            out[op] = (int(count), totals.get(op, 0.0) / count * 1000, p99 * 1000)
-    return out
 
 
 # --- report -------------------------------------------------------------------------------------
