@@ -73,10 +73,11 @@ async def build_runners(
 async def serve_runners(
     settings: Settings, db: Database, stack: AsyncExitStack, *, clock: Callable[[], dt.datetime] | None = None
 ) -> dict[str, TurnRunner]:
-    """The app's runners. With ``graph_loop = "own"`` (the default) they are built and run
-    on a ``GraphLoop``, with their own engine on ``db``'s URL (the tools' and ``recall``'s)
-    and their own checkpointer; both close there, then the loop, with ``stack``. ``"main"``, or a database in memory (one engine only sees it): on the
-    app's loop, with ``db``."""
+    """The app's runners. ``graph_loop = "main"`` (the default), or a database in memory
+    (one engine only sees it): ``build_runners`` on the app's loop, with ``db``. ``"own"``:
+    built and run on a ``GraphLoop``, with an engine of their own on ``db``'s URL (the
+    tools' and ``recall``'s) and their own checkpointer; both close there, then the loop,
+    with ``stack``."""
     if settings.graph_loop == "main" or db.url.endswith(":memory:"):
         return dict(await build_runners(settings, db, stack, clock=clock))
     graphs = GraphLoop()
