@@ -41,17 +41,14 @@ import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-import structlog
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot
 
 from dialgraph.graphs.runner import GraphRunner, PreemptiveReply
 from dialgraph.server.core.context import CallContext
 from dialgraph.server.core.turns import CallerInput, CallerText, RunnerEvent, TurnUsage
-
-log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -82,8 +79,7 @@ class GraphLoop:
         self._soon: asyncio.Handle | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self.steps = 0  # app-loop callbacks that ran the graph loop (for tests and benches)
-        self.iterations = 0  # graph-loop iterations they ran
+        self.steps = 0  # app-loop callbacks that ran the graph loop (tests count them)
 
     # --- stepping --------------------------------------------------------------------------
     def _has_work(self) -> bool:
@@ -104,7 +100,6 @@ class GraphLoop:
             while True:
                 sub.call_soon(_nothing)  # so the selector is polled, never waited on
                 sub._run_once()
-                self.iterations += 1
                 if not self._has_work() or time.monotonic() >= deadline:
                     break
         finally:
@@ -122,9 +117,9 @@ class GraphLoop:
         when = min((h._when for h in scheduled if not h._cancelled), default=None)
         if when is None:
             return
-        if self._timer is not None and not self._timer.cancelled() and self._timer.when() <= when:
-            return
         if self._timer is not None:
+            if self._timer.when() <= when:
+                return
             self._timer.cancel()
         self._timer = self.home.call_at(when, self._on_timer)
 
@@ -141,12 +136,9 @@ class GraphLoop:
         """``await coro`` on the graph loop. Cancelling the caller cancels it there."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
-    def stream(self, make: Callable[[], AsyncIterator[T]]) -> AsyncGenerator[T, None]:
+    async def stream(self, make: Callable[[], AsyncIterator[T]]) -> AsyncGenerator[T, None]:
         """Iterate ``make()`` on the graph loop; its items arrive here, in order. Closing or
         cancelling this generator cancels the iteration there and waits until it unwound."""
-        return self._stream(make)
-
-    async def _stream(self, make: Callable[[], AsyncIterator[T]]) -> AsyncGenerator[T, None]:
         home = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
         pump = _Pump(make, home, queue)
@@ -239,6 +231,19 @@ class _Pump:
             if aclose is not None:
                 await aclose()
         self._post(_END, None)
+
+
+@runtime_checkable
+class GraphReader(Protocol):
+    """A runner whose flow graph and checkpoints can be read (the dashboard, the analysis):
+    ``GraphRunner`` on the app's loop, or ``ApartRunner`` reading on the graphs' own."""
+
+    @property
+    def graph(self) -> CompiledStateGraph[Any, Any, Any, Any]: ...
+
+    async def read_state(self, thread_id: str) -> StateSnapshot: ...
+
+    async def read_history(self, thread_id: str) -> list[StateSnapshot]: ...
 
 
 class ApartRunner:

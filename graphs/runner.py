@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import structlog
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, HumanMessage, ToolMessage
@@ -107,19 +107,6 @@ def content_text(message: AnyMessage | AIMessageChunk) -> str:
 
 def _squash(text: str) -> str:
     return " ".join(text.split())
-
-
-@runtime_checkable
-class GraphReader(Protocol):
-    """A runner whose flow graph and checkpoints can be read (the dashboard, the analysis):
-    ``GraphRunner``, or ``graphs.graph_loop.ApartRunner`` reading on the graphs' own loop."""
-
-    @property
-    def graph(self) -> CompiledStateGraph[Any, Any, Any, Any]: ...
-
-    async def read_state(self, thread_id: str) -> StateSnapshot: ...
-
-    async def read_history(self, thread_id: str) -> list[StateSnapshot]: ...
 
 
 class GraphRunner:

@@ -95,7 +95,7 @@ def build_parts(
 
 def checkpoint_reader(runners: Mapping[str, TurnRunner]) -> StateReader:
     """Reads a call's final graph state through its flow's runner (its checkpointer)."""
-    from dialgraph.graphs.runner import GraphReader
+    from dialgraph.graphs.graph_loop import GraphReader
 
     async def read(call: Call) -> Mapping[str, Any] | None:
         runner = runners.get(call.flow)

@@ -16,7 +16,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, ToolMessage
 
-from dialgraph.graphs.runner import GraphReader
+from dialgraph.graphs.graph_loop import GraphReader
 from dialgraph.server.dashboard.graph_svg import Edge, render
 
 
